@@ -1,0 +1,66 @@
+"""Checkpoints as plain dicts of tensors and numbers (loadable with ``weights_only=True``),
+written atomically so an interrupted save never destroys the previous file."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "dicc-checkpoint"
+VERSION = 1
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load and sanity-check a dicc checkpoint (``weights_only=True``: no code is run)."""
+    path = Path(path)
+    if path.is_dir():  # a run directory
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                path = path / "checkpoints" / name
+                break
+        else:
+            raise FileNotFoundError(f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this run directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - report any unpickling problem with the file name
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a dicc checkpoint (missing format marker)")
+    ckpt["_path"] = str(path)
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict):
+    """Rebuild the model and strategy stored in a checkpoint (on the CPU, in eval mode)."""
+    from .models import create_model
+    from .strategies import create_strategy
+
+    spec = ckpt["model_spec"]
+    strategy = create_strategy(ckpt["strategy"]["name"], ckpt["class_counts"], ckpt["strategy"]["options"])
+    strategy.load_state_dict(ckpt["strategy"]["state"])
+    model = create_model(spec["name"], spec["num_outputs"], in_channels=spec["in_channels"],
+                         width=spec["width"], head_type=spec["head_type"], dropout=spec.get("dropout", 0.0))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{ckpt.get('_path', 'checkpoint')}: weights do not fit model {spec['name']!r}: {err}") from None
+    model.eval()
+    return model, strategy

@@ -1,0 +1,147 @@
+"""The ``dicc`` command line: parse, build a config, call the library. Nothing else lives here."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (built-in data when --data is not given)")
+    p.add_argument("--config", "-c", help="YAML config file (see configs/)")
+    p.add_argument("--data", help="dataset root or CSV (default: the built-in synthetic data)")
+    p.add_argument("--format", help="dataset format (default: auto-detect)")
+    p.add_argument("--method", help="imbalance method (see `dicc methods`)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory (default runs/<method>-seed<seed>)")
+    p.add_argument("--longtail", help="long-tailed training subset: preset, exp:IF, step:IF or 7 counts")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. --set optim.lr=0.1 --set method.options.k_max=3")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .engine import fit
+
+    overrides = []
+    for key, value in (("data.path", args.data), ("data.format", args.format), ("method.name", args.method),
+                       ("train.epochs", args.epochs), ("train.seed", args.seed), ("train.out", args.out),
+                       ("data.longtail", args.longtail)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    cfg = load_config(args.config, overrides + args.overrides)
+    if args.out is None and not any(o.startswith("train.out=") for o in args.overrides) and \
+            cfg.train.out == "runs/default":
+        cfg.train.out = f"runs/{cfg.method.name}-seed{cfg.train.seed}"
+    if cfg.data.path is not None and not Path(cfg.data.path).exists():
+        raise FileNotFoundError(f"--data: path not found: {cfg.data.path}")
+    result = fit(cfg, resume=args.resume)
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint (or run directory) on a dataset split")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", help="dataset root or CSV (default: the data the run was trained on)")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--confusion", help="also save the confusion matrix as this PNG")
+    p.add_argument("--batch-size", type=int, default=512)
+
+
+def _evaluate(args) -> int:
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .config import DataConfig, from_dict
+    from .data.build import open_split
+    from .engine import evaluate
+    from .metrics import format_metrics, save_confusion_png
+
+    ckpt = load_checkpoint(args.checkpoint)
+    model, strategy = model_from_checkpoint(ckpt)
+    dcfg = from_dict(DataConfig, ckpt["config"]["data"])
+    if args.data is not None:
+        dcfg.path, dcfg.format = args.data, args.format
+    norm = ckpt["normalization"]
+    ds = open_split(dcfg, args.split)
+    m = evaluate(model, strategy, ds, batch_size=args.batch_size, mean=norm["mean"], std=norm["std"])
+    m.update({"split": args.split, "checkpoint": ckpt["_path"]})
+    if args.confusion:
+        save_confusion_png(m["confusion_matrix"], ds.class_names, args.confusion, title=f"{args.split}")
+    print(json.dumps(m, indent=2) if args.json else format_metrics(m))
+    return 0
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="inspect datasets")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    info = dsub.add_parser("info", help="per-class counts of a dataset")
+    info.add_argument("path")
+    info.add_argument("--split", help="only this split")
+    info.add_argument("--format", default="auto")
+    info.add_argument("--json", action="store_true")
+    info.add_argument("--chart", help="save a bar chart of the counts to this PNG")
+
+
+def _data(args) -> int:
+    from .data.info import data_info, format_info, save_count_chart
+
+    info = data_info(args.path, split=args.split, fmt=args.format)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    if args.chart:
+        save_count_chart(info, args.chart)
+    return 0
+
+
+def _methods(args) -> int:
+    import dataclasses
+
+    from .strategies import available_strategies
+
+    for name, cls in available_strategies().items():
+        print(f"{name:<18} {cls.summary}")
+        if args.verbose:
+            for f in dataclasses.fields(cls.Options):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                print(f"    {f.name} = {default!r}")
+    return 0
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "data": _data, "methods": _methods}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="dicc", description="Facial expression recognition on class-imbalanced "
+                                     "data with Dynamic Intra-Class Clustering (DICC).")
+    parser.add_argument("--version", action="version", version=f"dicc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_data(sub)
+    m = sub.add_parser("methods", help="list the registered imbalance methods")
+    m.add_argument("--verbose", "-v", action="store_true", help="also list each method's options")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"dicc {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

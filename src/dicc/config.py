@@ -1,0 +1,189 @@
+"""Run configuration: nested dataclasses, loaded from YAML and dotted ``key=value`` overrides.
+
+Unknown keys are errors that list the valid ones, so a typo never silently does nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None          # dataset root or CSV; None = the built-in synthetic data
+    format: str = "auto"             # fer2013_csv, fer2013_folders, imagefolder, rafdb, auto
+    train_split: str = "train"
+    val: str | None = "holdout"      # "holdout" (drawn from train), a split name, or None
+    val_fraction: float = 0.1        # share of each training class held out when val=holdout
+    test_split: str | None = "test"  # evaluated once at the end (final.json); None to skip
+    longtail: Any = None             # preset name, "exp:IF", "step:IF", list/dict of counts
+    subset_seed: int = 0             # seed of the hold-out and long-tail draws
+    image_size: int = 48
+    channels: int = 1
+    cache_dir: str | None = None
+    workers: int = 0                 # loader processes for streamed (large-image) datasets
+
+
+@dataclass
+class AugmentConfig:
+    crop_padding: int = 4            # random crop after edge padding (pixels)
+    flip: bool = True                # random horizontal flip
+    brightness: float = 0.0          # +- relative brightness jitter
+    contrast: float = 0.0            # +- relative contrast jitter
+    erase: float = 0.0               # probability of random erasing (one rectangle)
+    mean: float = 0.5                # normalisation: (x/255 - mean) / std
+    std: float = 0.25
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vgg_fer"
+    width: int | None = 32
+    dropout: float = 0.0
+    pretrained: str | None = None    # local path to weights (never downloaded)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"                # sgd or adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"       # onecycle, cosine or constant
+    warmup_fraction: float = 0.15    # one-cycle rise / cosine linear warm-up share
+
+
+@dataclass
+class MethodConfig:
+    name: str = "ce"
+    options: dict = field(default_factory=dict)   # validated by the strategy's Options
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    seed: int = 0
+    device: str = "auto"             # auto, cpu, cuda, cuda:N
+    amp: bool = True                 # mixed precision when on CUDA
+    threads: int | None = None       # torch CPU threads (None: library default)
+    progress: bool = True
+    out: str = "runs/default"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _scalar_type(tp: Any) -> type | None:
+    """``int`` for ``int`` and ``int | None``; None for anything that is not a plain scalar."""
+    args = [a for a in getattr(tp, "__args__", ()) if a is not type(None)]
+    tp = args[0] if len(args) == 1 else tp
+    return tp if tp in (bool, int, float, str) else None
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Coerce YAML/CLI values to the field's declared scalar type."""
+    base = _scalar_type(tp)
+    if value is None or base is None:
+        return value
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        low = str(value).lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected a boolean, got {value!r}")
+    try:
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: expected {base.__name__}, got {value!r}") from None
+    return str(value) if base is str else value
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = prefix.rstrip(".") or "config"
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if _is_dataclass_type(tp):
+            kwargs[name] = from_dict(tp, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {key!r}: {p} is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- dotted overrides, validated into a :class:`Config`."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    return from_dict(Config, raw)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,90 @@
+"""Batch augmentation and normalisation with tensor ops (no per-image Python).
+
+Images arrive as uint8 ``[B, C, H, W]``; augmentation draws its randomness from an explicit
+``torch.Generator`` (on the CPU) so a seed reproduces a run.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 -> float ``(x / 255 - mean) / std``."""
+    return (x.float() / 255.0 - mean) / std
+
+
+def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random crop of the original size from an edge-padded batch."""
+    if padding <= 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, mode="replicate")
+    oy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
+    ox = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # [B,1,H,1]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # [B,1,1,W]
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows, cols]
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def color_jitter(x: torch.Tensor, brightness: float, contrast: float, gen: torch.Generator) -> torch.Tensor:
+    """Brightness/contrast jitter on a float batch in [0, 1]."""
+    b = x.shape[0]
+    if brightness > 0:
+        f = 1 + (torch.rand(b, generator=gen) * 2 - 1) * brightness
+        x = x * f.to(x.device)[:, None, None, None]
+    if contrast > 0:
+        f = (1 + (torch.rand(b, generator=gen) * 2 - 1) * contrast).to(x.device)[:, None, None, None]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) * f + mean
+    return x.clamp(0, 1)
+
+
+def random_erase(x: torch.Tensor, p: float, gen: torch.Generator, scale=(0.02, 0.2)) -> torch.Tensor:
+    """Zero one random rectangle per selected sample (Zhong et al. 2020), vectorised."""
+    if p <= 0:
+        return x
+    b, _, h, w = x.shape
+    apply = torch.rand(b, generator=gen) < p
+    area = torch.empty(b).uniform_(*scale, generator=gen) * h * w
+    ratio = torch.exp(torch.empty(b).uniform_(-1.2, 1.2, generator=gen))
+    eh = (area * ratio).sqrt().clamp(1, h).long()
+    ew = (area / ratio).sqrt().clamp(1, w).long()
+    y0 = (torch.rand(b, generator=gen) * (h - eh + 1)).long()
+    x0 = (torch.rand(b, generator=gen) * (w - ew + 1)).long()
+    yy = torch.arange(h)[None, :, None]
+    xx = torch.arange(w)[None, None, :]
+    mask = (yy >= y0[:, None, None]) & (yy < (y0 + eh)[:, None, None]) & \
+           (xx >= x0[:, None, None]) & (xx < (x0 + ew)[:, None, None]) & apply[:, None, None]
+    return x.masked_fill(mask[:, None].to(x.device), 0.0)
+
+
+class BatchAugment:
+    """Training-time augmentation of a uint8 batch, returning a normalised float batch."""
+
+    def __init__(self, cfg, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        x = random_crop(x, cfg.crop_padding, self.gen)
+        if cfg.flip:
+            x = random_flip(x, self.gen)
+        x = x.float() / 255.0
+        x = color_jitter(x, cfg.brightness, cfg.contrast, self.gen)
+        x = random_erase(x, cfg.erase, self.gen)
+        return (x - cfg.mean) / cfg.std
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])

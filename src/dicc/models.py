@@ -1,0 +1,128 @@
+"""Backbone registry. Every model is ``features(x) -> [B, D]`` followed by ``head``.
+
+``head`` is an ``nn.Linear`` (or :class:`CosineHead` for LDAM); strategies that re-plan the
+head (DICC) rewrite its parameters in place, never replace it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CosineHead(nn.Module):
+    """Linear head on L2-normalised features and weights (cosine logits), as LDAM uses."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False)
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).t()
+
+
+class FERModel(nn.Module):
+    """A backbone (``body``: image -> feature vector) followed by a classification head."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, num_outputs: int, head_type: str = "linear",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.body = body
+        self.feature_dim = feature_dim
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if head_type == "linear":
+            self.head = nn.Linear(feature_dim, num_outputs)
+        elif head_type == "cosine":
+            self.head = CosineHead(feature_dim, num_outputs)
+        else:
+            raise ValueError(f"unknown head_type {head_type!r}; valid: linear, cosine")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (before dropout and the head)."""
+        return self.body(x)
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(feats))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.features(x))
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+def vgg_fer(in_channels: int = 1, width: int = 32) -> tuple[nn.Module, int]:
+    """Compact VGG-style CNN for 48x48 faces: 4 double-conv blocks (w, 2w, 4w, 8w), global
+    average pooling; the feature dimension is ``8 * width``."""
+    w = int(width)
+    body = nn.Sequential(
+        _conv_block(in_channels, w), _conv_block(w, 2 * w), _conv_block(2 * w, 4 * w),
+        _conv_block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+    return body, 8 * w
+
+
+def resnet18(in_channels: int = 1, width: int = 64) -> tuple[nn.Module, int]:
+    """torchvision's ResNet-18 adapted to small inputs: 3x3 stride-1 stem, no max-pool."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(weights=None, num_classes=1000)
+    if width != 64:
+        raise ValueError("resnet18 has a fixed width of 64")
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
+_BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {"vgg_fer": vgg_fer, "resnet18": resnet18}
+
+
+def available_models() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def create_model(name: str, num_outputs: int, in_channels: int = 1, width: int | None = None,
+                 head_type: str = "linear", dropout: float = 0.0,
+                 pretrained: str | Path | None = None) -> FERModel:
+    """Build a registered backbone with a head of ``num_outputs``.
+
+    ``pretrained`` is a local path to a state dict (of a whole :class:`FERModel` or of the
+    body alone); the head is never loaded from it, since its size depends on the method.
+    """
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(available_models())}")
+    kwargs = {"in_channels": in_channels}
+    if width is not None:
+        kwargs["width"] = width
+    body, dim = _BACKBONES[name](**kwargs)
+    model = FERModel(body, dim, num_outputs, head_type=head_type, dropout=dropout)
+    if pretrained:
+        load_pretrained_body(model, pretrained)
+    return model
+
+
+def load_pretrained_body(model: FERModel, path: str | Path) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    body = {k[len("body."):]: v for k, v in state.items() if k.startswith("body.")} or {
+        k: v for k, v in state.items() if not k.startswith(("head.", "fc."))}
+    missing, unexpected = model.body.load_state_dict(body, strict=False)
+    if len(missing) == len(model.body.state_dict()):
+        raise ValueError(f"{path}: no tensor matches the {type(model.body).__name__} backbone")

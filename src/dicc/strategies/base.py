@@ -1,0 +1,131 @@
+"""The Strategy interface: everything that differs between imbalance methods.
+
+The engine never branches on a method's name. It asks the strategy for
+- ``num_outputs`` (the head size; DICC's is the number of sub-classes) and ``head_type``,
+- ``epoch_indices`` (the training order for one epoch on one rank: shuffle or resampling),
+- ``on_epoch_start(ctx)`` (DRW's switch, DICC's re-clustering),
+- ``loss(logits, targets, indices)`` (``indices`` are dataset indices, for pseudo-labels),
+- ``parent_logits(logits)`` (what evaluation, prediction and export see: always one column per
+  class), and
+- ``state_dict()`` / ``load_state_dict()`` (checkpoints; plain tensors and numbers only).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EpochContext:
+    """What the engine hands a strategy at the start of each epoch."""
+
+    epoch: int                                   # 0-based index of the epoch about to run
+    epochs: int                                  # total number of epochs
+    model: nn.Module                             # the unwrapped model: .features(x), .head
+    device: torch.device
+    # L2-normalised penultimate features of *all* training images (eval mode, no
+    # augmentation), ordered by dataset index and identical on every rank, with their labels.
+    extract_features: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    log: Callable[[dict], None] = lambda record: None   # adds a record to metrics.jsonl
+    rank: int = 0
+    world_size: int = 1
+    broadcast: Callable[[torch.Tensor, int], torch.Tensor] = lambda t, src=0: t  # in-place, returns t
+
+
+@dataclass
+class NoOptions:
+    pass
+
+
+class Strategy:
+    """Base class; the default behaviour is plain cross-entropy on shuffled data."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, class_counts: Sequence[int], options: Any = None) -> None:
+        self.class_counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+        if (self.class_counts <= 0).any():
+            empty = [i for i, c in enumerate(self.class_counts.tolist()) if c <= 0]
+            raise ValueError(f"{self.name}: training classes {empty} have no samples")
+        self.options = options if options is not None else self.Options()
+
+    # -- shape of the model -------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_counts)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    head_type: ClassVar[str] = "linear"      # "linear" or "cosine" (normalised, LDAM)
+
+    @property
+    def log_prior(self) -> torch.Tensor:
+        return (self.class_counts / self.class_counts.sum()).log().float()
+
+    # -- training ------------------------------------------------------------------------
+    def epoch_indices(self, labels: torch.Tensor, epoch: int, seed: int,
+                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """Dataset indices this rank visits in ``epoch`` (seeded, disjoint across ranks)."""
+        from ..samplers import shuffled_indices
+
+        return shuffled_indices(len(labels), epoch, seed, rank, world_size)
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        pass
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, targets)
+
+    # -- evaluation ----------------------------------------------------------------------
+    def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_strategies() -> dict[str, type[Strategy]]:
+    from . import _load_all  # noqa: F401  (registers the built-in strategies)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def build_options(cls: type[Strategy], options: dict | None) -> Any:
+    """Turn a plain dict into ``cls.Options``; unknown keys are an error listing valid ones."""
+    options = dict(options or {})
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        valid = ", ".join(sorted(fields)) or "(none)"
+        raise ValueError(f"method {cls.name!r}: unknown option(s) {', '.join(unknown)}; valid: {valid}")
+    return cls.Options(**options)
+
+
+def create_strategy(name: str, class_counts: Sequence[int], options: dict | None = None) -> Strategy:
+    strategies = available_strategies()
+    if name not in strategies:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(strategies)}")
+    cls = strategies[name]
+    return cls(class_counts, build_options(cls, options))

@@ -1,0 +1,43 @@
+import pytest
+
+from dicc.config import Config, load_config, save_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 3\nmethod:\n  name: dicc\n  options: {k_max: 2}\n")
+    cfg = load_config(f, ["optim.lr=0.2", "train.amp=false", "method.options.parent_weight=0.5",
+                          "data.longtail=fer2013-if100"])
+    assert cfg.train.epochs == 3 and cfg.optim.lr == 0.2 and cfg.train.amp is False
+    assert cfg.method.options == {"k_max": 2, "parent_weight": 0.5}
+    assert cfg.data.longtail == "fer2013-if100"
+    assert cfg.model.name == "vgg_fer"
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(None, ["train.seed=5", "data.longtail=[1,2,3,4,5,6,7]"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg and isinstance(again, Config)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.epoch=3", "unknown key(s) in train: epoch; valid: amp, batch_size"),
+    ("nothing.x=1", "unknown key(s) in config: nothing"),
+    ("train.epochs=abc", "train.epochs: expected int"),
+    ("train.amp=maybe", "expected a boolean"),
+    ("noequals", "not of the form key=value"),
+])
+def test_bad_keys_are_clear_errors(override, fragment):
+    with pytest.raises(ValueError, match=None) as err:
+        load_config(None, [override])
+    assert fragment in str(err.value)
+
+
+def test_missing_or_bad_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ValueError, match="bad.yaml"):
+        load_config(bad)
