@@ -123,6 +123,9 @@ def load_pretrained_body(model: FERModel, path: str | Path) -> None:
         state = state["model"]
     body = {k[len("body."):]: v for k, v in state.items() if k.startswith("body.")} or {
         k: v for k, v in state.items() if not k.startswith(("head.", "fc."))}
-    missing, unexpected = model.body.load_state_dict(body, strict=False)
-    if len(missing) == len(model.body.state_dict()):
+    if not set(body) & set(model.body.state_dict()):
         raise ValueError(f"{path}: no tensor matches the {type(model.body).__name__} backbone")
+    try:
+        model.body.load_state_dict(body, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit this backbone: {err}") from None

@@ -1,0 +1,369 @@
+"""Base losses for class-imbalanced classification, and the class weights they use.
+
+Every loss is an ``nn.Module`` built from the per-output-column sample counts (the class
+counts, or DICC's sub-class counts when applied in sub-class space) and called as
+``loss(logits, targets) -> scalar``. Build them by name::
+
+    loss = create_loss("balanced_softmax", counts)
+    loss = create_loss("ldam", counts, {"max_m": 0.5, "s": 30.0})
+
+Options shared by every loss:
+
+``weight``
+    per-class weights ``w_c``: ``None`` (all ones), ``"inverse"`` (``1/n_c``), ``"effective"``
+    (class-balanced, Cui et al. 2019, with ``beta``), or a sequence of ``C`` numbers used as
+    given. The named schemes are normalised to sum to ``C``. A strategy can switch them
+    later with :meth:`ImbalanceLoss.set_weight` (LDAM's deferred re-weighting does); the
+    current weights are the ``weight`` buffer (``None`` when unweighted).
+``beta``
+    the effective-number hyper-parameter (default 0.9999), used only by ``"effective"``.
+``reduction``
+    ``"mean"`` (default): ``(1/B) sum_i w_{y_i} l_i``, the papers' formulas;
+    ``"weighted_mean"``: ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (PyTorch's ``cross_entropy``
+    convention, which keeps the loss scale independent of the weights).
+
+Counts of zero are treated as one (a column without samples gets the largest weight and the
+smallest prior instead of an infinity). Logits are promoted to float32 (safe under AMP), and
+the loss's buffers follow ``logits.device``.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHT_SCHEMES = ("inverse", "effective")
+REDUCTIONS = ("mean", "weighted_mean")
+
+
+# -- class weights ---------------------------------------------------------------------------
+def _as_counts(counts: Any) -> torch.Tensor:
+    c = torch.as_tensor(counts if isinstance(counts, torch.Tensor) else list(counts),
+                        dtype=torch.float64).detach().cpu().flatten()
+    if c.numel() == 0:
+        raise ValueError("counts is empty: need one sample count per output column")
+    if not torch.isfinite(c).all() or (c < 0).any():
+        raise ValueError(f"counts must be finite and non-negative, got {c.tolist()}")
+    return c.clamp_min(1.0)
+
+
+def inverse_frequency_weights(counts: Any) -> torch.Tensor:
+    """``w_c = 1 / n_c``, normalised so that ``sum_c w_c = C`` (float64)."""
+    n = _as_counts(counts)
+    w = 1.0 / n
+    return w * (len(n) / w.sum())
+
+
+def effective_number_weights(counts: Any, beta: float = 0.9999) -> torch.Tensor:
+    """Class-balanced weights of Cui et al., "Class-Balanced Loss Based on Effective Number of
+    Samples", CVPR 2019: ``w_c = (1 - beta) / (1 - beta^{n_c})``, normalised to sum to ``C``.
+
+    ``beta = 0`` gives uniform weights, ``beta -> 1`` inverse-frequency weights (``beta = 1``
+    is taken as that limit). Computed with ``expm1``/``log1p`` so betas close to 1 are exact.
+    """
+    beta = _check_beta(beta)
+    n = _as_counts(counts)
+    if beta == 0.0:
+        w = torch.ones_like(n)
+    elif beta == 1.0:
+        w = 1.0 / n
+    else:
+        log_beta = math.log1p(beta - 1.0)                       # < 0
+        w = math.expm1(log_beta) / torch.expm1(n * log_beta)    # (1 - beta) / (1 - beta^n)
+    return w * (len(n) / w.sum())
+
+
+def class_weights(counts: Any, scheme: str, beta: float = 0.9999) -> torch.Tensor:
+    """Per-class weights by scheme name (``"inverse"`` or ``"effective"``), summing to ``C``."""
+    if scheme == "inverse":
+        return inverse_frequency_weights(counts)
+    if scheme == "effective":
+        return effective_number_weights(counts, beta)
+    raise ValueError(f"unknown weight scheme {scheme!r}; valid: {', '.join(WEIGHT_SCHEMES)}")
+
+
+def ldam_margins(counts: Any, max_m: float = 0.5) -> torch.Tensor:
+    """LDAM margins (Cao et al. 2019): ``m_c = K / n_c^{1/4}`` with ``K`` such that the largest
+    margin (the rarest class's) equals ``max_m``."""
+    n = _as_counts(counts)
+    m = n.pow(-0.25)
+    return m * (float(max_m) / m.max())
+
+
+def _check_beta(beta: float) -> float:
+    beta = float(beta)
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    return beta
+
+
+# -- losses ----------------------------------------------------------------------------------
+class ImbalanceLoss(nn.Module):
+    """Base class: per-sample losses from :meth:`per_sample`, class weights, reduction.
+
+    Subclasses implement ``per_sample(logits, targets) -> [B]`` (unweighted) and may override
+    ``_update_from_counts`` to derive buffers (log prior, margins) from ``self.counts``.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    default_weight: ClassVar[Any] = None
+
+    def __init__(self, counts: Any, *, weight: Any = None, beta: float = 0.9999,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"{self.name}: unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+        self.beta = _check_beta(beta)
+        self.reduction = reduction
+        self.register_buffer("counts", _as_counts(counts))
+        self.register_buffer("log_prior", torch.empty(0))
+        self.register_buffer("weight", None)
+        self._weight_spec: Any = None
+        self._update_from_counts()
+        self.set_weight(weight)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.counts)
+
+    # -- configuration that strategies change during training --------------------------------
+    def set_counts(self, counts: Any) -> None:
+        """Replace the per-column counts (DICC after re-clustering); derived buffers and named
+        weight schemes are recomputed, explicit weights are kept."""
+        c = _as_counts(counts)
+        if len(c) != self.num_classes:
+            raise ValueError(f"{self.name}: expected {self.num_classes} counts, got {len(c)}")
+        self.counts = c
+        self._update_from_counts()
+        if isinstance(self._weight_spec, str):
+            self.set_weight(self._weight_spec)
+
+    def set_weight(self, weight: Any) -> None:
+        """``None``, ``"inverse"``, ``"effective"`` (with ``self.beta``) or ``C`` numbers."""
+        if weight is None:
+            self.weight = None
+        elif isinstance(weight, str):
+            self.weight = class_weights(self.counts, weight, self.beta).float()
+        else:
+            w = torch.as_tensor(weight if isinstance(weight, torch.Tensor) else list(weight),
+                                dtype=torch.float32).detach().cpu().flatten()
+            if len(w) != self.num_classes:
+                raise ValueError(f"{self.name}: weight has {len(w)} entries, expected {self.num_classes}")
+            if not torch.isfinite(w).all() or (w < 0).any():
+                raise ValueError(f"{self.name}: weights must be finite and non-negative")
+            self.weight = w.clone()
+        self._weight_spec = weight if (weight is None or isinstance(weight, str)) else self.weight
+
+    def _update_from_counts(self) -> None:
+        self.log_prior = (self.counts / self.counts.sum()).log().float()
+
+    # -- computation --------------------------------------------------------------------------
+    def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"{self.name}: expected logits of shape [B, {self.num_classes}], "
+                             f"got {tuple(logits.shape)}")
+        logits = logits.float()
+        targets = targets.to(logits.device).long()
+        losses = self.per_sample(logits, targets)
+        if self.weight is None:
+            return losses.mean()
+        w = self.weight.to(logits.device)[targets]
+        if self.reduction == "weighted_mean":
+            return (w * losses).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+        return (w * losses).mean()
+
+    def extra_repr(self) -> str:
+        spec = self._weight_spec if isinstance(self._weight_spec, (str, type(None))) else "custom"
+        return f"classes={self.num_classes}, weight={spec}, reduction={self.reduction}"
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+class CELoss(ImbalanceLoss):
+    """Softmax cross-entropy ``-log softmax(z)_y`` (optionally class-weighted)."""
+
+    name = "ce"
+    summary = "softmax cross-entropy (optionally class-weighted)"
+
+    def per_sample(self, logits, targets):
+        return _nll(logits, targets)
+
+
+class WeightedCELoss(CELoss):
+    """Class-weighted cross-entropy, ``w_y * CE``: ``weight="effective"`` is the class-balanced
+    softmax loss of Cui et al., "Class-Balanced Loss Based on Effective Number of Samples",
+    CVPR 2019 (``w_c = (1 - beta) / (1 - beta^{n_c})``); ``"inverse"`` uses ``1/n_c``. Both are
+    normalised to sum to ``C``."""
+
+    name = "weighted_ce"
+    summary = "class-weighted cross-entropy: effective-number (Cui 2019) or inverse-frequency weights"
+
+    def __init__(self, counts: Any, *, weight: Any = "effective", beta: float = 0.9999,
+                 reduction: str = "mean") -> None:
+        super().__init__(counts, weight=weight, beta=beta, reduction=reduction)
+
+
+class FocalLoss(ImbalanceLoss):
+    """Focal loss of Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017, in its
+    softmax form: ``FL = -alpha_y (1 - p_y)^gamma log p_y``, ``p = softmax(z)``.
+
+    ``gamma = 0`` is cross-entropy; the class weights ``alpha_c`` are the ``weight`` option.
+    """
+
+    name = "focal"
+    summary = "focal loss -(1-p_y)^gamma log p_y (Lin 2017), optional alpha class weights"
+
+    def __init__(self, counts: Any, *, gamma: float = 2.0, weight: Any = None, beta: float = 0.9999,
+                 reduction: str = "mean") -> None:
+        gamma = float(gamma)
+        if not (gamma >= 0.0 and math.isfinite(gamma)):
+            raise ValueError(f"focal: gamma must be a finite number >= 0, got {gamma}")
+        self.gamma = gamma
+        super().__init__(counts, weight=weight, beta=beta, reduction=reduction)
+
+    def per_sample(self, logits, targets):
+        log_p = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
+        if self.gamma == 0.0:
+            return -log_p
+        one_minus_p = (-torch.expm1(log_p)).clamp_min(1e-30)
+        return -one_minus_p.pow(self.gamma) * log_p
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, " + super().extra_repr()
+
+
+class LDAMLoss(ImbalanceLoss):
+    """Label-distribution-aware margin loss of Cao et al., "Learning Imbalanced Datasets with
+    Label-Distribution-Aware Margin Loss", NeurIPS 2019:
+    ``L = CE(s * (z - m_y e_y), y)`` with ``m_c = K / n_c^{1/4}`` and ``K`` chosen so that
+    ``max_c m_c = max_m``. The margin is subtracted from the true class's logit only; the
+    logits are meant to be cosines (a normalised head), hence the scale ``s``. The paper's
+    deferred re-weighting (DRW) sets ``weight`` late in training.
+    """
+
+    name = "ldam"
+    summary = "LDAM margin loss CE(s*(z - m_y e_y)), m_c ~ n_c^-1/4 (Cao 2019); weights for DRW"
+
+    def __init__(self, counts: Any, *, max_m: float = 0.5, s: float = 30.0, weight: Any = None,
+                 beta: float = 0.9999, reduction: str = "mean") -> None:
+        max_m, s = float(max_m), float(s)
+        if not (max_m >= 0.0 and math.isfinite(max_m)):
+            raise ValueError(f"ldam: max_m must be a finite number >= 0, got {max_m}")
+        if not (s > 0.0 and math.isfinite(s)):
+            raise ValueError(f"ldam: s must be a finite number > 0, got {s}")
+        self.max_m, self.s = max_m, s
+        super().__init__(counts, weight=weight, beta=beta, reduction=reduction)
+
+    def _update_from_counts(self) -> None:
+        super()._update_from_counts()
+        self.register_buffer("margins", ldam_margins(self.counts, self.max_m).float())
+
+    def per_sample(self, logits, targets):
+        m = self.margins.to(logits.device)[targets]
+        onehot = F.one_hot(targets, self.num_classes).to(logits.dtype)
+        return _nll(self.s * (logits - m[:, None] * onehot), targets)
+
+    def extra_repr(self) -> str:
+        return f"max_m={self.max_m}, s={self.s}, " + super().extra_repr()
+
+
+class BalancedSoftmaxLoss(ImbalanceLoss):
+    """Balanced softmax of Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual
+    Recognition", NeurIPS 2020: ``CE(z + log n, y)``, i.e. ``-log(n_y e^{z_y} / sum_j n_j e^{z_j})``.
+    Adding ``log n_c`` or ``log pi_c`` is the same loss (the softmax ignores a common shift)."""
+
+    name = "balanced_softmax"
+    summary = "balanced softmax CE(z + log n_c) (Ren 2020)"
+
+    def per_sample(self, logits, targets):
+        return _nll(logits + self.log_prior.to(logits.device), targets)
+
+
+class LogitAdjustedLoss(ImbalanceLoss):
+    """Logit-adjusted loss of Menon et al., "Long-Tail Learning via Logit Adjustment", ICLR
+    2021: ``CE(z + tau * log pi, y)`` with the class prior ``pi_c = n_c / N``. ``tau = 1`` is
+    balanced softmax, ``tau = 0`` cross-entropy."""
+
+    name = "logit_adjust"
+    summary = "logit-adjusted CE(z + tau log pi_c) (Menon 2021)"
+
+    def __init__(self, counts: Any, *, tau: float = 1.0, weight: Any = None, beta: float = 0.9999,
+                 reduction: str = "mean") -> None:
+        tau = float(tau)
+        if not math.isfinite(tau):
+            raise ValueError(f"logit_adjust: tau must be finite, got {tau}")
+        self.tau = tau
+        super().__init__(counts, weight=weight, beta=beta, reduction=reduction)
+
+    def per_sample(self, logits, targets):
+        return _nll(logits + self.tau * self.log_prior.to(logits.device), targets)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, " + super().extra_repr()
+
+
+# -- registry --------------------------------------------------------------------------------
+_LOSSES: dict[str, type[ImbalanceLoss]] = {
+    cls.name: cls for cls in (CELoss, WeightedCELoss, FocalLoss, LDAMLoss, BalancedSoftmaxLoss,
+                              LogitAdjustedLoss)
+}
+
+
+def register_loss(cls: type[ImbalanceLoss]) -> type[ImbalanceLoss]:
+    """Class decorator adding a loss to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _LOSSES[cls.name] = cls
+    return cls
+
+
+def available_losses() -> dict[str, str]:
+    """Registered base losses: ``{name: one-line summary}``."""
+    return {name: _LOSSES[name].summary for name in sorted(_LOSSES)}
+
+
+def loss_options(name: str) -> dict[str, Any]:
+    """The options a loss accepts, with their defaults."""
+    cls = _get(name)
+    sig = inspect.signature(cls.__init__)
+    return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+
+
+def _get(name: str) -> type[ImbalanceLoss]:
+    if name not in _LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(sorted(_LOSSES))}")
+    return _LOSSES[name]
+
+
+def create_loss(name: str, counts: Any, options: dict | None = None) -> ImbalanceLoss:
+    """Build the loss ``name`` for columns with sample counts ``counts``.
+
+    ``options`` are keyword arguments (see :func:`loss_options`); an unknown name or option is
+    a ``ValueError`` that lists the valid ones.
+    """
+    cls = _get(name)
+    options = dict(options or {})
+    valid = loss_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(sorted(valid))}")
+    return cls(counts, **options)
+
+
+__all__ = [
+    "BalancedSoftmaxLoss", "CELoss", "FocalLoss", "ImbalanceLoss", "LDAMLoss", "LogitAdjustedLoss",
+    "REDUCTIONS", "WEIGHT_SCHEMES", "WeightedCELoss", "available_losses", "class_weights",
+    "create_loss", "effective_number_weights", "inverse_frequency_weights", "ldam_margins",
+    "loss_options", "register_loss",
+]

@@ -1,0 +1,274 @@
+"""The standard long-tail baselines DICC is compared with, each from its paper's formula.
+
+=================  ==========================================================================
+``reweight``       class-weighted CE, effective-number or inverse-frequency (Cui et al. 2019)
+``resample``       class-balanced or square-root-frequency sampling, plain CE
+``focal``          focal loss (Lin et al. 2017), optional class-balanced alpha
+``ldam_drw``       LDAM margins on a cosine head + deferred re-weighting (Cao et al. 2019)
+``balanced_softmax``  CE on ``z + log n`` (Ren et al. 2020)
+``logit_adjust``   logit adjustment (Menon et al. 2021): post-hoc (CE training) or in the loss
+=================  ==========================================================================
+
+The losses themselves live in :mod:`dicc.losses`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ..losses import REDUCTIONS, WEIGHT_SCHEMES, create_loss
+from ..samplers import weighted_indices
+from .base import EpochContext, NoOptions, Strategy, register_strategy
+
+
+def _choice(method: str, option: str, value: Any, valid: Sequence[Any]) -> None:
+    if value not in valid:
+        shown = ", ".join("none" if v is None else str(v) for v in valid)
+        raise ValueError(f"method {method!r}: {option}={value!r} is not valid; valid: {shown}")
+
+
+def _beta(method: str, beta: float) -> None:
+    if not (isinstance(beta, (int, float)) and 0.0 <= float(beta) <= 1.0):
+        raise ValueError(f"method {method!r}: beta must lie in [0, 1], got {beta!r}")
+
+
+class _LossStrategy(Strategy):
+    """A strategy whose training loss is one :mod:`dicc.losses` module (``self.criterion``)."""
+
+    def __init__(self, class_counts: Sequence[int], options: Any = None) -> None:
+        super().__init__(class_counts, options)
+        self.criterion = self.build_criterion()
+
+    def build_criterion(self):
+        return create_loss("ce", self.class_counts)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return self.criterion(logits, targets)
+
+
+# -- re-weighting ------------------------------------------------------------------------------
+@register_strategy
+class Reweight(_LossStrategy):
+    """Class-balanced re-weighting: cross-entropy with per-class weights ``w_y``.
+
+    ``scheme="effective"``: Cui et al., "Class-Balanced Loss Based on Effective Number of
+    Samples", CVPR 2019, ``w_c = (1 - beta) / (1 - beta^{n_c})``; ``scheme="inverse"``:
+    ``w_c = 1 / n_c``. Both normalised so that ``sum_c w_c = C``.
+    """
+
+    name = "reweight"
+    summary = "class-weighted CE: effective-number (Cui 2019) or inverse-frequency weights"
+
+    @dataclass
+    class Options:
+        scheme: str = "effective"      # "effective" (Cui et al. 2019) or "inverse" (1 / n_c)
+        beta: float = 0.9999           # effective-number beta (the paper's default for CIFAR-LT)
+        reduction: str = "mean"        # "mean": (1/B) sum w_y l; "weighted_mean": / sum w_y
+
+        def __post_init__(self) -> None:
+            _choice("reweight", "scheme", self.scheme, WEIGHT_SCHEMES)
+            _beta("reweight", self.beta)
+            _choice("reweight", "reduction", self.reduction, REDUCTIONS)
+
+    def build_criterion(self):
+        o = self.options
+        return create_loss("weighted_ce", self.class_counts,
+                           {"weight": o.scheme, "beta": o.beta, "reduction": o.reduction})
+
+
+# -- re-sampling -------------------------------------------------------------------------------
+@register_strategy
+class Resample(_LossStrategy):
+    """Class-aware re-sampling with plain cross-entropy.
+
+    Each epoch draws ``N`` (the dataset size) indices with replacement, a sample of class
+    ``c`` with probability proportional to ``n_c^{-1}`` (``"balanced"``: every class equally
+    often, Shen et al. 2016's class-aware sampling) or to ``n_c^{-1/2}`` (``"sqrt"``: class
+    frequencies proportional to ``sqrt(n_c)``, Mahajan et al. 2018). The draw is seeded by
+    ``(seed, epoch)``, identical on every rank, then sharded.
+    """
+
+    name = "resample"
+    summary = "class-balanced or square-root-frequency re-sampling with CE"
+
+    @dataclass
+    class Options:
+        scheme: str = "balanced"       # "balanced" (uniform over classes) or "sqrt" (~ sqrt(n_c))
+
+        def __post_init__(self) -> None:
+            _choice("resample", "scheme", self.scheme, ("balanced", "sqrt"))
+
+    def sampling_weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """Per-class weight of one *sample* (the class's total probability is ``n_c`` times it)."""
+        counts = torch.bincount(labels.long().cpu(), minlength=self.num_classes).double()
+        power = 1.0 if self.options.scheme == "balanced" else 0.5
+        return torch.where(counts > 0, counts.clamp_min(1.0).pow(-power), torch.zeros_like(counts))
+
+    def epoch_indices(self, labels: torch.Tensor, epoch: int, seed: int,
+                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        labels = torch.as_tensor(labels).long().cpu()
+        return weighted_indices(labels, self.sampling_weights(labels), epoch, seed, rank, world_size)
+
+
+# -- focal -------------------------------------------------------------------------------------
+@register_strategy
+class Focal(_LossStrategy):
+    """Focal loss of Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017:
+    ``-alpha_y (1 - p_y)^gamma log p_y``; ``alpha`` may be class-balanced (Cui et al. 2019)."""
+
+    name = "focal"
+    summary = "focal loss (Lin 2017), gamma=2, optional class-balanced alpha"
+
+    @dataclass
+    class Options:
+        gamma: float = 2.0             # focusing parameter (Lin et al.'s best value)
+        alpha: Optional[str] = None    # None, "effective" (Cui et al. 2019) or "inverse"
+        beta: float = 0.9999           # effective-number beta, used when alpha="effective"
+        reduction: str = "mean"        # "mean" or "weighted_mean" (only matters with alpha)
+
+        def __post_init__(self) -> None:
+            if not (isinstance(self.gamma, (int, float)) and self.gamma >= 0 and math.isfinite(self.gamma)):
+                raise ValueError(f"method 'focal': gamma must be a number >= 0, got {self.gamma!r}")
+            _choice("focal", "alpha", self.alpha, (None,) + WEIGHT_SCHEMES)
+            _beta("focal", self.beta)
+            _choice("focal", "reduction", self.reduction, REDUCTIONS)
+
+    def build_criterion(self):
+        o = self.options
+        return create_loss("focal", self.class_counts, {"gamma": o.gamma, "weight": o.alpha,
+                                                        "beta": o.beta, "reduction": o.reduction})
+
+
+# -- LDAM-DRW ----------------------------------------------------------------------------------
+@register_strategy
+class LDAMDRW(_LossStrategy):
+    """LDAM with deferred re-weighting of Cao et al., "Learning Imbalanced Datasets with
+    Label-Distribution-Aware Margin Loss", NeurIPS 2019.
+
+    Cosine head; loss ``CE(s * (z - m_y e_y))`` with ``m_c ~ n_c^{-1/4}`` (largest ``max_m``).
+    From the DRW epoch on, the loss is re-weighted with class-balanced weights
+    (``beta``; the paper uses 0.9999 and switches at 160 of 200 epochs, hence
+    ``drw_start=0.8``). Evaluation sees ``s * cos`` (no margin), so probabilities are scaled
+    as in training.
+    """
+
+    name = "ldam_drw"
+    summary = "LDAM margin loss on a cosine head + deferred class-balanced re-weighting (Cao 2019)"
+    head_type = "cosine"
+
+    @dataclass
+    class Options:
+        max_m: float = 0.5             # largest margin (the rarest class's)
+        s: float = 30.0                # logit scale applied to the cosines
+        drw_start: float = 0.8         # DRW from epoch floor(drw_start * epochs) ...
+        drw_epoch: Optional[int] = None  # ... unless an explicit 0-based epoch index is given
+        beta: float = 0.9999           # effective-number beta of the DRW weights
+        reduction: str = "mean"        # "mean" or "weighted_mean" (the authors' code's choice)
+
+        def __post_init__(self) -> None:
+            if not (isinstance(self.max_m, (int, float)) and self.max_m >= 0):
+                raise ValueError(f"method 'ldam_drw': max_m must be a number >= 0, got {self.max_m!r}")
+            if not (isinstance(self.s, (int, float)) and self.s > 0):
+                raise ValueError(f"method 'ldam_drw': s must be a number > 0, got {self.s!r}")
+            if not (isinstance(self.drw_start, (int, float)) and 0.0 <= self.drw_start <= 1.0):
+                raise ValueError("method 'ldam_drw': drw_start is a fraction of the epochs in "
+                                 f"[0, 1], got {self.drw_start!r} (use drw_epoch for an epoch index)")
+            if self.drw_epoch is not None and (isinstance(self.drw_epoch, bool)
+                                               or not isinstance(self.drw_epoch, int)
+                                               or self.drw_epoch < 0):
+                raise ValueError(f"method 'ldam_drw': drw_epoch must be an epoch index >= 0 or "
+                                 f"none, got {self.drw_epoch!r}")
+            _beta("ldam_drw", self.beta)
+            _choice("ldam_drw", "reduction", self.reduction, REDUCTIONS)
+
+    def __init__(self, class_counts: Sequence[int], options: Any = None) -> None:
+        super().__init__(class_counts, options)
+        self.drw_active = False
+        self.resolved_drw_epoch: Optional[int] = self.options.drw_epoch
+
+    def build_criterion(self):
+        o = self.options
+        return create_loss("ldam", self.class_counts, {"max_m": o.max_m, "s": o.s, "beta": o.beta,
+                                                       "reduction": o.reduction})
+
+    def drw_epoch_for(self, epochs: int) -> int:
+        """The 0-based epoch at which re-weighting starts in a run of ``epochs`` epochs."""
+        if self.options.drw_epoch is not None:
+            return int(self.options.drw_epoch)
+        return int(math.floor(round(self.options.drw_start * epochs, 9)))
+
+    def _set_drw(self, active: bool) -> None:
+        self.drw_active = bool(active)
+        self.criterion.set_weight("effective" if self.drw_active else None)
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        self.resolved_drw_epoch = self.drw_epoch_for(ctx.epochs)
+        active = ctx.epoch >= self.resolved_drw_epoch
+        if active != self.drw_active:
+            self._set_drw(active)
+            if active:
+                ctx.log({"event": "drw_on", "epoch": ctx.epoch,
+                         "drw_weights": [round(float(w), 6) for w in self.criterion.weight]})
+
+    def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits * self.options.s
+
+    def state_dict(self) -> dict:
+        return {"drw_active": bool(self.drw_active),
+                "drw_epoch": -1 if self.resolved_drw_epoch is None else int(self.resolved_drw_epoch)}
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch = int(state.get("drw_epoch", -1))
+        self.resolved_drw_epoch = None if epoch < 0 else epoch
+        self._set_drw(bool(state.get("drw_active", False)))
+
+
+# -- balanced softmax --------------------------------------------------------------------------
+@register_strategy
+class BalancedSoftmax(_LossStrategy):
+    """Balanced softmax of Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual
+    Recognition", NeurIPS 2020: train with ``CE(z + log n_c)``, evaluate the raw logits."""
+
+    name = "balanced_softmax"
+    summary = "balanced softmax: CE on z + log n_c, raw logits at test time (Ren 2020)"
+    Options = NoOptions
+
+    def build_criterion(self):
+        return create_loss("balanced_softmax", self.class_counts)
+
+
+# -- logit adjustment --------------------------------------------------------------------------
+@register_strategy
+class LogitAdjust(_LossStrategy):
+    """Logit adjustment of Menon et al., "Long-Tail Learning via Logit Adjustment", ICLR 2021.
+
+    ``mode="posthoc"``: train with plain CE, evaluate ``z - tau * log pi``.
+    ``mode="loss"``: train with ``CE(z + tau * log pi)``, evaluate the raw logits.
+    """
+
+    name = "logit_adjust"
+    summary = "logit adjustment (Menon 2021): post-hoc z - tau log pi, or the adjusted loss"
+
+    @dataclass
+    class Options:
+        mode: str = "posthoc"          # "posthoc" (CE training, adjusted evaluation) or "loss"
+        tau: float = 1.0               # temperature of the adjustment (1 = Bayes-optimal for
+                                       # the balanced error under the paper's assumptions)
+
+        def __post_init__(self) -> None:
+            _choice("logit_adjust", "mode", self.mode, ("posthoc", "loss"))
+            if not (isinstance(self.tau, (int, float)) and math.isfinite(self.tau)):
+                raise ValueError(f"method 'logit_adjust': tau must be a finite number, got {self.tau!r}")
+
+    def build_criterion(self):
+        if self.options.mode == "loss":
+            return create_loss("logit_adjust", self.class_counts, {"tau": self.options.tau})
+        return create_loss("ce", self.class_counts)
+
+    def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.options.mode == "posthoc":
+            return logits - self.options.tau * self.log_prior.to(device=logits.device, dtype=logits.dtype)
+        return logits
