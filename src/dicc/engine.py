@@ -133,7 +133,7 @@ class RunResult:
 def _environment() -> dict:
     import numpy
 
-    return {"dicc": __version__, "torch": torch.__version__, "python": platform.python_version(),
+    return {"dicc": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
             "numpy": numpy.__version__, "platform": platform.platform(),
             "cuda": torch.version.cuda if torch.cuda.is_available() else None}
 

@@ -32,17 +32,21 @@ def open_split(cfg, split: str) -> FERDataset:
 
 
 def build_run_data(cfg, *, need_test: bool = True) -> RunData:
-    from .longtail import longtail_subset, parse_longtail, stratified_holdout
+
 
     train = open_split(cfg, cfg.train_split)
     val = None
     if cfg.val == "holdout":
+        from .longtail import stratified_holdout
+
         keep, hold = stratified_holdout(train.labels, cfg.val_fraction, cfg.subset_seed)
         val, train = train.subset(hold), train.subset(keep)
         val.source = f"{train.source} (hold-out {cfg.val_fraction:g})"
     elif cfg.val:
         val = open_split(cfg, cfg.val)
     if cfg.longtail is not None:
+        from .longtail import longtail_subset, parse_longtail
+
         counts = parse_longtail(cfg.longtail, train.class_counts())
         train = train.subset(longtail_subset(train.labels, counts, cfg.subset_seed))
     test = open_split(cfg, cfg.test_split) if (need_test and cfg.test_split) else None

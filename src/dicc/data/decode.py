@@ -1,0 +1,57 @@
+"""Decode one image file into the uint8 ``[C, size, size]`` tensor every reader works with.
+
+All image decoding in ``dicc`` goes through :func:`decode_image` (streamed datasets, the
+on-disk cache, prediction), so an image gives the same pixels whichever path loads it.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+#: File name endings treated as images when scanning folders (compared lower-case).
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
+)
+
+
+def is_image_file(name: str | os.PathLike) -> bool:
+    """True when the file name has one of :data:`IMAGE_EXTENSIONS` (and is not hidden)."""
+    base = os.fspath(name)
+    if os.sep in base or (os.altsep and os.altsep in base):
+        base = os.path.basename(base)
+    return base[:1] != "." and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def decode_array(path: str | os.PathLike, size: int, channels: int) -> np.ndarray:
+    """Like :func:`decode_image` but returns a numpy uint8 array ``[C, size, size]``.
+
+    The image is converted to grayscale (``channels=1``) or RGB (``channels=3``) and, when it
+    is not already ``size x size``, resized with bilinear filtering (PIL antialiases when
+    shrinking). Non-square images are stretched, as FER face crops are square already.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    mode = "L" if channels == 1 else "RGB"
+    try:
+        with Image.open(path) as im:
+            if im.size != (size, size):
+                im.draft(mode, (size, size))  # JPEG: decode at a reduced scale when it can
+            im = im.convert(mode)
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: cannot decode image: {e}") from e
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def decode_image(path: str | os.PathLike, size: int, channels: int) -> torch.Tensor:
+    """Decode an image file into a uint8 tensor ``[channels, size, size]``.
+
+    Raises ``ValueError("<path>: cannot decode image: ...")`` for a missing, unreadable or
+    corrupt file.
+    """
+    return torch.from_numpy(decode_array(path, size, channels))

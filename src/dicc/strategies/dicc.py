@@ -1,0 +1,370 @@
+"""Dynamic Intra-Class Clustering (DICC): split majority classes into sub-classes by clustering
+the network's own features, train on the sub-class pseudo-labels, re-cluster as the features
+improve, and map predictions back to the classes (DESIGN.md §2).
+
+Life of a run (``W = warmup_epochs``, ``R = recluster_every``):
+
+- **Construction.** The :class:`~dicc.clustering.SubclassPlan` is computed once from the
+  training class counts; the head has ``S = sum_c k_c`` outputs for the whole run.
+- **Warm-up (epochs ``0 .. W-1``).** Only row ``offset_c`` of each class is live: the parent
+  logits are ``logits[:, offset_c]`` and the other ``k_c - 1`` rows of a split class are dead
+  (masked out of the merge, never in a loss, so they get no gradient). The loss is the
+  post-split formula with the sub-class space collapsed onto those live rows: the base loss
+  with the class counts on the parent logits plus ``parent_weight`` times the parent loss on
+  the same logits, with the class labels (= sub-class ``offset_c``) as targets.
+- **First split (epoch ``W``).** Features of all training images are clustered per split
+  class; row ``offset_c`` of the head is copied into its ``k_c`` rows and, for the
+  ``logsumexp`` merge, ``log k_c`` is subtracted from their biases, so the merged parent
+  logits are exactly those of the moment before (the ``max`` merge needs no shift). The head is
+  rewritten in place (same ``Parameter`` objects), which DDP requires.
+- **Re-clustering (epochs ``W + j R``).** Warm-started from the previous centroids and matched
+  to the previous sub-classes (Hungarian matching), so head row ``j`` keeps its meaning and
+  the head is left alone. Clustering runs on rank 0; pseudo-labels and centroids are
+  broadcast, so every rank trains on the same targets.
+- **Loss.** ``base(sub_logits, pseudo_label)`` with the sub-class counts (optionally with
+  ``soft_sibling`` mass on the sibling sub-classes) ``+ parent_weight * parent(merge(sub_logits), y)``.
+- **Evaluation.** :meth:`DICC.parent_logits` merges each class's live rows (``logsumexp`` or
+  ``max``); nothing outside training sees sub-classes.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..clustering import BACKENDS, SubclassClusterer, SubclassPlan, plan_subclasses
+from ..data.classes import EMOTIONS
+from .base import EpochContext, Strategy, register_strategy
+
+MERGES = ("logsumexp", "max")
+
+
+@dataclass
+class DICCOptions:
+    """Options of the ``dicc`` method (``method.options`` in the config)."""
+
+    #: target sub-class size ``s`` in ``k_c = clamp(floor(n_c / s), 1, k_max)``: ``"median"``
+    #: (median class count), ``"min"`` (smallest class count, at least ``size_floor``) or a number
+    size: Any = "median"
+    #: the most sub-classes one class is split into
+    k_max: int = 4
+    #: with ``size="min"``, the smallest ``s`` allowed
+    size_floor: int = 100
+    #: epochs trained on parent labels before the first clustering (the first split happens at
+    #: the start of epoch ``warmup_epochs``, 0-based)
+    warmup_epochs: int = 5
+    #: re-cluster every this many epochs after the first split; 0 = cluster once, never again
+    recluster_every: int = 1
+    #: weight of the parent-level loss on the merged parent logits (0 turns it off)
+    parent_weight: float = 1.0
+    #: loss in sub-class space, built with the sub-class counts (any name of
+    #: ``dicc.losses.create_loss``: ce, weighted_ce, focal, ldam, balanced_softmax, logit_adjust)
+    base_loss: str = "ce"
+    #: keyword options of ``base_loss`` (e.g. ``{"tau": 1.0}``)
+    base_loss_options: dict = field(default_factory=dict)
+    #: loss on the merged parent logits, built with the class counts (e.g. ``"balanced_softmax"``)
+    parent_loss: str = "ce"
+    #: keyword options of ``parent_loss``
+    parent_loss_options: dict = field(default_factory=dict)
+    #: how sub-class logits become a parent logit: ``"logsumexp"`` (sum of the sub-class
+    #: probabilities) or ``"max"`` (the most likely sub-class)
+    merge: str = "logsumexp"
+    #: k-means implementation: ``"torch"`` (on the training device) or ``"sklearn"`` (CPU)
+    backend: str = "torch"
+    #: every sub-class gets at least this many samples (when the class has enough); 0 = only
+    #: non-empty
+    min_cluster_size: int = 0
+    #: run k-means on at most this many samples per class, then assign the rest to the nearest
+    #: centroid; 0 = cluster all samples
+    feature_sample: int = 0
+    #: k-means++ restarts at the first clustering (later ones warm-start from the previous
+    #: centroids)
+    n_init: int = 3
+    #: Lloyd iterations at most per k-means run
+    max_iter: int = 100
+    #: label-smoothing mass moved from the pseudo-label to its sibling sub-classes (spread
+    #: evenly; same-class siblings only, unsplit classes keep all of it); 0 = hard targets
+    soft_sibling: float = 0.0
+    #: seed of the clustering (k-means++ and sub-sampling; the epoch is added to it)
+    seed: int = 0
+
+
+class _Merge(nn.Module):
+    """Parent logits from sub-class logits: a fixed ``[C, k_max]`` gather of each class's rows,
+    masked to its live rows, reduced by ``logsumexp`` or ``max`` (exportable as is)."""
+
+    def __init__(self, plan: SubclassPlan, merge: str, split: bool) -> None:
+        super().__init__()
+        kmax = max(plan.k)
+        index = torch.zeros(plan.num_classes, kmax, dtype=torch.long)
+        live = torch.zeros(plan.num_classes, kmax, dtype=torch.bool)
+        for c in range(plan.num_classes):
+            r = plan.subclass_range(c)
+            n = len(r) if split else 1
+            index[c, :] = r.start
+            index[c, :n] = torch.arange(r.start, r.start + n)
+            live[c, :n] = True
+        self.merge = merge
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("dead", ~live, persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.index.device != logits.device:  # follow the logits (kept there after the first call)
+            self.index, self.dead = self.index.to(logits.device), self.dead.to(logits.device)
+        z = logits[:, self.index.flatten()].view(logits.shape[0], *self.index.shape)
+        z = z.masked_fill(self.dead, float("-inf"))
+        return z.logsumexp(2) if self.merge == "logsumexp" else z.amax(2)
+
+
+@register_strategy
+class DICC(Strategy):
+    """Dynamic Intra-Class Clustering: majority classes split into k-means sub-classes of the
+    network's own features, re-clustered during training with stable sub-class identities,
+    trained with a sub-class loss plus a parent-level loss, merged back to classes for
+    evaluation. See the module docstring and :class:`DICCOptions`.
+    """
+
+    name = "dicc"
+    summary = "Dynamic Intra-Class Clustering: majority classes split into re-clustered sub-classes"
+    Options = DICCOptions
+
+    def __init__(self, class_counts: Sequence[int], options: DICCOptions | None = None) -> None:
+        super().__init__(class_counts, options)
+        o = self.options
+        if o.merge not in MERGES:
+            raise ValueError(f"dicc: unknown merge {o.merge!r}; valid: {', '.join(MERGES)}")
+        if o.backend not in BACKENDS:
+            raise ValueError(f"dicc: unknown backend {o.backend!r}; valid: {', '.join(BACKENDS)}")
+        if int(o.warmup_epochs) < 0 or int(o.recluster_every) < 0:
+            raise ValueError("dicc: warmup_epochs and recluster_every must be >= 0")
+        if not 0.0 <= float(o.soft_sibling) < 1.0:
+            raise ValueError(f"dicc: soft_sibling must lie in [0, 1), got {o.soft_sibling}")
+        if float(o.parent_weight) < 0:
+            raise ValueError(f"dicc: parent_weight must be >= 0, got {o.parent_weight}")
+        self.plan: SubclassPlan = plan_subclasses([int(c) for c in self.class_counts.tolist()], o.size,
+                                                  o.k_max, o.size_floor)
+        # names in the plan table and the logs; the readers map every dataset onto the canonical
+        # 7 emotions, so those are the default for 7 classes (the engine may set its own)
+        self.class_names: list[str] | None = list(EMOTIONS) if self.num_classes == len(EMOTIONS) else None
+        # clustering state (all on CPU; what state_dict() saves)
+        self.split = False
+        self.pseudo: torch.Tensor | None = None       # [N] global sub-class id per dataset index
+        self.centroids: torch.Tensor | None = None    # [S, D]
+        self.sub_counts = self.plan.even_subclass_counts()
+        self.last_cluster_epoch = -1
+        self.rounds = 0
+        self._build()
+
+    # -- shape ---------------------------------------------------------------------------
+    @property
+    def num_outputs(self) -> int:
+        return self.plan.S
+
+    @property
+    def head_type(self) -> str:  # type: ignore[override]
+        # LDAM's margins and scale are meant for cosine logits
+        return "cosine" if self.options.base_loss == "ldam" else "linear"
+
+    # -- internals -----------------------------------------------------------------------
+    def _build(self) -> None:
+        """(Re)build the losses and the merge for the current state."""
+        from ..losses import create_loss
+
+        o = self.options
+        counts = self.class_counts
+        if self.split:
+            self._base = create_loss(o.base_loss, self.sub_counts, o.base_loss_options)
+        else:  # the live rows are a C-way classifier: the sub-class space is the class space
+            self._base = create_loss(o.base_loss, counts, o.base_loss_options)
+        self._parent = create_loss(o.parent_loss, counts, o.parent_loss_options) if o.parent_weight else None
+        self._merge = _Merge(self.plan, o.merge, self.split)
+        self._pseudo_dev: dict[torch.device, torch.Tensor] = {}
+        self._sibling_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _pseudo_on(self, device: torch.device) -> torch.Tensor:
+        t = self._pseudo_dev.get(device)
+        if t is None:
+            t = self._pseudo_dev[device] = self.pseudo.to(device)
+        return t
+
+    def _siblings(self, device: torch.device):
+        hit = self._sibling_cache.get(device)
+        if hit is None:
+            k = torch.tensor(self.plan.k, dtype=torch.long)
+            parent = self.plan.sub_to_parent
+            hit = (self.plan.offsets[parent].to(device), k[parent].to(device))
+            self._sibling_cache[device] = hit
+        return hit
+
+    def _sub_loss(self, logits: torch.Tensor, sub_t: torch.Tensor) -> torch.Tensor:
+        eps = float(self.options.soft_sibling)
+        if eps == 0.0:
+            return self._base(logits, sub_t)
+        # soft targets: (1 - eps_i) on the pseudo-label, eps_i / (k_i - 1) on each sibling
+        # (eps_i = 0 for unsplit classes); a mixture of the base loss's per-sample terms,
+        # which for cross-entropy is exactly cross-entropy with those soft targets
+        base = self._base
+        logits = logits.float()
+        off, k = self._siblings(logits.device)
+        o, kk = off[sub_t], k[sub_t]
+        local = sub_t - o
+        eps_i = (kk > 1).to(logits.dtype) * eps
+        per = (1.0 - eps_i) * base.per_sample(logits, sub_t)
+        share = eps_i / (kk - 1).clamp_min(1).to(logits.dtype)
+        for j in range(1, max(self.plan.k)):
+            valid = j < kk
+            sib = torch.where(valid, o + (local + j) % kk.clamp_min(1), sub_t)
+            per = per + torch.where(valid, share, torch.zeros_like(share)) * base.per_sample(logits, sib)
+        if base.weight is None:
+            return per.mean()
+        w = base.weight.to(logits.device)[sub_t]
+        if base.reduction == "weighted_mean":
+            return (w * per).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
+        return (w * per).mean()
+
+    # -- training --------------------------------------------------------------------------
+    def is_cluster_epoch(self, epoch: int) -> bool:
+        """Whether the clustering is (re)done at the start of ``epoch`` (0-based)."""
+        w, r = int(self.options.warmup_epochs), int(self.options.recluster_every)
+        if epoch < w:
+            return False
+        return epoch == w if r <= 0 else (epoch - w) % r == 0
+
+    def on_epoch_start(self, ctx: EpochContext) -> None:
+        due = self.is_cluster_epoch(ctx.epoch) or (not self.split and ctx.epoch >= int(self.options.warmup_epochs))
+        if not due or self.last_cluster_epoch == ctx.epoch:
+            return
+        self.recluster(ctx)
+
+    def recluster(self, ctx: EpochContext) -> None:
+        """Extract features, cluster (rank 0), broadcast, split the head the first time."""
+        t0 = time.perf_counter()
+        feats, labels = ctx.extract_features()
+        t_feat = time.perf_counter() - t0
+        n, dim = feats.shape
+        found = torch.bincount(labels.long().cpu(), minlength=self.num_classes)
+        if len(found) != self.num_classes or not torch.equal(found.double(), self.class_counts):
+            raise ValueError(f"dicc: the training labels have class counts {found.tolist()}, but the sub-class "
+                             f"plan was made for {[int(c) for c in self.class_counts.tolist()]}")
+        bdev = ctx.device if ctx.world_size > 1 else feats.device
+        fitted = None
+        if ctx.rank == 0:
+            previous = None
+            if self.centroids is not None and self.centroids.shape == (self.plan.S, dim):
+                previous = SimpleNamespace(centroids_=self.centroids, assign_=self.pseudo)
+            o = self.options
+            fitted = SubclassClusterer(backend=o.backend, n_init=o.n_init, max_iter=o.max_iter,
+                                       seed=int(o.seed) + ctx.epoch, min_cluster_size=o.min_cluster_size,
+                                       feature_sample=o.feature_sample).fit(feats, labels, self.plan, previous)
+            assign = fitted.assign_.to(bdev).long()
+            centroids = fitted.centroids_.to(bdev).float()
+        else:
+            assign = torch.empty(n, dtype=torch.long, device=bdev)
+            centroids = torch.empty(self.plan.S, dim, dtype=torch.float32, device=bdev)
+        if ctx.world_size > 1:
+            ctx.broadcast(assign, 0)
+            ctx.broadcast(centroids, 0)
+        self.pseudo = assign.cpu()
+        self.centroids = centroids.cpu()
+        self.sub_counts = torch.bincount(self.pseudo, minlength=self.plan.S).double()
+        first = not self.split
+        if first:
+            self.split_head(ctx.model)
+        self.split = True
+        self.last_cluster_epoch = ctx.epoch
+        self.rounds += 1
+        self._build()
+        if ctx.rank == 0:
+            names = self.class_names or [str(c) for c in range(self.num_classes)]
+            sizes = {names[c]: self.sub_counts[self.plan.subclass_range(c)].long().tolist()
+                     for c in self.plan.split_classes}
+            ctx.log({"event": "recluster", "epoch": ctx.epoch, "round": self.rounds, "first_split": first,
+                     "sizes": sizes,
+                     "nmi": {names[c]: round(v, 4) for c, v in fitted.nmi_.items()},
+                     "agreement": {names[c]: round(v, 4) for c, v in fitted.agreement_.items()},
+                     "inertia": round(fitted.inertia_, 4),
+                     "time_features": round(t_feat, 3), "time_cluster": round(fitted.time_, 3)})
+
+    @torch.no_grad()
+    def split_head(self, model: nn.Module) -> None:
+        """Copy row ``offset_c`` of the head into the ``k_c`` rows of every split class, minus
+        ``log k_c`` on the biases for the ``logsumexp`` merge, in place."""
+        head = model.head
+        weight = head.weight
+        if weight.shape[0] != self.plan.S:
+            raise ValueError(f"dicc: the model's head has {weight.shape[0]} outputs, the sub-class plan needs "
+                             f"{self.plan.S}")
+        bias = getattr(head, "bias", None)
+        for c in self.plan.split_classes:
+            r = self.plan.subclass_range(c)
+            weight[r.start + 1:r.stop].copy_(weight[r.start].expand(len(r) - 1, -1))
+            if bias is not None:
+                shift = math.log(len(r)) if self.options.merge == "logsumexp" else 0.0
+                bias[r.start:r.stop].copy_((bias[r.start] - shift).expand(len(r)))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        if not self.split:
+            z = self._merge(logits)   # = logits[:, offset_c]: the live rows
+            out = self._base(z, targets)
+            if self._parent is not None:
+                out = out + float(self.options.parent_weight) * self._parent(z, targets)
+            return out
+        sub_t = self._pseudo_on(logits.device)[indices.to(logits.device).long()]
+        out = self._sub_loss(logits, sub_t)
+        if self._parent is not None:
+            out = out + float(self.options.parent_weight) * self._parent(self._merge(logits), targets)
+        return out
+
+    # -- evaluation ------------------------------------------------------------------------
+    def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return self._merge(logits)
+
+    def parent_merge_module(self) -> nn.Module:
+        """A module mapping sub-class logits to parent logits in the current state (for export:
+        append it to the model). Before the first split only row ``offset_c`` is used."""
+        return _Merge(self.plan, self.options.merge, self.split)
+
+    # -- presentation ----------------------------------------------------------------------
+    def describe(self) -> str:
+        return self.plan.format_table(self.class_names)
+
+    def plan_record(self) -> dict:
+        """What ``subclass_plan.json`` holds: the plan, its table and the options."""
+        return {"method": self.name, "plan": self.plan.to_dict(), "table": self.plan.table(self.class_names),
+                "options": asdict(self.options)}
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "plan": self.plan.to_dict(), "split": bool(self.split), "rounds": int(self.rounds),
+            "last_cluster_epoch": int(self.last_cluster_epoch), "merge": str(self.options.merge),
+            "pseudo": self.pseudo.clone() if self.pseudo is not None else torch.empty(0, dtype=torch.long),
+            "centroids": self.centroids.clone() if self.centroids is not None else torch.empty(0),
+            "sub_counts": self.sub_counts.clone(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        plan = SubclassPlan.from_dict(state["plan"])
+        if plan.k != self.plan.k or plan.counts != self.plan.counts:
+            raise ValueError(f"dicc: the checkpoint's sub-class plan (counts {plan.counts}, k {plan.k}) differs from "
+                             f"this run's (counts {self.plan.counts}, k {self.plan.k})")
+        self.split = bool(state["split"])
+        self.rounds = int(state.get("rounds", 0))
+        self.last_cluster_epoch = int(state.get("last_cluster_epoch", -1))
+        pseudo, cents = state.get("pseudo"), state.get("centroids")
+        self.pseudo = pseudo.long().cpu().clone() if pseudo is not None and pseudo.numel() else None
+        self.centroids = cents.float().cpu().clone() if cents is not None and cents.numel() else None
+        self.sub_counts = torch.as_tensor(state["sub_counts"], dtype=torch.float64).clone()
+        if self.split and self.pseudo is None:
+            raise ValueError("dicc: checkpoint says the classes were split but holds no pseudo-labels")
+        self._build()
+
+
+__all__ = ["DICC", "DICCOptions", "MERGES"]
