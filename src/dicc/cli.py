@@ -114,7 +114,51 @@ def _methods(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "data": _data, "methods": _methods}
+def _add_subclasses(sub) -> None:
+    p = sub.add_parser("subclasses", help="draw the sub-classes DICC discovered (a gallery of training faces)")
+    p.add_argument("run_dir", help="a DICC run directory (or checkpoint)")
+    p.add_argument("--out", help="PNG to write (default RUN_DIR/subclasses.png)")
+    p.add_argument("--per-subclass", type=int, default=8, help="faces per sub-class row")
+    p.add_argument("--data", help="dataset root (default: the data the run was trained on)")
+
+
+def _subclasses(args) -> int:
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .config import DataConfig, from_dict
+    from .data.build import build_run_data
+    from .engine import extract_features
+    from .gallery import draw_gallery
+
+    ckpt = load_checkpoint(args.run_dir)
+    model, strategy = model_from_checkpoint(ckpt)
+    if getattr(strategy, "pseudo", None) is None:
+        raise ValueError(f"{ckpt['_path']}: no sub-classes to draw (method {strategy.name!r}; DICC runs have them "
+                         "once the warm-up is over)")
+    dcfg = from_dict(DataConfig, ckpt["config"]["data"])
+    if args.data is not None:
+        dcfg.path = args.data
+    train = build_run_data(dcfg, need_test=False).train
+    if len(train) != len(strategy.pseudo):
+        raise ValueError(f"{ckpt['_path']}: the run's pseudo-labels cover {len(strategy.pseudo)} images but the "
+                         f"training data rebuilt from its config has {len(train)}")
+    norm = ckpt["normalization"]
+    feats, labels = extract_features(model, train, mean=norm["mean"], std=norm["std"])
+    run_dir = Path(args.run_dir if Path(args.run_dir).is_dir() else Path(ckpt["_path"]).parent.parent)
+    out = Path(args.out) if args.out else run_dir / "subclasses.png"
+    draw_gallery(train.get_batch(range(len(train))), feats, labels, strategy.pseudo, strategy.plan,
+                 list(train.class_names), out, per_subclass=args.per_subclass)
+    print(f"wrote {out}")
+    return 0
+
+
+def _compare(args) -> int:
+    from .compare import run_compare
+
+    return run_compare(args)
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "data": _data, "methods": _methods,
+            "subclasses": _subclasses, "compare": _compare}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_data(sub)
+    _add_subclasses(sub)
+    from .compare import add_compare_parser
+
+    add_compare_parser(sub)
     m = sub.add_parser("methods", help="list the registered imbalance methods")
     m.add_argument("--verbose", "-v", action="store_true", help="also list each method's options")
     return parser
