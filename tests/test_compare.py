@@ -27,7 +27,7 @@ def _final(rng, acc=None):
         "per_class": {c: {"precision": 0.5, "recall": float(r), "f1": 0.5, "support": 100}
                       for c, r in zip(CLASSES, recall)},
         "confusion_matrix": rng.integers(0, 20, size=(7, 7)).tolist(),
-        "num_samples": 700, "epoch": 2,
+        "num_samples": 700, "epoch": 2, "best_val_mean_class_accuracy": float(rng.uniform(0.2, 0.8)),
     }
 
 
@@ -80,7 +80,8 @@ def test_report_mean_std_bold_and_csv(tmp_path):
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12
-    assert list(rows[0])[:6] == ["setting", "method", "seed", "accuracy", "mean_class_accuracy", "macro_f1"]
+    assert list(rows[0])[:7] == ["setting", "method", "seed", "val_mean_class_accuracy", "accuracy",
+                                 "mean_class_accuracy", "macro_f1"]
     assert [k for k in rows[0] if k.startswith("recall_")] == [f"recall_{c}" for c in CLASSES]
     assert {"train_time_s", "epochs"} <= set(rows[0])
     r = next(r for r in rows if (r["setting"], r["method"], r["seed"]) == ("if10", "ce+posthoc_la", "1"))
@@ -95,10 +96,10 @@ def test_report_mean_std_bold_and_csv(tmp_path):
     order = [c for _, c in sorted(zip(COUNTS, CLASSES), key=lambda t: -t[0])]
     for setting in ("if100", "if10"):
         head, table = _table(md, setting)
-        assert head[:5] == ["method", "n", "accuracy", "mean class acc.", "macro-F1"]
-        assert head[5:] == [f"recall {c}" for c in order]
+        assert head[:6] == ["method", "n", "val mean class acc.", "accuracy", "mean class acc.", "macro-F1"]
+        assert head[6:] == [f"recall {c}" for c in order]
         assert set(table) == {"ce", "ce+posthoc_la"}
-        keys = ["accuracy", "mean_class_accuracy", "macro_f1"] + order
+        keys = ["best_val_mean_class_accuracy", "accuracy", "mean_class_accuracy", "macro_f1"] + order
         means = {}
         for method, cells in table.items():
             assert cells[1] == "3"
@@ -124,8 +125,8 @@ def test_report_single_seed_and_empty(tmp_path):
     make_run(out / "default" / "ce" / "seed0", f, last=False)     # no checkpoint: natural class order
     write_report(out)
     head, table = _table((out / "results.md").read_text(), "default")
-    assert head[5:] == [f"recall {c}" for c in CLASSES]
-    assert table["ce"][2] == "**50.00**"          # n=1: no ± and still the best
+    assert head[6:] == [f"recall {c}" for c in CLASSES]
+    assert table["ce"][3] == "**50.00**"          # n=1: no ± and still the best
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +325,7 @@ def test_end_to_end_tiny_grid(tmp_path, monkeypatch):
     assert set(table) == {"ce", "ce+posthoc_la"} and all(cells[1] == "2" for cells in table.values())
     # classes ordered by the real training counts (read from the checkpoints), most frequent first
     assert "Training counts: happy 60, neutral 50, sad 40, angry 30, fear 30, surprise 20, disgust 10." in md
-    assert head[5] == "recall happy" and head[-1] == "recall disgust"
+    assert head[6] == "recall happy" and head[-1] == "recall disgust"
     assert (tmp_path / "out" / "recall_default.png").is_file()
     for r in rows:
         assert (Path(r["run_dir"]) / "confusion_test.png").is_file()
