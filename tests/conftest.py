@@ -1,6 +1,10 @@
 import pytest
+import torch
 
 from dicc.config import load_config
+
+# the models and batches in tests are tiny: one thread is as fast and never oversubscribes
+torch.set_num_threads(1)
 
 # a small long-tailed draw from the built-in synthetic data, so engine tests take seconds
 TINY_COUNTS = "[24,8,24,64,32,16,48]"
