@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+
+def _is_rank0() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _add_train(sub) -> None:
@@ -42,7 +47,8 @@ def _train(args) -> int:
     if cfg.data.path is not None and not Path(cfg.data.path).exists():
         raise FileNotFoundError(f"--data: path not found: {cfg.data.path}")
     result = fit(cfg, resume=args.resume)
-    print(f"run directory: {result.run_dir}")
+    if _is_rank0():
+        print(f"run directory: {result.run_dir}")
     return 0
 
 
@@ -187,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"dicc {args.command}: error: {msg}", file=sys.stderr)
+        if _is_rank0():
+            print(f"dicc {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

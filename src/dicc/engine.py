@@ -76,7 +76,10 @@ def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batc
     for x, _, _ in iterate_batches(ds, indices, batch_size):
         with _autocast(device, amp):
             outs.append(fn(normalize(x.to(device, non_blocking=True), mean, std)).float())
-    return torch.cat(outs) if outs else torch.empty(0, device=device)
+    if not outs:  # an empty shard (fewer samples than ranks): an empty batch keeps the trailing shape
+        x = torch.zeros(0, ds.channels, ds.image_size, ds.image_size, dtype=torch.uint8, device=device)
+        outs.append(fn(normalize(x, mean, std)).float())
+    return torch.cat(outs)
 
 
 @torch.no_grad()
@@ -143,8 +146,16 @@ def _append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _rank_states(augment, dinfo: distributed.DistInfo) -> list[dict] | None:
+    """Every rank's augmentation and torch RNG state (collective; None with one process), so a
+    resumed DDP run continues each rank's random streams exactly."""
+    if not dinfo.enabled:
+        return None
+    return distributed.all_gather_object({"augment": augment.state_dict(), "rng": torch.get_rng_state()})
+
+
 def _state(model, strategy, optimizer, augment, cfg: Config, epoch: int, step: int, best: float | None,
-           train: FERDataset) -> dict:
+           train: FERDataset, rank_states: list[dict] | None = None) -> dict:
     net = _unwrap(model)
     return {
         "format": FORMAT, "version": VERSION, "epoch": epoch, "step": step, "best_val": best,
@@ -159,7 +170,23 @@ def _state(model, strategy, optimizer, augment, cfg: Config, epoch: int, step: i
         "optimizer": optimizer.state_dict(), "augment": augment.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
         "environment": _environment(),
+        **({"rank_states": rank_states} if rank_states else {}),
     }
+
+
+def _load_on_rank0(path: Path, dinfo: distributed.DistInfo, keys: tuple[str, ...] | None = None) -> dict:
+    """Rank 0 loads the checkpoint at ``path`` (only ``keys`` of it, if given) and sends it to
+    the other ranks, which need no access to the file."""
+    ckpt, err = None, None
+    if dinfo.is_main:
+        try:
+            ckpt = load_checkpoint(path, map_location="cpu")
+            if keys is not None:
+                ckpt = {k: ckpt[k] for k in keys}
+        except Exception as e:  # noqa: BLE001 - re-raised on every rank
+            err = e
+    distributed.raise_if_any(err)
+    return distributed.broadcast_object(ckpt)
 
 
 def fit(cfg: Config, *, resume: bool = False, log=print) -> RunResult:
@@ -169,11 +196,10 @@ def fit(cfg: Config, *, resume: bool = False, log=print) -> RunResult:
     strategy events), ``checkpoints/{last,best}.pt``, ``final.json`` and
     ``confusion_test.png``. ``resume=True`` continues from ``checkpoints/last.pt``.
     """
-    dinfo = distributed.setup(cfg.train.device)
-    try:
-        return _fit(cfg, dinfo, resume, log)
-    finally:
-        distributed.teardown()
+    # under torchrun the process group is started on the first call and kept for the process's
+    # life (destroyed at exit; torch cannot start a second one), so several fits can follow
+    # each other; a group the caller set up is used and left alone
+    return _fit(cfg, distributed.setup(cfg.train.device), resume, log)
 
 
 def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResult:
@@ -183,19 +209,26 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     amp = cfg.train.amp and device.type == "cuda"
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    elif dinfo.enabled:  # share this node's cores among its processes (torchrun's default is 1 each)
+        torch.set_num_threads(distributed.default_threads(dinfo))
     run_dir = Path(cfg.train.out)
     ckpt_dir = run_dir / "checkpoints"
     last_path = ckpt_dir / "last.pt"
+    # only rank 0 touches the run directory (it need not be on a shared filesystem); the others
+    # learn of its errors from raise_if_any rather than waiting for it in a collective
+    err = None
     if main and not resume and (last_path.exists() or (run_dir / "final.json").exists()):
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not last_path.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
+        err = FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if main and resume and not last_path.exists():
+        err = FileNotFoundError(f"--resume: no checkpoint at {last_path}")
+    distributed.raise_if_any(err)
 
     torch.manual_seed(cfg.train.seed)
     data = build_run_data(cfg.data)
     train = data.train
     counts = train.class_counts()
     strategy = create_strategy(cfg.method.name, counts, cfg.method.options)
+    strategy.class_names = list(train.class_names)
     model = create_model(cfg.model.name, strategy.num_outputs, in_channels=train.channels, width=cfg.model.width,
                          head_type=strategy.head_type, dropout=cfg.model.dropout,
                          pretrained=cfg.model.pretrained).to(device)
@@ -206,12 +239,16 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     start_epoch, step, best = 0, 0, None
 
     if resume:
-        ckpt = load_checkpoint(last_path, map_location="cpu")
+        ckpt = _load_on_rank0(last_path, dinfo)
         model.load_state_dict(ckpt["model"])
         strategy.load_state_dict(ckpt["strategy"]["state"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        augment.load_state_dict(ckpt["augment"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        own = {"augment": ckpt["augment"], "rng": ckpt["rng"]["torch"]} if dinfo.rank == 0 else None
+        if len(ckpt.get("rank_states") or []) == dinfo.world_size:
+            own = ckpt["rank_states"][dinfo.rank]
+        if own is not None:  # (a rank the checkpoint has no state for keeps its fresh seeds)
+            augment.load_state_dict(own["augment"])
+            torch.set_rng_state(own["rng"])
         start_epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best_val"]
         say(f"resuming {run_dir} after epoch {start_epoch}")
 
@@ -259,6 +296,8 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
         ddp_model.train()
         order = strategy.epoch_indices(train.labels, epoch, cfg.train.seed, dinfo.rank, dinfo.world_size)
         order = order[: steps_per_epoch * bs] if len(order) >= bs else order
+        distributed.check_same(-(-len(order) // bs), f"epoch {epoch + 1}: the number of training batches "
+                               f"({strategy.name}.epoch_indices must give every rank as many indices)")
         loss_sum = torch.zeros((), device=device)
         seen = 0
         batches = iterate_batches(train, order, bs, workers=cfg.data.workers)
@@ -284,6 +323,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
             step += 1
             loss_sum += loss.detach() * len(y)
             seen += len(y)
+        distributed.broadcast_buffers(model)  # every rank evaluates with the statistics rank 0 saves
         t_train = time.perf_counter() - t0 - t_hook
 
         record = {"epoch": epoch + 1, "lr": learning_rate(cfg.optim, step - 1, total_steps),
@@ -304,8 +344,9 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
                    if data.val is not None else "")
         say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}{val_txt}  "
             f"({record['time_epoch']:.1f}s)")
+        rank_states = _rank_states(augment, dinfo)
         if main:
-            state = _state(model, strategy, optimizer, augment, cfg, epoch + 1, step, best, train)
+            state = _state(model, strategy, optimizer, augment, cfg, epoch + 1, step, best, train, rank_states)
             save_atomic(state, last_path)
             if improved or data.val is None:
                 save_atomic(state, ckpt_dir / "best.pt")
@@ -314,7 +355,8 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     final = None
     if data.test is not None:
         best_path = ckpt_dir / "best.pt"
-        ckpt = load_checkpoint(best_path if best_path.exists() else last_path, map_location="cpu")
+        ckpt = _load_on_rank0(best_path if (not main or best_path.exists()) else last_path, dinfo,
+                              keys=("model", "strategy", "epoch", "_path"))
         model.load_state_dict(ckpt["model"])
         strategy.load_state_dict(ckpt["strategy"]["state"])
         final = evaluate(model, strategy, data.test, rank=dinfo.rank, world_size=dinfo.world_size, **eval_kw)

@@ -1,4 +1,7 @@
-"""Per-epoch index orders: seeded, identical on every rank, sharded disjointly across ranks."""
+"""Per-epoch index orders: seeded by ``(seed, epoch)``, identical on every rank, then sharded
+across ranks (:func:`shard`). Every strategy's ``epoch_indices`` goes through here, so under
+torchrun each rank visits its own part of one common order and all ranks take equally many
+steps."""
 from __future__ import annotations
 
 import torch
@@ -9,15 +12,23 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Rank ``rank``'s share of ``indices``: padded by wrapping so every rank gets the same
-    number (as ``DistributedSampler`` does), then strided."""
+    """Rank ``rank``'s share of ``indices`` (the epoch's order, identical on every rank): padded
+    by wrapping around to ``ceil(n / world_size) * world_size`` entries so every rank gets the
+    same number (as ``DistributedSampler`` does; DDP needs equal step counts), then strided.
+
+    The shards cover ``indices`` and are disjoint except for the fewer than ``world_size``
+    padding entries, which repeat the first entries of the order."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
     if world_size == 1:
         return indices
     n = len(indices)
+    if n == 0:
+        return indices
     per_rank = -(-n // world_size)
     total = per_rank * world_size
-    if total > n:
-        indices = torch.cat([indices, indices[: total - n]])
+    if total > n:  # (may wrap more than once when n < world_size)
+        indices = indices.repeat(-(-total // n))[:total]
     return indices[rank:total:world_size]
 
 
