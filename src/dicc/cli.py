@@ -157,6 +157,18 @@ def _subclasses(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from .predict import run_predict
+
+    return run_predict(args)
+
+
+def _export(args) -> int:
+    from .export import run_export
+
+    return run_export(args)
+
+
 def _compare(args) -> int:
     from .compare import run_compare
 
@@ -164,7 +176,7 @@ def _compare(args) -> int:
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "data": _data, "methods": _methods,
-            "subclasses": _subclasses, "compare": _compare}
+            "subclasses": _subclasses, "compare": _compare, "predict": _predict, "export": _export}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .compare import add_compare_parser
 
     add_compare_parser(sub)
+    from .export import add_export_parser
+    from .predict import add_predict_parser
+
+    add_predict_parser(sub)
+    add_export_parser(sub)
     m = sub.add_parser("methods", help="list the registered imbalance methods")
     m.add_argument("--verbose", "-v", action="store_true", help="also list each method's options")
     return parser

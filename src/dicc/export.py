@@ -1,0 +1,248 @@
+"""Export a checkpoint to ONNX: image batch in, parent-class probabilities out.
+
+The exported graph is ``softmax(strategy.parent_logits(model(x)))``: the strategy's mapping
+from the head's outputs (DICC's sub-classes, LDAM's scale, post-hoc logit adjustment) to the
+classes is part of the model, so a consumer of the file only ever sees one probability per
+class. Input ``"input"``: ``float32 [B, C, S, S]``, normalised as in training
+(``(gray / 255 - mean) / std``); output ``"probabilities"``: ``float32 [B, num_classes]``; the
+batch axis is dynamic. The file's ``metadata_props`` carry ``class_names`` (JSON), ``mean``,
+``std``, ``image_size`` and ``channels``, which :meth:`dicc.predict.Recognizer.from_onnx` reads.
+
+Some ways of writing a sub-class -> class merge do not survive the TorchScript exporter (for
+instance ``index_add`` with repeated indices exports as a scatter that keeps only one value).
+Every export is therefore checked with onnxruntime against PyTorch; when the strategy's own
+``parent_logits`` fails to export or to reproduce, the merge is rebuilt from a fixed 0/1
+sub-class -> class matrix (logsumexp written as per-group max, exp, sum, log), after checking that
+this matrix form reproduces ``parent_logits`` exactly in PyTorch.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ONNX_FORMAT = "dicc-onnx"
+INPUT_NAME = "input"
+OUTPUT_NAME = "probabilities"
+TOLERANCE = 1e-4
+
+
+class ProbabilityModel(nn.Module):
+    """``softmax(strategy.parent_logits(model(x)))``: what prediction and export compute."""
+
+    def __init__(self, model: nn.Module, strategy) -> None:
+        super().__init__()
+        self.model = model
+        self.strategy = strategy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.strategy.parent_logits(self.model(x).float()), dim=1)
+
+
+class GroupedProbabilityModel(nn.Module):
+    """The merge as fixed tensors: ``parent = merge_groups(z) + offset`` with a 0/1 matrix
+    ``groups [S, C]`` (a zero row: an output no class uses) and ``merge`` = logsumexp (written
+    as per-group max, exp, sum, log, stable for any logits) or max."""
+
+    def __init__(self, model: nn.Module, groups: torch.Tensor, offset: torch.Tensor, merge: str) -> None:
+        super().__init__()
+        if merge not in ("logsumexp", "max"):
+            raise ValueError(f"unknown merge {merge!r}; valid: logsumexp, max")
+        self.model = model
+        self.merge = merge
+        self.register_buffer("groups", groups.float())
+        self.register_buffer("mask", (1.0 - groups.float()) * -1e9)  # 0 inside a group
+        self.register_buffer("offset", offset.float().reshape(1, -1))
+
+    def merged(self, z: torch.Tensor) -> torch.Tensor:
+        top = (z.unsqueeze(2) + self.mask.unsqueeze(0)).amax(dim=1)  # [B, C]: the max within each group
+        if self.merge == "max":
+            return top
+        e = torch.exp(z.unsqueeze(2) - top.unsqueeze(1)) * self.groups.unsqueeze(0)  # [B, S, C], <= 1
+        return torch.log(e.sum(dim=1)) + top
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.merged(self.model(x).float()) + self.offset, dim=1)
+
+
+def grouped_model(model: nn.Module, strategy, num_outputs: int, num_classes: int) -> GroupedProbabilityModel:
+    """Rebuild ``strategy.parent_logits`` as a :class:`GroupedProbabilityModel` by probing it:
+    a large logit on head output ``j`` alone reveals the class ``j`` belongs to (or that no
+    class uses it); the merge (logsumexp or max) and a constant per-class offset are then
+    fitted and verified on random logits. Raises ``ValueError`` if no such form reproduces ``parent_logits``."""
+    with torch.no_grad():
+        probe = torch.full((num_outputs + 1, num_outputs), -30.0)
+        probe[:num_outputs].fill_diagonal_(30.0)  # the last row is the baseline: all low
+        out = strategy.parent_logits(probe).float()
+        delta = out[:num_outputs] - out[num_outputs:]
+        groups = F.one_hot(delta.argmax(dim=1), num_classes).float()
+        groups[delta.abs().amax(dim=1) < 1e-3] = 0  # an output no class depends on (unused rows)
+        if (groups.sum(0) == 0).any():
+            raise ValueError("some class has no head output that maps to it: parent_logits cannot be rebuilt "
+                             "as groups")
+        g = torch.Generator().manual_seed(0)
+        z = torch.randn(64, num_outputs, generator=g) * 4
+        target = strategy.parent_logits(z).float()
+        for merge in ("logsumexp", "max"):
+            cand = GroupedProbabilityModel(nn.Identity(), groups, torch.zeros(num_classes), merge)
+            base = cand.merged(z)
+            offset = (target - base)[0]
+            if torch.allclose(base + offset, target, atol=1e-4, rtol=1e-4):
+                return GroupedProbabilityModel(model, groups, offset, merge)
+    raise ValueError("the strategy's parent_logits is neither a grouped logsumexp nor a grouped max "
+                     "(plus a constant): it cannot be rebuilt for export")
+
+
+def _onnx_export(module: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
+    """TorchScript-based export; an exporter warning that the graph will be incorrect (e.g.
+    ``index_add`` with repeated indices) is raised as an error so the caller falls back."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.onnx.export(module, (example,), path, dynamo=False, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=opset, do_constant_folding=True,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    for w in caught:
+        if "incorrect" in str(w.message).lower():
+            raise RuntimeError(f"the ONNX exporter warns: {w.message}")
+
+
+def _ort_max_diff(path: str, reference: nn.Module, x: torch.Tensor) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT_NAME: x.numpy()})[0]
+    with torch.no_grad():
+        want = reference(x).numpy()
+    if got.shape != want.shape:
+        return float("inf")
+    return float(abs(got - want).max())
+
+
+def export_model_onnx(model: nn.Module, strategy, out_path: str | os.PathLike, *, class_names, normalization: dict,
+                      opset: int = 17, metadata: dict | None = None, check: bool = True) -> dict:
+    """Export ``model`` + ``strategy`` (see the module docstring) to ``out_path`` atomically.
+
+    ``normalization`` is a checkpoint's ``{"mean", "std", "image_size", "channels"}``.
+    Returns ``{"path", "merge", "max_abs_diff", "num_outputs", "class_names"}``: ``merge`` is
+    ``"strategy"`` (its own ``parent_logits`` was exported) or ``"grouped-logsumexp"`` /
+    ``"grouped-max"`` (the fixed matrix form); ``max_abs_diff`` is onnxruntime vs PyTorch on
+    random inputs (None when ``check=False``). With ``check=True`` a difference above 1e-4 is
+    an error. ``model`` itself is left as it is (a CPU copy in eval mode is exported).
+    """
+    try:
+        import onnx
+    except ImportError as err:
+        raise ImportError(f"ONNX export needs the onnx package: pip install onnx ({err})") from None
+    if check:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            raise ImportError(f"checking the export needs onnxruntime: pip install onnxruntime, or pass "
+                              f"check=False / --no-check ({err})") from None
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    num_classes = len(class_names)
+    size, channels = int(normalization["image_size"]), int(normalization["channels"])
+    model = copy.deepcopy(model).cpu().eval()
+    reference = ProbabilityModel(model, strategy).eval()
+    g = torch.Generator().manual_seed(0)
+    example = torch.randn(2, channels, size, size, generator=g)
+    check_x = torch.randn(5, channels, size, size, generator=g)  # another batch size: dynamic axis
+    with torch.no_grad():
+        num_outputs = int(model(example).shape[1])
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        merge, diff, problem = "strategy", None, None
+        try:
+            _onnx_export(reference, example, tmp, opset)
+            if check:
+                diff = _ort_max_diff(tmp, reference, check_x)
+                if not diff <= TOLERANCE:
+                    problem = f"onnxruntime differs from PyTorch by {diff:.3g}"
+        except Exception as err:  # noqa: BLE001 - an op the exporter cannot handle: try the matrix form
+            problem = f"{type(err).__name__}: {err}"
+        if problem is not None:
+            try:
+                grouped = grouped_model(model, strategy, num_outputs, num_classes).eval()
+            except ValueError as err:
+                raise ValueError(f"cannot export the {getattr(strategy, 'name', '?')} strategy's parent_logits "
+                                 f"({problem}); {err}") from None
+            merge = f"grouped-{grouped.merge}"
+            _onnx_export(grouped, example, tmp, opset)
+            if check:
+                diff = _ort_max_diff(tmp, reference, check_x)
+                if not diff <= TOLERANCE:
+                    raise ValueError(f"ONNX export does not reproduce PyTorch: max |difference| {diff:.3g} "
+                                     f"(after: {problem})")
+
+        proto = onnx.load(tmp)
+        meta = {"format": ONNX_FORMAT, "class_names": json.dumps(list(class_names)),
+                "mean": repr(float(normalization["mean"])), "std": repr(float(normalization["std"])),
+                "image_size": str(size), "channels": str(channels), "output": OUTPUT_NAME, "merge": merge}
+        meta.update({k: str(v) for k, v in (metadata or {}).items()})
+        del proto.metadata_props[:]
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "dicc"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return {"path": out_path, "merge": merge, "max_abs_diff": diff, "num_outputs": num_outputs,
+            "class_names": list(class_names)}
+
+
+def export_onnx(checkpoint, out_path: str | os.PathLike, opset: int = 17, *, check: bool = True) -> dict:
+    """Export a checkpoint (a ``.pt`` file, a run directory, or a dict from
+    :func:`dicc.checkpoint.load_checkpoint`) to an ONNX file; see :func:`export_model_onnx`."""
+    from . import __version__
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    model, strategy = model_from_checkpoint(ckpt)
+    spec = ckpt.get("model_spec", {})
+    extra = {"dicc_version": __version__, "model": spec.get("name", ""), "strategy": strategy.name,
+             "num_outputs": spec.get("num_outputs", ""), "source": Path(ckpt.get("_path", "")).name}
+    return export_model_onnx(model, strategy, out_path, class_names=ckpt["class_names"],
+                             normalization=ckpt["normalization"], opset=opset, metadata=extra, check=check)
+
+
+# -- command line -------------------------------------------------------------------------------
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export", help="export a checkpoint to ONNX (parent-class probabilities, dynamic batch)",
+        description="Export a checkpoint (or run directory) to ONNX. The graph includes the strategy's "
+                    "sub-class -> class mapping and a softmax: input 'input' float [B, C, S, S] normalised as "
+                    "in training, output 'probabilities' [B, num_classes]. Class names and normalisation are "
+                    "stored in the file's metadata; `dicc predict FILE.onnx ...` uses them.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint .pt file or run directory")
+    p.add_argument("--onnx", required=True, metavar="FILE", help="write the ONNX model here")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch comparison")
+    return p
+
+
+def run_export(args) -> int:
+    try:
+        info = export_onnx(args.checkpoint, args.onnx, opset=args.opset, check=not args.no_check)
+    except ImportError as err:
+        print(f"dicc export: error: {err}", file=sys.stderr)
+        return 2
+    diff = "not checked" if info["max_abs_diff"] is None else f"max |onnxruntime - torch| = {info['max_abs_diff']:.2g}"
+    print(f"wrote {info['path']}: {len(info['class_names'])} class probabilities "
+          f"({', '.join(info['class_names'])}) from {info['num_outputs']} head outputs; merge {info['merge']}; {diff}")
+    return 0

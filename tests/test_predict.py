@@ -1,0 +1,429 @@
+"""Inference: face detection on real photos, the Recognizer API, and the ``dicc predict`` CLI."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+cv2 = pytest.importorskip("cv2")
+skdata = pytest.importorskip("skimage.data")
+
+from dicc import EMOTIONS  # noqa: E402
+from dicc.checkpoint import FORMAT, VERSION, save_atomic  # noqa: E402
+from dicc.data.decode import decode_image  # noqa: E402
+from dicc.faces import FaceDetector, crop_faces, expand_box, face_pixels, prepare_faces  # noqa: E402
+from dicc.models import create_model  # noqa: E402
+from dicc.predict import Recognizer, add_predict_parser, iter_video_frames, run_predict  # noqa: E402
+from dicc.strategies import Strategy, create_strategy  # noqa: E402
+from dicc.strategies.base import _REGISTRY  # noqa: E402
+
+COUNTS = [40, 8, 20, 120, 60, 30, 90]
+RECORD_KEYS = {"file", "frame", "time", "face", "box", "dominant", "emotions"}
+
+
+def make_checkpoint(path: Path, method: str = "ce", *, counts=COUNTS, width: int = 4, mean: float = 0.5,
+                    std: float = 0.25, seed: int = 0, options: dict | None = None, state: dict | None = None) -> Path:
+    """A checkpoint in the format ``dicc.engine._state`` writes, with a tiny random model;
+    ``state`` updates the strategy's state dict."""
+    torch.manual_seed(seed)
+    strategy = create_strategy(method, counts, options)
+    if state:
+        strategy.load_state_dict({**strategy.state_dict(), **state})
+    model = create_model("vgg_fer", strategy.num_outputs, width=width, head_type=strategy.head_type)
+    with torch.no_grad():  # make the random head decisive, so probabilities are far from uniform
+        model.head.weight.mul_(50)
+        model.head.bias.copy_(torch.linspace(-1.5, 1.5, strategy.num_outputs))
+    ckpt = {
+        "format": FORMAT, "version": VERSION, "epoch": 1, "step": 1, "best_val": None, "config": {},
+        "class_names": list(EMOTIONS), "class_counts": list(counts), "model": model.state_dict(),
+        "model_spec": {"name": "vgg_fer", "width": width, "num_outputs": strategy.num_outputs,
+                       "head_type": strategy.head_type, "in_channels": 1, "image_size": 48, "dropout": 0.0},
+        "normalization": {"mean": mean, "std": std, "image_size": 48, "channels": 1},
+        "strategy": {"name": method, "options": options or {}, "state": strategy.state_dict()},
+    }
+    return save_atomic(ckpt, path)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("predict")
+
+
+@pytest.fixture(scope="module")
+def ckpt(workdir) -> Path:
+    return make_checkpoint(workdir / "ce.pt", mean=0.45, std=0.3)
+
+
+@pytest.fixture(scope="module")
+def rec(ckpt) -> Recognizer:
+    return Recognizer.from_checkpoint(ckpt, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return skdata.astronaut()  # 512x512 RGB, one frontal face around x 177, y 66, 95 px wide
+
+
+@pytest.fixture(scope="module")
+def group_photo(astronaut) -> np.ndarray:
+    """Three copies of the astronaut's head side by side (one mirrored): three faces."""
+    crop = astronaut[6:221, 117:332]
+    return np.ascontiguousarray(np.concatenate([crop, crop[:, ::-1], crop], axis=1))
+
+
+@pytest.fixture(scope="module")
+def files(workdir, astronaut, group_photo) -> dict[str, Path]:
+    d = workdir / "inputs"
+    (d / "sub").mkdir(parents=True)
+    out = {"astronaut": d / "astronaut.png", "group": d / "sub" / "group.png", "blank": d / "blank.png",
+           "bad": d / "broken.jpg", "face48": d / "face48.png"}
+    Image.fromarray(astronaut).save(out["astronaut"])
+    Image.fromarray(group_photo).save(out["group"])
+    Image.fromarray(np.full((120, 160), 128, np.uint8)).save(out["blank"])
+    out["bad"].write_bytes(b"this is not a JPEG")
+    gray = np.asarray(Image.fromarray(astronaut).convert("L"))
+    Image.fromarray(gray[56:186, 167:282]).resize((48, 48)).save(out["face48"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def video(workdir, astronaut) -> Path:
+    """7 frames at 10 fps of the astronaut's head, shifted a little each frame (MJPG in AVI)."""
+    path = workdir / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    assert writer.isOpened()
+    for i in range(7):
+        frame = astronaut[0:256, 60 + 4 * i:316 + 4 * i, ::-1]
+        writer.write(np.ascontiguousarray(frame))
+    writer.release()
+    return path
+
+
+def _check_face(face: dict) -> None:
+    assert set(face) == {"box", "emotions", "dominant"}
+    assert list(face["emotions"]) == list(EMOTIONS)
+    probs = np.array(list(face["emotions"].values()))
+    assert np.all(probs >= 0) and abs(probs.sum() - 1) < 1e-5
+    assert face["dominant"] == EMOTIONS[int(probs.argmax())]
+    assert all(isinstance(v, int) for v in face["box"])
+
+
+# -- faces.py ----------------------------------------------------------------------------------
+def test_detector_finds_the_astronaut(astronaut):
+    boxes = FaceDetector().detect(astronaut)
+    assert boxes.shape == (1, 4)
+    x, y, w, h = boxes[0]
+    assert 150 < x < 210 and 40 < y < 100 and 70 < w < 130 and 70 < h < 130
+
+
+def test_detector_orders_faces_left_to_right_and_finds_none_in_a_blank(group_photo):
+    boxes = FaceDetector().detect(group_photo)
+    assert len(boxes) == 3
+    assert list(boxes[:, 0]) == sorted(boxes[:, 0])
+    assert (np.diff(boxes[:, 0]) > boxes[:-1, 2]).all()  # side by side, not overlapping
+    assert FaceDetector().detect(np.full((100, 100), 128, np.uint8)).shape == (0, 4)
+
+
+def test_detector_parameters_and_missing_cascade(astronaut, tmp_path):
+    assert FaceDetector(min_size=200).detect(astronaut).shape == (0, 4)  # the face is ~95 px
+    with pytest.raises(FileNotFoundError, match="cascade"):
+        FaceDetector(cascade=tmp_path / "nope.xml").detect(astronaut)
+    with pytest.raises(ValueError, match="scale_factor"):
+        FaceDetector(scale_factor=1.0).detect(astronaut)
+
+
+def test_missing_opencv_is_a_clear_error_and_precropped_faces_do_not_need_it(monkeypatch, rec, astronaut):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # "import cv2" raises ImportError
+    with pytest.raises(ImportError, match="opencv-python-headless<5"):
+        FaceDetector().detect(astronaut)
+    faces = rec(astronaut[100:200, 150:250], detect=False)  # no OpenCV needed
+    assert len(faces) == 1 and faces[0]["box"] == [0, 0, 100, 100]
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="5.0.0"))  # no cascades
+    with pytest.raises(ImportError, match="opencv-python-headless<5"):
+        FaceDetector().detect(astronaut)
+
+
+def test_crop_margin_is_clipped_and_pixels_match_training_decode(files):
+    assert expand_box((10, 20, 100, 50), 0.1, 500, 500) == (0, 15, 120, 60)
+    assert expand_box((450, 480, 40, 40), 0.5, 500, 500) == (430, 460, 70, 40)
+    crops = crop_faces(np.zeros((100, 100), np.uint8), [[0, 0, 50, 50], [60, 60, 40, 40]], margin=0.2)
+    assert [c.shape for c in crops] == [(60, 60), (48, 48)]
+    rgb = np.asarray(Image.open(files["astronaut"]).convert("RGB"))
+    assert np.array_equal(face_pixels(rgb, 48, 1), decode_image(files["astronaut"], 48, 1).numpy())
+    x = prepare_faces([rgb], 48, 1, 0.5, 0.25)
+    want = (decode_image(files["astronaut"], 48, 1).float() / 255 - 0.5) / 0.25
+    assert x.dtype == np.float32 and torch.equal(torch.from_numpy(x[0]), want)
+
+
+# -- the Recognizer API ------------------------------------------------------------------------
+def test_recognizer_one_face_in_the_astronaut(rec, astronaut):
+    faces = rec(astronaut)
+    assert len(faces) == 1
+    _check_face(faces[0])
+    x, y, w, h = faces[0]["box"]
+    assert 150 < x < 210 and 40 < y < 100 and 70 < w < 130
+
+
+def test_recognizer_input_types_agree(rec, astronaut, files):
+    ref = rec(astronaut)
+    variants = [rec(files["astronaut"]), rec(str(files["astronaut"])), rec(Image.fromarray(astronaut)),
+                rec(np.ascontiguousarray(astronaut[:, :, ::-1]), bgr=True), rec(astronaut.astype(np.float32) / 255)]
+    for faces in variants:
+        assert len(faces) == 1 and faces[0]["box"] == ref[0]["box"]
+        np.testing.assert_allclose(list(faces[0]["emotions"].values()), list(ref[0]["emotions"].values()),
+                                   atol=1e-5)
+    gray = np.asarray(Image.fromarray(astronaut).convert("L"))
+    faces = rec(gray)  # a grayscale array: same detection, same model input
+    assert faces[0]["box"] == ref[0]["box"]
+    np.testing.assert_allclose(list(faces[0]["emotions"].values()), list(ref[0]["emotions"].values()), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        rec(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_recognizer_several_faces_and_batch(rec, group_photo, astronaut):
+    faces = rec(group_photo)
+    assert len(faces) == 3
+    for f in faces:
+        _check_face(f)
+    assert [f["box"][0] for f in faces] == sorted(f["box"][0] for f in faces)
+    blank = np.full((100, 120, 3), 200, np.uint8)
+    batch = rec.predict_batch([astronaut, group_photo, blank])
+    assert [len(b) for b in batch] == [1, 3, 0]
+    for single, batched in zip([rec(astronaut), faces, []], batch):
+        assert [f["box"] for f in single] == [f["box"] for f in batched]
+        for a, b in zip(single, batched):
+            np.testing.assert_allclose(list(a["emotions"].values()), list(b["emotions"].values()), atol=1e-5)
+    assert rec.predict_batch([]) == []
+
+
+def test_recognizer_precropped_faces(rec, files, astronaut):
+    face = np.asarray(Image.open(files["face48"]))
+    faces = rec(face, detect=False)
+    assert len(faces) == 1 and faces[0]["box"] == [0, 0, 48, 48]
+    _check_face(faces[0])
+    from_file = rec(files["face48"], detect=False)
+    assert from_file[0]["emotions"] == pytest.approx(faces[0]["emotions"], abs=1e-6)
+    crop = astronaut[40:200, 150:260]  # a non-square RGB crop
+    faces = rec(crop, detect=False)
+    assert faces[0]["box"] == [0, 0, 110, 160]
+    # a file with detect=False is decoded exactly as training decodes it
+    boxes, pixels = rec.extract_faces(files["astronaut"], detect=False)
+    assert boxes.tolist() == [[0, 0, 512, 512]]
+    assert np.array_equal(pixels[0], decode_image(files["astronaut"], 48, 1).numpy())
+
+
+def test_recognizer_probabilities_are_the_models(ckpt, rec, astronaut):
+    """The checkpoint's normalisation and the strategy's parent_logits are what is applied."""
+    from dicc.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model, strategy = model_from_checkpoint(load_checkpoint(ckpt))
+    boxes, pixels = rec.extract_faces(astronaut)
+    x = (torch.from_numpy(pixels).float() / 255 - 0.45) / 0.3
+    with torch.no_grad():
+        want = torch.softmax(strategy.parent_logits(model(x)), 1).numpy()
+    got = np.array([list(f["emotions"].values()) for f in rec(astronaut)])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert want.max() > 0.3  # the decisive random head: not a uniform distribution
+
+
+class _GroupedStrategy(Strategy):
+    """A DICC-like head: 11 outputs (sub-classes), merged per class with logsumexp."""
+
+    name = "_test_grouped"
+    SUB_TO_PARENT = [0, 0, 1, 2, 3, 3, 3, 4, 5, 6, 6]
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.SUB_TO_PARENT)
+
+    def parent_logits(self, logits):
+        groups = torch.nn.functional.one_hot(torch.tensor(self.SUB_TO_PARENT), 7).T.bool()
+        return torch.stack([logits[:, g].logsumexp(1) for g in groups], 1)
+
+
+@pytest.fixture
+def grouped_strategy():
+    _REGISTRY[_GroupedStrategy.name] = _GroupedStrategy
+    yield _GroupedStrategy.name
+    _REGISTRY.pop(_GroupedStrategy.name, None)
+
+
+def test_recognizer_merges_subclasses(grouped_strategy, tmp_path, astronaut):
+    path = make_checkpoint(tmp_path / "grouped.pt", grouped_strategy)
+    rec = Recognizer.from_checkpoint(path, device="cpu")
+    faces = rec(astronaut)
+    assert len(faces) == 1
+    _check_face(faces[0])  # 7 classes, not 11 sub-classes
+    _, pixels = rec.extract_faces(astronaut)
+    with torch.no_grad():
+        sub = torch.softmax(rec.backend.model(torch.from_numpy(rec.preprocess(pixels))), 1)[0]
+    want = [float(sub[[j for j, p in enumerate(_GroupedStrategy.SUB_TO_PARENT) if p == c]].sum()) for c in range(7)]
+    np.testing.assert_allclose(list(faces[0]["emotions"].values()), want, atol=1e-5)
+
+
+def test_recognizer_with_the_dicc_strategy(tmp_path, astronaut):
+    pytest.importorskip("dicc.strategies.dicc")
+    state = {"split": True, "pseudo": torch.zeros(1, dtype=torch.long)}  # as after the first clustering
+    path = make_checkpoint(tmp_path / "dicc.pt", "dicc", counts=[400, 40, 100, 900, 300, 200, 600], state=state)
+    rec = Recognizer.from_checkpoint(path, device="cpu")
+    assert rec.backend.model.head.out_features > 7
+    faces = rec(astronaut)
+    assert len(faces) == 1
+    _check_face(faces[0])
+
+
+def test_video_frames_every_n(video):
+    frames = list(iter_video_frames(video, every=3))
+    assert [(i, t) for i, t, _ in frames] == [(0, 0.0), (3, 0.3), (6, 0.6)]
+    assert frames[0][2].shape == (256, 256, 3)
+    assert len(list(iter_video_frames(video))) == 7
+
+
+def test_predict_video_api(rec, video):
+    out = list(rec.predict_video(video, every=2, chunk=2))
+    assert [r["frame"] for r in out] == [0, 2, 4, 6]
+    assert all(len(r["faces"]) == 1 for r in out)
+
+
+# -- the command line ----------------------------------------------------------------------------
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dicc")
+    add_predict_parser(parser.add_subparsers(dest="command", required=True))
+    return run_predict(parser.parse_args(["predict", *map(str, argv)]))
+
+
+def test_cli_json_records(ckpt, files, capsys):
+    rc = run_cli([ckpt, files["astronaut"], files["group"], files["blank"], "--json"])
+    assert rc == 0
+    records = json.loads(capsys.readouterr().out)
+    assert all(set(r) == RECORD_KEYS for r in records)
+    by_file = {}
+    for r in records:
+        by_file.setdefault(Path(r["file"]).name, []).append(r)
+    assert [r["face"] for r in by_file["astronaut.png"]] == [0]
+    assert [r["face"] for r in by_file["group.png"]] == [0, 1, 2]
+    assert by_file["blank.png"] == [{"file": str(files["blank"]), "frame": None, "time": None, "face": None,
+                                     "box": None, "dominant": None, "emotions": None}]
+    r = by_file["astronaut.png"][0]
+    assert r["frame"] is None and r["time"] is None and len(r["box"]) == 4
+    assert list(r["emotions"]) == list(EMOTIONS) and abs(sum(r["emotions"].values()) - 1) < 1e-4
+
+
+def test_cli_folder_is_recursive_and_sorted_and_bad_files_are_skipped(ckpt, files, capsys):
+    rc = run_cli([ckpt, files["astronaut"].parent, "--json"])
+    captured = capsys.readouterr()
+    assert rc == 1  # one input skipped, the others output
+    assert "broken.jpg" in captured.err and "skipped" in captured.err
+    names = [Path(r["file"]).relative_to(files["astronaut"].parent).as_posix() for r in json.loads(captured.out)]
+    assert names == ["astronaut.png", "blank.png", "face48.png", "sub/group.png", "sub/group.png", "sub/group.png"]
+
+
+def test_cli_all_inputs_bad(ckpt, files, tmp_path, capsys):
+    rc = run_cli([ckpt, files["bad"], tmp_path / "missing.png", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 2
+    assert "broken.jpg" in captured.err and "missing.png" in captured.err
+    assert json.loads(captured.out) == []
+
+
+def test_cli_csv(ckpt, files, tmp_path, capsys):
+    out = tmp_path / "out" / "faces.csv"
+    rc = run_cli([ckpt, files["group"], files["blank"], files["bad"], "--csv", out])
+    assert rc == 1
+    assert "broken.jpg" in capsys.readouterr().err
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["file", "frame", "time", "face", "x", "y", "w", "h", "dominant", *EMOTIONS]
+    assert [r[3] for r in rows[1:]] == ["0", "1", "2", ""]
+    assert rows[4][0] == str(files["blank"]) and rows[4][4:] == [""] * 12
+    probs = [float(v) for v in rows[1][9:]]
+    assert abs(sum(probs) - 1) < 1e-4 and rows[1][8] == EMOTIONS[int(np.argmax(probs))]
+
+
+def test_cli_text_table(ckpt, files, capsys):
+    rc = run_cli([ckpt, files["astronaut"], files["blank"]])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert lines[0].split()[:4] == ["file", "frame", "time", "face"] and "neutral" in lines[0]
+    assert len(lines) == 3 and "no face found" in lines[2] and str(files["blank"]) in lines[2]
+    assert str(files["astronaut"]) in lines[1]
+
+
+def test_cli_annotate(ckpt, files, tmp_path, capsys):
+    out_dir = tmp_path / "annotated"
+    rc = run_cli([ckpt, files["astronaut"], files["group"], files["blank"], "--annotate", out_dir, "--json"])
+    assert rc == 0
+    capsys.readouterr()
+    written = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    assert written == ["astronaut.png", "blank.png", "group.png"]
+    original = np.asarray(Image.open(files["astronaut"]))
+    drawn = cv2.imread(str(out_dir / "astronaut.png"))[:, :, ::-1]
+    assert drawn.shape == original.shape and not np.array_equal(drawn, original)
+
+
+def test_cli_no_detect(ckpt, files, capsys):
+    rc = run_cli([ckpt, files["face48"], files["blank"], "--no-detect", "--json"])
+    assert rc == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["box"] for r in records] == [[0, 0, 48, 48], [0, 0, 160, 120]]
+    assert all(r["face"] == 0 for r in records)
+
+
+def test_cli_video(ckpt, video, files, tmp_path, capsys):
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    out_dir = tmp_path / "frames"
+    rc = run_cli([ckpt, video, fake, files["astronaut"], "--every", "3", "--json", "--annotate", out_dir,
+                  "--batch-size", "2"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "fake.mp4" in captured.err
+    records = json.loads(captured.out)
+    vid = [r for r in records if r["file"] == str(video)]
+    assert [(r["frame"], r["time"], r["face"]) for r in vid] == [(0, 0.0, 0), (3, 0.3, 0), (6, 0.6, 0)]
+    assert records[-1]["file"] == str(files["astronaut"])  # input order is kept
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "astronaut.png", "clip_frame000000.jpg", "clip_frame000003.jpg", "clip_frame000006.jpg"]
+
+
+def test_cli_rejects_bad_options(ckpt, files):
+    with pytest.raises(ValueError, match="--every"):
+        run_cli([ckpt, files["astronaut"], "--every", "0"])
+    with pytest.raises(SystemExit):  # --json and --csv are exclusive
+        run_cli([ckpt, files["astronaut"], "--json", "--csv", "x.csv"])
+
+
+def test_cli_is_wired_into_dicc_main(ckpt, files, capsys):
+    from dicc import cli
+
+    if "predict" not in cli.COMMANDS:
+        pytest.skip("dicc predict is not wired into dicc.cli yet")
+    assert cli.main(["predict", str(ckpt), str(files["astronaut"]), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert cli.main(["predict", str(ckpt) + ".missing", str(files["astronaut"])]) == 2
+
+
+def test_recognizer_from_a_trained_run(tmp_path):
+    """End to end: train one epoch on the built-in data, predict with the run directory."""
+    pytest.importorskip("dicc.data.longtail")
+    from dicc.config import load_config
+    from dicc.data.synthetic import make_synthetic
+    from dicc.engine import fit
+
+    cfg = load_config(None, ["train.epochs=1", f"train.out={tmp_path / 'run'}", "model.width=4",
+                             "train.progress=false", "data.test_split=null"])
+    fit(cfg, log=lambda *a, **k: None)
+    rec = Recognizer.from_checkpoint(tmp_path / "run", device="cpu")
+    faces = make_synthetic(split="test", seed=0).images[:5, 0].numpy()
+    out = rec.predict_batch(list(faces), detect=False)
+    assert [len(f) for f in out] == [1] * 5
+    for f in out:
+        _check_face(f[0])
