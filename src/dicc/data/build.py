@@ -1,12 +1,18 @@
 """Assemble the train / validation / test datasets a run needs from its ``DataConfig``.
 
-Order of operations (so that nothing reported is tuned on): the validation hold-out is drawn
-from the *full* training split first (stratified, seeded), then the long-tailed subset is
-drawn from what remains. The test split is only read for the final evaluation.
+Nothing reported is tuned on: the validation split (``val: holdout``) comes from the training
+split. Without a long-tailed subset it is a stratified hold-out of ``val_fraction`` of every
+class. With one, the subset is drawn first from the *whole* training split (so its counts are
+exactly the requested ones, e.g. the DICC paper's IF=10 table uses 430 of FER2013's 436 disgust
+images), and the validation images are then drawn from the images the subset left out:
+``round(val_fraction * n_c)`` per class, capped at what is left. The test split is only read
+for the final evaluation.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from .base import FERDataset
 
@@ -34,20 +40,30 @@ def open_split(cfg, split: str) -> FERDataset:
 def build_run_data(cfg, *, need_test: bool = True) -> RunData:
 
 
-    train = open_split(cfg, cfg.train_split)
+    from .longtail import longtail_subset, parse_longtail, stratified_holdout
+
+    full = open_split(cfg, cfg.train_split)
     val = None
-    if cfg.val == "holdout":
-        from .longtail import stratified_holdout
-
-        keep, hold = stratified_holdout(train.labels, cfg.val_fraction, cfg.subset_seed)
-        val, train = train.subset(hold), train.subset(keep)
-        val.source = f"{train.source} (hold-out {cfg.val_fraction:g})"
-    elif cfg.val:
-        val = open_split(cfg, cfg.val)
     if cfg.longtail is not None:
-        from .longtail import longtail_subset, parse_longtail
-
-        counts = parse_longtail(cfg.longtail, train.class_counts())
-        train = train.subset(longtail_subset(train.labels, counts, cfg.subset_seed))
+        counts = parse_longtail(cfg.longtail, full.class_counts())
+        chosen = longtail_subset(full.labels, counts, cfg.subset_seed)
+        train = full.subset(chosen)
+        train.source = f"{full.source} (long-tailed {cfg.longtail})"
+        if cfg.val == "holdout":
+            left = torch.ones(len(full), dtype=torch.bool)
+            left[chosen] = False
+            rest = left.nonzero().flatten()
+            rest_counts = torch.bincount(full.labels[rest], minlength=full.num_classes).tolist()
+            want = [min(round(cfg.val_fraction * n), r) for n, r in zip(full.class_counts(), rest_counts)]
+            val = full.subset(rest[longtail_subset(full.labels[rest], want, cfg.subset_seed + 1)])
+    else:
+        train = full
+        if cfg.val == "holdout":
+            keep, hold = stratified_holdout(full.labels, cfg.val_fraction, cfg.subset_seed)
+            val, train = full.subset(hold), full.subset(keep)
+    if val is not None:
+        val.source = f"{full.source} (hold-out {cfg.val_fraction:g})"
+    elif cfg.val and cfg.val != "holdout":
+        val = open_split(cfg, cfg.val)
     test = open_split(cfg, cfg.test_split) if (need_test and cfg.test_split) else None
     return RunData(train, val, test)
