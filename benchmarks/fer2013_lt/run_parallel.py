@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--set", dest="extra", action="append", default=[])
     ap.add_argument("--dir", type=Path, default=None, help="folder holding grid.yaml and ablation.yaml")
+    ap.add_argument("--skip-ablation", action="store_true",
+                    help="keep grid.yaml's DICC options (chosen earlier) and run the grid only")
     args = ap.parse_args()
     global HERE
     HERE = (args.dir or HERE).resolve()
@@ -69,8 +71,18 @@ def main() -> int:
     grid, abl = yaml.safe_load(grid_path.read_text()), yaml.safe_load(abl_path.read_text())
     dicc_labels = ("dicc", "dicc+loss")
     jobs = [(abl_path, lab, None) for lab in labels(abl)]
-    base_jobs = [(grid_path, lab, s) for lab in labels(grid) if lab not in dicc_labels for s in grid["settings"]]
+    base_jobs = [(grid_path, lab, s) for s in grid["settings"] for lab in labels(grid) if lab not in dicc_labels]
     t0 = time.time()
+    if args.skip_ablation:   # setting by setting, in the grid's method order
+        with ThreadPoolExecutor(args.workers) as pool:
+            futs = [pool.submit(compare, grid_path, args.data, lab, s, args.extra)
+                    for s in grid["settings"] for lab in labels(grid)]
+            for f in futs:
+                print(*f.result(), flush=True)
+        subprocess.call([sys.executable, "-m", "dicc", "compare", str(grid_path), "--report-only",
+                         "--set", f"data.path={args.data}"], stdout=subprocess.DEVNULL)
+        print(f"done in {time.time() - t0:.0f}s", flush=True)
+        return 0
     with ThreadPoolExecutor(args.workers) as pool:
         abl_futs = [pool.submit(compare, g, args.data, lab, s, args.extra) for g, lab, s in jobs]
         base_futs = [pool.submit(compare, g, args.data, lab, s, args.extra) for g, lab, s in base_jobs]
