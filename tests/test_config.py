@@ -41,3 +41,28 @@ def test_missing_or_bad_file(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_config(bad)
+
+
+def test_cli_flags_are_taken_literally(tmp_path, monkeypatch):
+    import dicc.engine
+    from dicc.cli import main
+
+    seen = {}
+
+    def fake_fit(cfg, resume=False):
+        seen["cfg"] = cfg
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(dicc.engine, "fit", fake_fit)
+    odd = tmp_path / "fer #2: data"
+    odd.mkdir()
+    main(["train", "--data", str(odd), "--out", str(tmp_path / "a: b"), "--longtail", "[1,2,3,4,5,6,7]",
+          "--set", "train.epochs=2"])
+    cfg = seen["cfg"]
+    assert cfg.data.path == str(odd) and cfg.train.out == str(tmp_path / "a: b")
+    assert cfg.data.longtail == [1, 2, 3, 4, 5, 6, 7] and cfg.train.epochs == 2
+
+
+def test_mapping_for_a_string_key_is_an_error():
+    with pytest.raises(ValueError, match="train.out: expected str"):
+        load_config(None, ["train.out=a: b"])

@@ -29,18 +29,23 @@ def _add_train(sub) -> None:
 
 
 def _train(args) -> int:
+    import yaml
+
     from .config import load_config
     from .engine import fit
 
-    overrides = []
-    for key, value in (("data.path", args.data), ("data.format", args.format), ("method.name", args.method),
-                       ("train.epochs", args.epochs), ("train.seed", args.seed), ("train.out", args.out),
-                       ("data.longtail", args.longtail)):
+    cfg = load_config(args.config, args.overrides)
+    # the typed flags are taken literally (a path may hold '#' or ': '), after the --set overrides
+    for section, key, value in (("data", "path", args.data), ("data", "format", args.format),
+                                ("method", "name", args.method), ("train", "epochs", args.epochs),
+                                ("train", "seed", args.seed), ("train", "out", args.out)):
         if value is not None:
-            overrides.append(f"{key}={value}")
+            setattr(getattr(cfg, section), key, value)
+    if args.longtail is not None:  # a preset / profile name, "n1,...,n7", or a YAML list
+        cfg.data.longtail = yaml.safe_load(args.longtail) if args.longtail.lstrip().startswith(("[", "{")) \
+            else args.longtail
     if args.no_progress:
-        overrides.append("train.progress=false")
-    cfg = load_config(args.config, overrides + args.overrides)
+        cfg.train.progress = False
     if args.out is None and not any(o.startswith("train.out=") for o in args.overrides) and \
             cfg.train.out == "runs/default":
         cfg.train.out = f"runs/{cfg.method.name}-seed{cfg.train.seed}"

@@ -415,7 +415,12 @@ def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, s
         for run in runs:
             log(f"  {run.name:<40} {_describe_status(run)}")
         return outcome
-    statuses = {run.name: run_status(run.run_dir) for run in runs}   # decided up front (same on every rank)
+    statuses = {run.name: run_status(run.run_dir) for run in runs}   # decided up front
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: rank 0's view, on every rank
+        from . import distributed
+
+        distributed.setup(runs[0].cfg.train.device if runs else "auto")
+        statuses = distributed.broadcast_object(statuses)
     main = _is_main_process()
     if main:
         g.out.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     base = _scalar_type(tp)
     if value is None or base is None:
         return value
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"{key}: expected {base.__name__}, got {value!r} (quote values that hold ': ' or '[')")
     if base is bool:
         if isinstance(value, bool):
             return value

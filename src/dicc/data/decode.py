@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 #: File name endings treated as images when scanning folders (compared lower-case).
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -37,9 +37,7 @@ def decode_array(path: str | os.PathLike, size: int, channels: int) -> np.ndarra
     mode = "L" if channels == 1 else "RGB"
     try:
         with Image.open(path) as im:
-            if im.size != (size, size):
-                im.draft(mode, (size, size))  # JPEG: decode at a reduced scale when it can
-            im = im.convert(mode)
+            im = ImageOps.exif_transpose(im).convert(mode)  # as prediction loads photos
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.array(im, dtype=np.uint8)  # a writable copy

@@ -17,9 +17,9 @@ subset keeps the dataset's natural ordering of frequent and rare emotions, unles
 Presets (``PRESETS``) are the per-class training counts of the DICC paper (Li et al. 2025),
 which are hand-chosen per class rather than one of the profiles above.
 
-The usual pipeline draws a validation split from the full training data first
-(:func:`stratified_holdout`), then the long-tailed subset from the rest
-(:func:`parse_longtail` + :func:`longtail_subset`).
+:mod:`dicc.data.build` draws the long-tailed subset from the whole training split
+(:func:`parse_longtail` + :func:`longtail_subset`) and the validation split from the images it
+leaves out; without a subset, :func:`stratified_holdout` splits off the validation images.
 """
 from __future__ import annotations
 
