@@ -348,7 +348,7 @@ def test_gallery_png(tmp_path):
                        tmp_path / "g" / "gallery.png", per_subclass=4)
     assert out.exists()
     rows = 3 + 2                                   # class a: 3 sub-classes, class c: 2
-    assert Image.open(out).size == (int((4 + 2.5) * 48), rows * 48)
+    assert Image.open(out).size == (int((4 + 3.5) * 48), rows * 48)
     picks = nearest_members(run.features, strat.pseudo, strat.plan, per_subclass=4)
     assert sorted(picks) == [0, 1, 2, 4, 5]
     for j, idx in picks.items():

@@ -43,7 +43,7 @@ def draw_gallery(images: torch.Tensor, features: torch.Tensor, labels: torch.Ten
     ``images`` uint8 ``[N, C, H, W]`` (C = 1 or 3), ``features`` ``[N, D]`` (L2-normalised),
     ``labels`` ``[N]`` classes, ``assign`` ``[N]`` global sub-class ids of ``plan``.
     Each face cell is ``H x W`` pixels at ``dpi`` (1 inch = ``dpi`` pixels); the label column
-    is 2.5 cells wide. Returns the path.
+    is 3.5 cells wide (room for "surprise #3 (n=12345)"). Returns the path.
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
@@ -65,7 +65,7 @@ def draw_gallery(images: torch.Tensor, features: torch.Tensor, labels: torch.Ten
     sizes = torch.bincount(assign, minlength=plan.S)
     rows = [j for c in plan.split_classes for j in plan.subclass_range(c)]
     h, w = images.shape[2], images.shape[3]
-    label_cells = 2.5
+    label_cells = 3.5
     fig_w = (per_subclass + label_cells) * w / dpi
     fig_h = len(rows) * h / dpi
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
