@@ -85,20 +85,22 @@ def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batc
 @torch.no_grad()
 def extract_features(model: nn.Module, ds: FERDataset, *, batch_size: int = 512, device=None,
                      mean: float = 0.5, std: float = 0.25, amp: bool = False, rank: int = 0,
-                     world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                     world_size: int = 1, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised penultimate features of every image of ``ds`` (eval mode, no
-    augmentation), ordered by dataset index; under DDP each rank computes its shard and the
-    result is gathered so every rank holds all of it."""
+    augmentation), ordered by dataset index (only those of ``indices``, in that order, if
+    given); under DDP each rank computes its shard and the result is gathered so every rank
+    holds all of it."""
     net = _unwrap(model)
     device = device or next(net.parameters()).device
     was_training = net.training
     net.eval()
-    idx = distributed.eval_shard(len(ds), rank, world_size)
-    feats = _forward_shard(net, ds, idx, batch_size, device, mean, std, amp, net.features)
+    subset = torch.arange(len(ds)) if indices is None else torch.as_tensor(indices).long().cpu()
+    pos = distributed.eval_shard(len(subset), rank, world_size)
+    feats = _forward_shard(net, ds, subset[pos], batch_size, device, mean, std, amp, net.features)
     feats = F.normalize(feats, dim=1)
-    feats = distributed.gather_by_index(feats, idx.to(device), len(ds))
+    feats = distributed.gather_by_index(feats, pos.to(device), len(subset))
     net.train(was_training)
-    return feats, ds.labels.to(device)
+    return feats, ds.labels[subset].to(device)
 
 
 @torch.no_grad()
@@ -287,9 +289,11 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
         t0 = time.perf_counter()
         ctx = EpochContext(
             epoch=epoch, epochs=cfg.train.epochs, model=model, device=device,
-            extract_features=lambda: extract_features(model, train, rank=dinfo.rank, world_size=dinfo.world_size,
-                                                      **eval_kw),
-            log=log_record, rank=dinfo.rank, world_size=dinfo.world_size, broadcast=distributed.broadcast)
+            extract_features=lambda indices=None: extract_features(model, train, rank=dinfo.rank,
+                                                                   world_size=dinfo.world_size, indices=indices,
+                                                                   **eval_kw),
+            log=log_record, rank=dinfo.rank, world_size=dinfo.world_size, broadcast=distributed.broadcast,
+            gather=distributed.gather_by_index)
         strategy.on_epoch_start(ctx)
         t_hook = time.perf_counter() - t0
 

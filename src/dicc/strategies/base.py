@@ -19,6 +19,16 @@ import torch
 from torch import nn
 
 
+def scatter_by_index(values: torch.Tensor, indices: torch.Tensor, n: int) -> torch.Tensor:
+    """One process's :func:`dicc.distributed.gather_by_index`: the rows of ``values`` placed at
+    ``indices`` of an ``[n, ...]`` tensor (rows not given are zero)."""
+    if len(values) != len(indices):
+        raise ValueError(f"scatter_by_index: {len(values)} rows for {len(indices)} indices")
+    out = values.new_zeros((n,) + tuple(values.shape[1:]))
+    out[indices.to(values.device).long()] = values
+    return out
+
+
 @dataclass
 class EpochContext:
     """What the engine hands a strategy at the start of each epoch."""
@@ -28,12 +38,17 @@ class EpochContext:
     model: nn.Module                             # the unwrapped model: .features(x), .head
     device: torch.device
     # L2-normalised penultimate features of *all* training images (eval mode, no
-    # augmentation), ordered by dataset index and identical on every rank, with their labels.
-    extract_features: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    # augmentation), ordered by dataset index and identical on every rank, with their labels;
+    # called with a tensor of dataset indices: only those images, in that order (collective)
+    extract_features: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     log: Callable[[dict], None] = lambda record: None   # adds a record to metrics.jsonl
     rank: int = 0
     world_size: int = 1
     broadcast: Callable[[torch.Tensor, int], torch.Tensor] = lambda t, src=0: t  # in-place, returns t
+    # ``gather(values [m, ...], indices [m], n) -> [n, ...]``: the rows every rank holds for its
+    # dataset indices, assembled into one tensor identical on every rank (zeros where no rank
+    # has a row); the engine passes dicc.distributed.gather_by_index (collective under DDP)
+    gather: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = scatter_by_index
 
 
 @dataclass

@@ -21,6 +21,15 @@ Life of a run (``W = warmup_epochs``, ``R = recluster_every``):
   to the previous sub-classes (Hungarian matching), so head row ``j`` keeps its meaning and
   the head is left alone. Clustering runs on rank 0; pseudo-labels and centroids are
   broadcast, so every rank trains on the same targets.
+- **Features to cluster** (``feature_source``). ``"clean"``: a pass over all training images
+  in eval mode without augmentation at each clustering (the specification). ``"train"``: the
+  L2-normalised penultimate features the training forward passes already computed, captured
+  by a forward pre-hook (on the model's ``dropout``, else its ``head``: the features before
+  dropout) and paired with the dataset ``indices`` of the :meth:`DICC.loss` call that follows
+  it; gathered across ranks by index (``EpochContext.gather``). Each index keeps the features
+  of the last epoch it was trained in; indices no rank has seen yet (``drop_last`` leftovers
+  of every epoch so far, or any after a resume: the kept features are not checkpointed) get
+  clean features from ``extract_features(indices)``, a pass over those images only.
 - **Loss.** ``base(sub_logits, pseudo_label)`` with the sub-class counts (optionally with
   ``soft_sibling`` mass on the sibling sub-classes) ``+ parent_weight * parent(merge(sub_logits), y)``.
 - **Evaluation.** :meth:`DICC.parent_logits` merges each class's live rows (``logsumexp`` or
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -42,6 +52,7 @@ from ..data.classes import EMOTIONS
 from .base import EpochContext, Strategy, register_strategy
 
 MERGES = ("logsumexp", "max")
+FEATURE_SOURCES = ("clean", "train")
 
 
 @dataclass
@@ -92,6 +103,11 @@ class DICCOptions:
     soft_sibling: float = 0.0
     #: seed of the clustering (k-means++ and sub-sampling; the epoch is added to it)
     seed: int = 0
+    #: features clustered: ``"clean"`` (an extra pass over all training images in eval mode
+    #: without augmentation at every clustering) or ``"train"`` (the features the training
+    #: forward passes of the previous epoch computed anyway: augmented images, train mode, no
+    #: extra pass; indices not trained on yet fall back to clean features)
+    feature_source: str = "clean"
 
 
 class _Merge(nn.Module):
@@ -140,6 +156,9 @@ class DICC(Strategy):
             raise ValueError(f"dicc: unknown merge {o.merge!r}; valid: {', '.join(MERGES)}")
         if o.backend not in BACKENDS:
             raise ValueError(f"dicc: unknown backend {o.backend!r}; valid: {', '.join(BACKENDS)}")
+        if o.feature_source not in FEATURE_SOURCES:
+            raise ValueError(f"dicc: unknown feature_source {o.feature_source!r}; valid: "
+                             f"{', '.join(FEATURE_SOURCES)}")
         if int(o.warmup_epochs) < 0 or int(o.recluster_every) < 0:
             raise ValueError("dicc: warmup_epochs and recluster_every must be >= 0")
         if not 0.0 <= float(o.soft_sibling) < 1.0:
@@ -158,6 +177,14 @@ class DICC(Strategy):
         self.sub_counts = self.plan.even_subclass_counts()
         self.last_cluster_epoch = -1
         self.rounds = 0
+        # feature_source="train": features kept from the training passes (on the training
+        # device, not checkpointed): row i = dataset index i, stamped with the epoch it was seen
+        self._kept: torch.Tensor | None = None        # [N, D] L2-normalised features
+        self._kept_label: torch.Tensor | None = None  # [N] class labels
+        self._kept_epoch: torch.Tensor | None = None  # [N] epoch of the row, -1 = never seen
+        self._capture_epoch: int | None = None        # epoch being captured now (None: not capturing)
+        self._pending: torch.Tensor | None = None     # head input of the last training forward
+        self._hook = None                             # (module, handle) of the capture hook
         self._build()
 
     # -- shape ---------------------------------------------------------------------------
@@ -236,15 +263,95 @@ class DICC(Strategy):
         return epoch == w if r <= 0 else (epoch - w) % r == 0
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
+        train_source = self.options.feature_source == "train"
+        if train_source:
+            self._attach(ctx.model, ctx.device)
         due = self.is_cluster_epoch(ctx.epoch) or (not self.split and ctx.epoch >= int(self.options.warmup_epochs))
-        if not due or self.last_cluster_epoch == ctx.epoch:
+        if due and self.last_cluster_epoch != ctx.epoch:
+            self.recluster(ctx)
+        # keep this epoch's training features while a later clustering may use them
+        self._pending = None
+        if train_source and (not self.split or int(self.options.recluster_every) > 0):
+            self._capture_epoch = ctx.epoch
+        else:
+            self._capture_epoch = None
+            self._detach()
+
+    # -- features kept from the training passes (feature_source="train") --------------------
+    def _attach(self, model: nn.Module, device: torch.device) -> None:
+        """Hook the input of ``model.dropout`` (else ``model.head``): the penultimate features."""
+        target = getattr(model, "dropout", None)
+        target = target if isinstance(target, nn.Module) else model.head
+        if self._hook is not None and self._hook[0] is target:
             return
-        self.recluster(ctx)
+        self._detach()
+        me = weakref.ref(self)   # a plain closure: copying the model does not copy the strategy
+
+        def keep_input(module: nn.Module, args: tuple) -> None:
+            strat = me()
+            if strat is not None and module.training and strat._capture_epoch is not None:
+                strat._pending = args[0].detach()
+
+        self._hook = (target, target.register_forward_pre_hook(keep_input))
+        n, dim = int(self.class_counts.sum().item()), int(model.head.in_features)
+        if self._kept is None or self._kept.shape != (n, dim) or self._kept.device != torch.device(device):
+            self._kept = torch.zeros(n, dim, device=device)
+            self._kept_label = torch.zeros(n, dtype=torch.long, device=device)
+            self._kept_epoch = torch.full((n,), -1, dtype=torch.long, device=device)
+
+    def _detach(self) -> None:
+        if self._hook is not None:
+            self._hook[1].remove()
+            self._hook = None
+        self._kept = self._kept_label = self._kept_epoch = self._pending = None
+
+    @torch.no_grad()
+    def _keep(self, feats: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
+        dev = self._kept.device
+        i = indices.to(dev).long()
+        self._kept[i] = torch.nn.functional.normalize(feats.to(dev).float(), dim=1)
+        self._kept_label[i] = targets.to(dev).long()
+        self._kept_epoch[i] = int(self._capture_epoch)
+
+    def _gather_kept(self, ctx: EpochContext, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, labels and a found-mask ``[N]`` of the kept ``rows`` (a mask) of every rank."""
+        n, dim = self._kept.shape
+        idx = rows.nonzero().flatten()
+        vals = torch.cat([self._kept[idx], self._kept_label[idx, None].float(),
+                          torch.ones(len(idx), 1, device=self._kept.device)], 1)
+        out = ctx.gather(vals, idx, n)
+        return out[:, :dim], out[:, dim].long(), out[:, dim + 1] > 0
+
+    def _train_features(self, ctx: EpochContext) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """All ``N`` features for the clustering from the kept training features: those of the
+        last epoch first, then older ones, then a clean pass for indices nobody has seen."""
+        if self._kept is None:
+            self._attach(ctx.model, ctx.device)
+        # rows of the epoch just trained are disjoint across ranks (every index is trained
+        # on by one rank per epoch); older rows are only asked for where those left holes
+        feats, labels, have = self._gather_kept(ctx, self._kept_epoch == ctx.epoch - 1)
+        counts = {"train": int(have.sum()), "older": 0, "clean": 0}
+        if not have.all():
+            f2, l2, got = self._gather_kept(ctx, (self._kept_epoch >= 0) & ~have.to(self._kept.device))
+            feats[got], labels[got] = f2[got], l2[got]
+            have |= got
+            counts["older"] = int(got.sum())
+        if not have.all():
+            miss = (~have).nonzero().flatten()
+            cf, cl = ctx.extract_features(miss.cpu())
+            feats[miss] = cf.to(feats.device)
+            labels[miss] = cl.to(labels.device).long()
+            counts["clean"] = len(miss)
+        return feats, labels, counts
 
     def recluster(self, ctx: EpochContext) -> None:
         """Extract features, cluster (rank 0), broadcast, split the head the first time."""
         t0 = time.perf_counter()
-        feats, labels = ctx.extract_features()
+        if self.options.feature_source == "train":
+            feats, labels, sources = self._train_features(ctx)
+        else:
+            feats, labels = ctx.extract_features()
+            sources = {"clean": int(len(labels))}
         t_feat = time.perf_counter() - t0
         n, dim = feats.shape
         found = torch.bincount(labels.long().cpu(), minlength=self.num_classes)
@@ -287,7 +394,7 @@ class DICC(Strategy):
                      "sizes": sizes,
                      "nmi": {names[c]: round(v, 4) for c, v in fitted.nmi_.items()},
                      "agreement": {names[c]: round(v, 4) for c, v in fitted.agreement_.items()},
-                     "inertia": round(fitted.inertia_, 4),
+                     "inertia": round(fitted.inertia_, 4), "features": sources,
                      "time_features": round(t_feat, 3), "time_cluster": round(fitted.time_, 3)})
 
     @torch.no_grad()
@@ -308,6 +415,10 @@ class DICC(Strategy):
                 bias[r.start:r.stop].copy_((bias[r.start] - shift).expand(len(r)))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        if self._pending is not None:   # the features of this batch's forward pass
+            feats, self._pending = self._pending, None
+            if self._kept is not None and self._capture_epoch is not None and len(feats) == len(indices):
+                self._keep(feats, targets, indices)
         if not self.split:
             z = self._merge(logits)   # = logits[:, offset_c]: the live rows
             out = self._base(z, targets)
@@ -367,4 +478,4 @@ class DICC(Strategy):
         self._build()
 
 
-__all__ = ["DICC", "DICCOptions", "MERGES"]
+__all__ = ["DICC", "DICCOptions", "FEATURE_SOURCES", "MERGES"]
