@@ -5,6 +5,8 @@ import json
 import math
 
 import pytest
+
+from dicc.strategies.base import build_options
 import torch
 import torch.nn.functional as F
 
@@ -72,7 +74,11 @@ def test_registered_with_plan_from_counts():
     assert strat.plan.k == [1, 1, 1, 3, 1, 1, 2]
     assert strat.num_outputs == 10 and strat.num_classes == 7
     assert strat.head_type == "linear"
-    assert create_strategy("dicc", FER_IF100, {"base_loss": "ldam"}).head_type == "cosine"
+    for key in ("base_loss", "parent_loss"):   # refused when the options are built, before training
+        with pytest.raises(ValueError, match=f"unknown {key} 'ldam'"):
+            build_options(type(strat), {key: "ldam"})
+    with pytest.raises(ValueError, match="unknown merge 'mean'; valid: logsumexp, max"):
+        build_options(type(strat), {"merge": "mean"})
     strat.class_names = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     text = strat.describe()
     assert "happy" in text and "S = 10" in text
@@ -88,7 +94,7 @@ def test_option_errors():
         create_strategy("dicc", FER_IF100, {"merge": "mean"})
     with pytest.raises(ValueError, match="torch, sklearn"):
         create_strategy("dicc", FER_IF100, {"backend": "faiss"})
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="unknown base_loss .nope."):
         create_strategy("dicc", FER_IF100, {"base_loss": "nope"})
 
 

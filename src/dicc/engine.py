@@ -256,6 +256,8 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
 
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh run: drop what an attempt that died before its first checkpoint logged
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "environment.json").write_text(json.dumps(_environment(), indent=2))
         if hasattr(strategy, "plan_record"):

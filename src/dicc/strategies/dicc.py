@@ -74,7 +74,7 @@ class DICCOptions:
     #: weight of the parent-level loss on the merged parent logits (0 turns it off)
     parent_weight: float = 1.0
     #: loss in sub-class space, built with the sub-class counts (any name of
-    #: ``dicc.losses.create_loss``: ce, weighted_ce, focal, ldam, balanced_softmax, logit_adjust)
+    #: ``dicc.losses.create_loss`` but ldam: ce, weighted_ce, focal, balanced_softmax, logit_adjust)
     base_loss: str = "ce"
     #: keyword options of ``base_loss`` (e.g. ``{"tau": 1.0}``)
     base_loss_options: dict = field(default_factory=dict)
@@ -108,6 +108,30 @@ class DICCOptions:
     #: forward passes of the previous epoch computed anyway: augmented images, train mode, no
     #: extra pass; indices not trained on yet fall back to clean features)
     feature_source: str = "clean"
+
+    def __post_init__(self) -> None:
+        """Checked when the options are built, so a grid fails before anything trains."""
+        from ..losses import available_losses
+
+        if self.merge not in MERGES:
+            raise ValueError(f"dicc: unknown merge {self.merge!r}; valid: {', '.join(MERGES)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"dicc: unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.feature_source not in FEATURE_SOURCES:
+            raise ValueError(f"dicc: unknown feature_source {self.feature_source!r}; valid: "
+                             f"{', '.join(FEATURE_SOURCES)}")
+        # LDAM needs a cosine head whose bias is unused, so the split could not keep the parent
+        # predictions (DESIGN 2.4) and the merge would see unscaled cosines: not offered here
+        valid = [n for n in available_losses() if n != "ldam"]
+        for key in ("base_loss", "parent_loss"):
+            if getattr(self, key) not in valid:
+                raise ValueError(f"dicc: unknown {key} {getattr(self, key)!r}; valid: {', '.join(valid)}")
+        if int(self.warmup_epochs) < 0 or int(self.recluster_every) < 0:
+            raise ValueError("dicc: warmup_epochs and recluster_every must be >= 0")
+        if not 0.0 <= float(self.soft_sibling) < 1.0:
+            raise ValueError(f"dicc: soft_sibling must lie in [0, 1), got {self.soft_sibling}")
+        if float(self.parent_weight) < 0:
+            raise ValueError(f"dicc: parent_weight must be >= 0, got {self.parent_weight}")
 
 
 class _Merge(nn.Module):
@@ -152,19 +176,6 @@ class DICC(Strategy):
     def __init__(self, class_counts: Sequence[int], options: DICCOptions | None = None) -> None:
         super().__init__(class_counts, options)
         o = self.options
-        if o.merge not in MERGES:
-            raise ValueError(f"dicc: unknown merge {o.merge!r}; valid: {', '.join(MERGES)}")
-        if o.backend not in BACKENDS:
-            raise ValueError(f"dicc: unknown backend {o.backend!r}; valid: {', '.join(BACKENDS)}")
-        if o.feature_source not in FEATURE_SOURCES:
-            raise ValueError(f"dicc: unknown feature_source {o.feature_source!r}; valid: "
-                             f"{', '.join(FEATURE_SOURCES)}")
-        if int(o.warmup_epochs) < 0 or int(o.recluster_every) < 0:
-            raise ValueError("dicc: warmup_epochs and recluster_every must be >= 0")
-        if not 0.0 <= float(o.soft_sibling) < 1.0:
-            raise ValueError(f"dicc: soft_sibling must lie in [0, 1), got {o.soft_sibling}")
-        if float(o.parent_weight) < 0:
-            raise ValueError(f"dicc: parent_weight must be >= 0, got {o.parent_weight}")
         self.plan: SubclassPlan = plan_subclasses([int(c) for c in self.class_counts.tolist()], o.size,
                                                   o.k_max, o.size_floor)
         # names in the plan table and the logs; the readers map every dataset onto the canonical
@@ -191,11 +202,6 @@ class DICC(Strategy):
     @property
     def num_outputs(self) -> int:
         return self.plan.S
-
-    @property
-    def head_type(self) -> str:  # type: ignore[override]
-        # LDAM's margins and scale are meant for cosine logits
-        return "cosine" if self.options.base_loss == "ldam" else "linear"
 
     # -- internals -----------------------------------------------------------------------
     def _build(self) -> None:
