@@ -142,8 +142,8 @@ def main() -> None:
                     results[v][-1]["style_ari"] = style_ari(run_dir, styles)
 
     ce = results["ce"]
-    lines = [f"| variant | time_hook (s) | time_train (s) | time_epoch (s) | (hook+train) / CE | epoch / CE | "
-             f"(hook+train) / train | val MCA last | val MCA best | re-clusterings | NMI with previous | style ARI |",
+    lines = ["| variant | time_hook (s) | time_train (s) | time_epoch (s) | (hook+train) / CE | epoch / CE | "
+             "(hook+train) / train | val MCA last | val MCA best | re-clusterings | NMI with previous | style ARI |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     summary = {}
     for v in names:
