@@ -234,8 +234,6 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     model = create_model(cfg.model.name, strategy.num_outputs, in_channels=train.channels, width=cfg.model.width,
                          head_type=strategy.head_type, dropout=cfg.model.dropout,
                          pretrained=cfg.model.pretrained).to(device)
-    if hasattr(strategy, "prepare_model"):
-        strategy.prepare_model(model)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + dinfo.rank)
     start_epoch, step, best = 0, 0, None

@@ -18,15 +18,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
-
-def scatter_by_index(values: torch.Tensor, indices: torch.Tensor, n: int) -> torch.Tensor:
-    """One process's :func:`dicc.distributed.gather_by_index`: the rows of ``values`` placed at
-    ``indices`` of an ``[n, ...]`` tensor (rows not given are zero)."""
-    if len(values) != len(indices):
-        raise ValueError(f"scatter_by_index: {len(values)} rows for {len(indices)} indices")
-    out = values.new_zeros((n,) + tuple(values.shape[1:]))
-    out[indices.to(values.device).long()] = values
-    return out
+from ..distributed import gather_by_index
 
 
 @dataclass
@@ -48,7 +40,7 @@ class EpochContext:
     # ``gather(values [m, ...], indices [m], n) -> [n, ...]``: the rows every rank holds for its
     # dataset indices, assembled into one tensor identical on every rank (zeros where no rank
     # has a row); the engine passes dicc.distributed.gather_by_index (collective under DDP)
-    gather: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = scatter_by_index
+    gather: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = gather_by_index
 
 
 @dataclass
