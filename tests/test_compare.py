@@ -166,6 +166,7 @@ def test_plan_builds_configs(tmp_path):
     ce = next(r for r in runs if r.name == "if10/ce/seed1")
     assert ce.cfg.optim.lr == 0.05 and ce.cfg.method.name == "ce"
     assert [r.name for r in plan_runs(g, only=["ce"], settings=["if10"])] == ["if10/ce/seed0", "if10/ce/seed1"]
+    assert [r.name for r in plan_runs(g, settings=["if10"], seeds=[1])] == ["if10/ce/seed1", "if10/ce+posthoc_la/seed1"]
     # no settings: one setting called "default"
     assert plan_runs(load_grid(_grid(tmp_path)))[0].name == "default/ce/seed0"
 
@@ -207,6 +208,23 @@ def test_filters_must_name_grid_entries(tmp_path, fake_fit):
         run_grid(_grid(tmp_path), only=["nope"], log=lambda *a: None)
     with pytest.raises(ValueError, match="--setting"):
         run_grid(_grid(tmp_path), settings=["if5"], log=lambda *a: None)
+    with pytest.raises(ValueError, match="--seed: seed.*7 not in the grid; valid: 0, 1"):
+        run_grid(_grid(tmp_path), seeds=[7], log=lambda *a: None)
+
+
+def test_training_counts_from_final_json_without_checkpoints(tmp_path):
+    """A run directory kept without its checkpoints (as the committed benchmark records are)
+    still orders the report's classes by training count."""
+    rng = np.random.default_rng(3)
+    out = tmp_path / "out"
+    for seed in range(2):
+        f = _final(rng)
+        f["train_class_counts"] = COUNTS
+        make_run(out / "default" / "ce" / f"seed{seed}", f, last=False)
+    assert compare.train_counts(out / "default" / "ce" / "seed0") == COUNTS
+    write_report(out)
+    md = (out / "results.md").read_text()
+    assert "Training counts: happy 1200, neutral 900, sad 600, fear 360, angry 280, surprise 200, disgust 40." in md
 
 
 def test_grid_file_and_base_file(tmp_path):

@@ -24,6 +24,7 @@ def test_run_directory_contents(tiny_config):
     assert final["num_samples"] == sum(final["per_class"][n]["support"] for n in final["per_class"])
     assert sum(map(sum, final["confusion_matrix"])) == final["num_samples"]
     assert 0 <= final["mean_class_accuracy"] <= 1
+    assert final["train_class_counts"] == build_run_data(cfg.data).train.class_counts()
     # checkpoints load with weights_only=True and evaluate to the same numbers
     ckpt = torch.load(d / "checkpoints" / final["checkpoint"], weights_only=True)
     assert ckpt["epoch"] == final["epoch"]

@@ -26,17 +26,21 @@ import yaml
 HERE = Path(__file__).resolve().parent  # --dir overrides it (a copy of these files, for a dry test)
 
 
-def compare(grid: Path, data: str, only: str, setting: str | None, extra: list[str]) -> tuple[str, int, float]:
+def compare(grid: Path, data: str, only: str, setting: str | None, extra: list[str],
+            seed: int | None = None) -> tuple[str, int, float]:
     cmd = [sys.executable, "-m", "dicc", "compare", str(grid), "--only", only, "--set", f"data.path={data}",
            "--set", "train.progress=false", *sum((["--set", e] for e in extra), [])]
     if setting:
         cmd += ["--setting", setting]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
     t = time.time()
-    log = HERE / "logs" / f"{grid.stem}-{only}-{setting or 'all'}.log".replace("+", "_")
+    tag = f"{only}-{setting or 'all'}" + ("" if seed is None else f"-seed{seed}")
+    log = HERE / "logs" / f"{grid.stem}-{tag}.log".replace("+", "_")
     log.parent.mkdir(exist_ok=True)
     with open(log, "a") as f:
         code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
-    return f"{grid.stem}:{only}:{setting}", code, time.time() - t
+    return f"{grid.stem}:{only}:{setting}" + ("" if seed is None else f":seed{seed}"), code, time.time() - t
 
 
 def labels(grid: dict) -> list[str]:
@@ -64,6 +68,8 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=None, help="folder holding grid.yaml and ablation.yaml")
     ap.add_argument("--skip-ablation", action="store_true",
                     help="keep grid.yaml's DICC options (chosen earlier) and run the grid only")
+    ap.add_argument("--setting", action="append", help="with --skip-ablation: only this setting (repeatable)")
+    ap.add_argument("--only", action="append", help="with --skip-ablation: only this method label (repeatable)")
     args = ap.parse_args()
     global HERE
     HERE = (args.dir or HERE).resolve()
@@ -73,10 +79,14 @@ def main() -> int:
     jobs = [(abl_path, lab, None) for lab in labels(abl)]
     base_jobs = [(grid_path, lab, s) for s in grid["settings"] for lab in labels(grid) if lab not in dicc_labels]
     t0 = time.time()
-    if args.skip_ablation:   # setting by setting, in the grid's method order
+    if args.skip_ablation:   # setting by setting, in the grid's method order, one job per run
+        out = Path(grid["out"])
+        todo = [(lab, s, seed) for s in grid["settings"] if not args.setting or s in args.setting
+                for lab in labels(grid) if not args.only or lab in args.only for seed in grid["seeds"]
+                if not (out / s / lab / f"seed{seed}" / "final.json").is_file()]
+        print(f"{len(todo)} run(s) to train", flush=True)
         with ThreadPoolExecutor(args.workers) as pool:
-            futs = [pool.submit(compare, grid_path, args.data, lab, s, args.extra)
-                    for s in grid["settings"] for lab in labels(grid)]
+            futs = [pool.submit(compare, grid_path, args.data, lab, s, args.extra, seed) for lab, s, seed in todo]
             for f in futs:
                 print(*f.result(), flush=True)
         subprocess.call([sys.executable, "-m", "dicc", "compare", str(grid_path), "--report-only",

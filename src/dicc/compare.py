@@ -269,8 +269,9 @@ def _run_config(grid: Grid, setting: str, method: MethodEntry, seed: int, run_di
     return from_dict(Config, raw)
 
 
-def plan_runs(grid: Grid, only: list[str] | None = None, settings: list[str] | None = None) -> list[GridRun]:
-    """All runs of ``grid`` (filtered by method labels / setting names), each with its validated
+def plan_runs(grid: Grid, only: list[str] | None = None, settings: list[str] | None = None,
+              seeds: list[int] | None = None) -> list[GridRun]:
+    """All runs of ``grid`` (filtered by method labels / setting names / seeds), each with its validated
     config. Raises ValueError naming the entry for an unknown method, option or config key,
     before anything is trained."""
     from .strategies import available_strategies
@@ -285,10 +286,12 @@ def plan_runs(grid: Grid, only: list[str] | None = None, settings: list[str] | N
         except (TypeError, ValueError) as err:
             raise ValueError(f"method entry {m.label!r}: {err}") from None
     for wanted, valid, what in ((only, [m.label for m in grid.methods], "--only: method label"),
-                                (settings, list(grid.settings), "--setting: setting")):
+                                (settings, list(grid.settings), "--setting: setting"),
+                                (seeds, list(grid.seeds), "--seed: seed")):
         bad = [w for w in (wanted or []) if w not in valid]
         if bad:
-            raise ValueError(f"{what}(s) {', '.join(bad)} not in the grid; valid: {', '.join(valid)}")
+            raise ValueError(f"{what}(s) {', '.join(map(str, bad))} not in the grid; "
+                             f"valid: {', '.join(map(str, valid))}")
     runs = []
     for setting in grid.settings:
         if settings and setting not in settings:
@@ -297,6 +300,8 @@ def plan_runs(grid: Grid, only: list[str] | None = None, settings: list[str] | N
             if only and m.label not in only:
                 continue
             for seed in grid.seeds:
+                if seeds and seed not in seeds:
+                    continue
                 run_dir = grid.out / setting / m.label / f"seed{seed}"
                 try:
                     cfg = _run_config(grid, setting, m, seed, run_dir)
@@ -399,7 +404,7 @@ class GridOutcome:
 
 
 def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, settings: list[str] | None = None,
-             overrides: list[str] | None = None, dry_run: bool = False, keep_going: bool = False,
+             seeds: list[int] | None = None, overrides: list[str] | None = None, dry_run: bool = False, keep_going: bool = False,
              report: bool = True, log: Callable = print) -> GridOutcome:
     """Run every unfinished run of ``grid`` in order, then write the report into ``out``.
 
@@ -408,7 +413,7 @@ def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, s
     stops the grid (the error propagates) unless ``keep_going``, which records it and goes on.
     """
     g = load_grid(grid, overrides)
-    runs = plan_runs(g, only, settings)
+    runs = plan_runs(g, only, settings, seeds)
     outcome = GridOutcome(runs)
     if dry_run:
         log(f"{len(runs)} run(s) under {g.out}:")
@@ -463,7 +468,14 @@ def _write_grid_record(g: Grid) -> None:
 # The report
 # ---------------------------------------------------------------------------------------------
 def train_counts(run_dir: str | Path) -> list[int] | None:
-    """The training class counts a run was trained with (from its checkpoint), or None."""
+    """The training class counts a run was trained with (from final.json, else from its
+    checkpoint), or None."""
+    try:
+        counts = json.loads((Path(run_dir) / "final.json").read_text()).get("train_class_counts")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        counts = None
+    if counts is not None:
+        return [int(c) for c in counts]
     for name in ("last.pt", "best.pt"):
         path = Path(run_dir) / "checkpoints" / name
         if not path.is_file():
@@ -748,6 +760,7 @@ def add_compare_parser(subparsers) -> None:
     p.add_argument("grid", help="grid YAML file (base, methods, seeds, settings, out)")
     p.add_argument("--only", action="append", metavar="LABEL", help="only this method label (repeatable)")
     p.add_argument("--setting", action="append", metavar="NAME", help="only this setting (repeatable)")
+    p.add_argument("--seed", type=int, action="append", metavar="N", help="only this seed (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status; train nothing")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the finished runs")
     p.add_argument("--keep-going", action="store_true", help="go on with the next run when one fails")
@@ -762,6 +775,6 @@ def run_compare(args) -> int:
             raise FileNotFoundError(f"{args.grid}: out directory {g.out} does not exist yet (nothing has run)")
         write_report(g.out, command=g.command, log=print)
         return 0
-    outcome = run_grid(args.grid, only=args.only, settings=args.setting, overrides=args.overrides,
+    outcome = run_grid(args.grid, only=args.only, settings=args.setting, seeds=args.seed, overrides=args.overrides,
                        dry_run=args.dry_run, keep_going=args.keep_going)
     return 0 if outcome.ok else 1

@@ -365,7 +365,8 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
         strategy.load_state_dict(ckpt["strategy"]["state"])
         final = evaluate(model, strategy, data.test, rank=dinfo.rank, world_size=dinfo.world_size, **eval_kw)
         final.update({"split": cfg.data.test_split, "checkpoint": Path(ckpt["_path"]).name, "epoch": ckpt["epoch"],
-                      "best_val_mean_class_accuracy": best, "method": strategy.name, "seed": cfg.train.seed})
+                      "best_val_mean_class_accuracy": best, "method": strategy.name, "seed": cfg.train.seed,
+                      "train_class_counts": [int(c) for c in counts]})
         if main:
             (run_dir / "final.json").write_text(json.dumps(final, indent=2))
             save_confusion_png(final["confusion_matrix"], names, run_dir / "confusion_test.png",
