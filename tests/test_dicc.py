@@ -182,6 +182,46 @@ def test_head_rewritten_in_place():
     assert torch.equal(head.weight, w)
 
 
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+def test_split_copies_the_parent_rows_optimizer_state(opt):
+    """After warm-up steps (dead rows: no loss gradient, only weight decay), the split gives
+    the sibling rows the parent row's optimizer state, so a step on a parent-level loss (which
+    treats identical sibling rows alike) keeps them identical, as if the parent had been split
+    into equal shares from the start."""
+    strat, run = small({"parent_weight": 0.0})
+    model = run.model
+    model.train()
+    optimizer = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4) if opt == "sgd"
+                 else torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=5e-4))
+    x, y = images(12), torch.tensor([0, 1, 2] * 4)
+    idx = torch.arange(12)
+
+    def step(loss_fn):
+        optimizer.zero_grad()
+        loss_fn(model(x)).backward()
+        optimizer.step()
+
+    for _ in range(3):   # warm-up: the base loss on the live rows only
+        step(lambda z: strat.loss(z, y, idx))
+    w = model.head.weight
+    st = optimizer.state[w]
+    key = "momentum_buffer" if opt == "sgd" else "exp_avg_sq"
+    assert not torch.allclose(st[key][1], st[key][0])   # the dead row's state is its own
+    ctx = EpochContext(epoch=2, epochs=20, model=model, device=torch.device("cpu"),
+                       extract_features=run.extract, optimizer=optimizer)
+    model.eval()
+    strat.on_epoch_start(ctx)
+    model.train()
+    for p in (w, model.head.bias):
+        for name, t in optimizer.state[p].items():
+            if torch.is_tensor(t) and t.shape == p.shape:
+                for rows in ([0, 1, 2], [4, 5]):
+                    assert torch.equal(t[rows[1:]], t[rows[0]].expand(len(rows) - 1, *t.shape[1:])), name
+    step(lambda z: F.cross_entropy(strat.parent_logits(z), y))
+    for rows in ([0, 1, 2], [4, 5]):
+        assert torch.allclose(w[rows[1:]], w[rows[0]].expand(len(rows) - 1, -1), atol=1e-7)
+
+
 def test_head_size_mismatch_is_an_error():
     strat, run = small()
     run.model = create_model("vgg_fer", 3, width=4)

@@ -41,6 +41,9 @@ class EpochContext:
     # dataset indices, assembled into one tensor identical on every rank (zeros where no rank
     # has a row); the engine passes dicc.distributed.gather_by_index (collective under DDP)
     gather: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = gather_by_index
+    # the training optimizer (a strategy that rewrites parameters in place keeps its per-parameter
+    # state consistent, e.g. DICC's head split); None outside training
+    optimizer: torch.optim.Optimizer | None = None
 
 
 @dataclass

@@ -387,7 +387,7 @@ class DICC(Strategy):
         self.sub_counts = torch.bincount(self.pseudo, minlength=self.plan.S).double()
         first = not self.split
         if first:
-            self.split_head(ctx.model)
+            self.split_head(ctx.model, ctx.optimizer)
         self.split = True
         self.last_cluster_epoch = ctx.epoch
         self.rounds += 1
@@ -404,21 +404,32 @@ class DICC(Strategy):
                      "time_features": round(t_feat, 3), "time_cluster": round(fitted.time_, 3)})
 
     @torch.no_grad()
-    def split_head(self, model: nn.Module) -> None:
+    def split_head(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Copy row ``offset_c`` of the head into the ``k_c`` rows of every split class, minus
-        ``log k_c`` on the biases for the ``logsumexp`` merge, in place."""
+        ``log k_c`` on the biases for the ``logsumexp`` merge, in place.
+
+        With ``optimizer``, the per-row optimizer state of the head (SGD's momentum, Adam's
+        moments: every state tensor shaped like the parameter) is copied the same way, so the new
+        rows continue the parent row's optimisation instead of the state the dead rows gathered
+        during warm-up (for Adam, second moments near zero: oversized first steps)."""
         head = model.head
         weight = head.weight
         if weight.shape[0] != self.plan.S:
             raise ValueError(f"dicc: the model's head has {weight.shape[0]} outputs, the sub-class plan needs "
                              f"{self.plan.S}")
         bias = getattr(head, "bias", None)
+        params = [p for p in (weight, bias) if p is not None]
+        states = [[t for t in optimizer.state.get(p, {}).values()
+                   if torch.is_tensor(t) and t.shape == p.shape] if optimizer is not None else [] for p in params]
         for c in self.plan.split_classes:
             r = self.plan.subclass_range(c)
             weight[r.start + 1:r.stop].copy_(weight[r.start].expand(len(r) - 1, -1))
             if bias is not None:
                 shift = math.log(len(r)) if self.options.merge == "logsumexp" else 0.0
                 bias[r.start:r.stop].copy_((bias[r.start] - shift).expand(len(r)))
+            for p, tensors in zip(params, states):
+                for t in tensors:
+                    t[r.start + 1:r.stop].copy_(t[r.start].expand(len(r) - 1, *t.shape[1:]))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         if self._pending is not None:   # the features of this batch's forward pass
