@@ -6,7 +6,8 @@
    which starts the process group);
 2. ``OUT/cut``: interrupted at the start of epoch ``DICC_TEST_STOP_EPOCH`` (0-based) by a hook
    (KeyboardInterrupt raised from the strategy's ``on_epoch_start`` on every rank), then started
-   again without ``resume`` (must fail on every rank, no hang) and resumed.
+   again without ``resume`` (must fail on every rank, no hang) and resumed;
+3. ``OUT/fail``: the clustering raises on rank 0 only; every rank must raise it (none hangs).
 
 Each rank snapshots its model state and pseudo-labels whenever the engine evaluates (after each
 epoch's training, then for the final test) and writes them to ``OUT/<run>/rank<r>.pt``; what
@@ -151,6 +152,25 @@ except FileExistsError as e:
 res = engine.fit(cfg_for("cut"), resume=True, log=quiet)
 facts["resumed_final"] = res.final
 dump("cut")
+
+# 3. the clustering fails on rank 0 only: every rank raises (rank 1 does not wait in the broadcast)
+import dicc.strategies.dicc as dicc_strategy  # noqa: E402
+
+_Clusterer = dicc_strategy.SubclassClusterer
+
+
+class FailingClusterer(_Clusterer):
+    def fit(self, *a, **k):
+        raise ValueError("test hook: k-means failed on rank 0")
+
+
+if RANK == 0:
+    dicc_strategy.SubclassClusterer = FailingClusterer
+try:
+    engine.fit(cfg_for("fail"), log=quiet)
+except ValueError as e:
+    facts["cluster_error"] = str(e)
+dicc_strategy.SubclassClusterer = _Clusterer
 
 distributed.barrier()
 (OUT / f"rank{RANK}.json").write_text(json.dumps(facts, indent=1))

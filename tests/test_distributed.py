@@ -75,9 +75,9 @@ def test_ranks_stay_identical_through_reclustering(ddp):
     assert len(r0) == len(r1) == EPOCHS + 1  # one validation per epoch, then the test split
     for e, (a, b) in enumerate(zip(r0, r1)):
         _assert_same_state(a, b, f"after epoch {e + 1}" if e < EPOCHS else "final test")
-    # DDP wrapped the model once per fit (full, cut, resumed); DICC rewrote the head in place,
-    # so the parameter DDP's reducer hooked is still the head's
-    assert f0["ddp_wraps"] == f1["ddp_wraps"] == 3
+    # DDP wrapped the model once per fit that got past its checks (full, cut, resumed, fail); DICC
+    # rewrote the head in place, so the parameter DDP's reducer hooked is still the head's
+    assert f0["ddp_wraps"] == f1["ddp_wraps"] == 4
     assert all(s["head_is_wrapped_param"] for s in r0 + r1)
     # warm-up on epochs 0-1, first split at the start of epoch 2, re-clustered at epoch 3
     assert [s["rounds"] for s in r0[:EPOCHS]] == [0, 0, 1, 2]
@@ -139,3 +139,11 @@ def test_collectives_with_unequal_shards(ddp):
         assert f["gather_7_ok"] and f["gather_1_ok"]          # 4 + 3 rows, and 1 + 0 rows
         assert f["broadcast_object"] == {"from": 0}
         assert f["raise_if_any"] == "rank 1 says no"          # raised on rank 0 too
+
+
+@pytest.mark.slow
+def test_clustering_error_on_rank0_reaches_every_rank(ddp):
+    # rank 0's k-means raised at the first split; rank 1 raised the same error instead of
+    # waiting for the pseudo-labels, and the run wrote no final.json
+    assert [f.get("cluster_error") for f in ddp["facts"]] == ["test hook: k-means failed on rank 0"] * 2
+    assert not (ddp["out"] / "fail" / "final.json").exists()

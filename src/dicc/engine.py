@@ -293,7 +293,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
                                                                    world_size=dinfo.world_size, indices=indices,
                                                                    **eval_kw),
             log=log_record, rank=dinfo.rank, world_size=dinfo.world_size, broadcast=distributed.broadcast,
-            gather=distributed.gather_by_index, optimizer=optimizer)
+            gather=distributed.gather_by_index, check=distributed.raise_if_any, optimizer=optimizer)
         strategy.on_epoch_start(ctx)
         t_hook = time.perf_counter() - t0
 

@@ -21,6 +21,11 @@ from torch import nn
 from ..distributed import gather_by_index
 
 
+def _raise_own(err: BaseException | None) -> None:
+    if err is not None:
+        raise err
+
+
 @dataclass
 class EpochContext:
     """What the engine hands a strategy at the start of each epoch."""
@@ -41,6 +46,9 @@ class EpochContext:
     # dataset indices, assembled into one tensor identical on every rank (zeros where no rank
     # has a row); the engine passes dicc.distributed.gather_by_index (collective under DDP)
     gather: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = gather_by_index
+    # ``check(err)``: collective error check (every rank passes what it hit, or None; all raise
+    # if any did), so that a rank failing alone (e.g. rank 0's clustering) leaves none waiting
+    check: Callable[[BaseException | None], None] = _raise_own
     # the training optimizer (a strategy that rewrites parameters in place keeps its per-parameter
     # state consistent, e.g. DICC's head split); None outside training
     optimizer: torch.optim.Optimizer | None = None

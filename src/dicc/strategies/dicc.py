@@ -365,20 +365,23 @@ class DICC(Strategy):
             raise ValueError(f"dicc: the training labels have class counts {found.tolist()}, but the sub-class "
                              f"plan was made for {[int(c) for c in self.class_counts.tolist()]}")
         bdev = ctx.device if ctx.world_size > 1 else feats.device
-        fitted = None
+        fitted, err = None, None
+        assign = torch.empty(n, dtype=torch.long, device=bdev)
+        centroids = torch.empty(self.plan.S, dim, dtype=torch.float32, device=bdev)
         if ctx.rank == 0:
             previous = None
             if self.centroids is not None and self.centroids.shape == (self.plan.S, dim):
                 previous = SimpleNamespace(centroids_=self.centroids, assign_=self.pseudo)
             o = self.options
-            fitted = SubclassClusterer(backend=o.backend, n_init=o.n_init, max_iter=o.max_iter,
-                                       seed=int(o.seed) + ctx.epoch, min_cluster_size=o.min_cluster_size,
-                                       feature_sample=o.feature_sample).fit(feats, labels, self.plan, previous)
-            assign = fitted.assign_.to(bdev).long()
-            centroids = fitted.centroids_.to(bdev).float()
-        else:
-            assign = torch.empty(n, dtype=torch.long, device=bdev)
-            centroids = torch.empty(self.plan.S, dim, dtype=torch.float32, device=bdev)
+            try:
+                fitted = SubclassClusterer(backend=o.backend, n_init=o.n_init, max_iter=o.max_iter,
+                                           seed=int(o.seed) + ctx.epoch, min_cluster_size=o.min_cluster_size,
+                                           feature_sample=o.feature_sample).fit(feats, labels, self.plan, previous)
+                assign = fitted.assign_.to(bdev).long()
+                centroids = fitted.centroids_.to(bdev).float()
+            except Exception as e:  # noqa: BLE001 - every rank raises it (below), none waits in broadcast
+                err = e
+        ctx.check(err)
         if ctx.world_size > 1:
             ctx.broadcast(assign, 0)
             ctx.broadcast(centroids, 0)
