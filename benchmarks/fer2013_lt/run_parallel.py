@@ -68,12 +68,14 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=None, help="folder holding grid.yaml and ablation.yaml")
     ap.add_argument("--skip-ablation", action="store_true",
                     help="keep grid.yaml's DICC options (chosen earlier) and run the grid only")
+    ap.add_argument("--grid", default="grid.yaml",
+                    help="with --skip-ablation: the grid file to run (in --dir), e.g. ablation_cpu.yaml")
     ap.add_argument("--setting", action="append", help="with --skip-ablation: only this setting (repeatable)")
     ap.add_argument("--only", action="append", help="with --skip-ablation: only this method label (repeatable)")
     args = ap.parse_args()
     global HERE
     HERE = (args.dir or HERE).resolve()
-    grid_path, abl_path = HERE / "grid.yaml", HERE / "ablation.yaml"
+    grid_path, abl_path = HERE / (args.grid if args.skip_ablation else "grid.yaml"), HERE / "ablation.yaml"
     grid, abl = yaml.safe_load(grid_path.read_text()), yaml.safe_load(abl_path.read_text())
     dicc_labels = ("dicc", "dicc+loss")
     jobs = [(abl_path, lab, None) for lab in labels(abl)]
