@@ -12,37 +12,22 @@ import torch
 import onnx  # noqa: E402  (the dev extra installs both)
 import onnxruntime as ort  # noqa: E402
 
+import helpers  # noqa: E402
 from dicc import EMOTIONS  # noqa: E402
-from dicc.checkpoint import FORMAT, VERSION, load_checkpoint, model_from_checkpoint, save_atomic  # noqa: E402
+from dicc.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from dicc.export import (add_export_parser, export_model_onnx, export_onnx,  # noqa: E402
                          grouped_model, run_export)
 from dicc.models import create_model  # noqa: E402
 from dicc.strategies import Strategy, create_strategy  # noqa: E402
 
-COUNTS = [40, 8, 20, 120, 60, 30, 90]
+COUNTS = helpers.COUNTS
 NORM = {"mean": 0.45, "std": 0.3, "image_size": 48, "channels": 1}
 
 
-def make_checkpoint(path: Path, method: str = "ce", *, counts=COUNTS, width: int = 4, options=None,
-                    seed: int = 0, state: dict | None = None) -> Path:
-    """A checkpoint in the format ``dicc.engine._state`` writes, with a tiny random model;
-    ``state`` updates the strategy's state dict."""
-    torch.manual_seed(seed)
-    strategy = create_strategy(method, counts, options)
-    if state:
-        strategy.load_state_dict({**strategy.state_dict(), **state})
-    model = create_model("vgg_fer", strategy.num_outputs, width=width, head_type=strategy.head_type)
-    with torch.no_grad():
-        model.head.weight.mul_(50)
-    ckpt = {
-        "format": FORMAT, "version": VERSION, "epoch": 1, "step": 1, "best_val": None, "config": {},
-        "class_names": list(EMOTIONS), "class_counts": list(counts), "model": model.state_dict(),
-        "model_spec": {"name": "vgg_fer", "width": width, "num_outputs": strategy.num_outputs,
-                       "head_type": strategy.head_type, "in_channels": 1, "image_size": 48, "dropout": 0.0},
-        "normalization": dict(NORM),
-        "strategy": {"name": method, "options": options or {}, "state": strategy.state_dict()},
-    }
-    return save_atomic(ckpt, path)
+def make_checkpoint(path: Path, method: str = "ce", **kw) -> Path:
+    return helpers.make_checkpoint(path, method, mean=NORM["mean"], std=NORM["std"], **kw)
+
+
 
 
 def _inputs(n: int, seed: int = 1) -> np.ndarray:

@@ -15,39 +15,15 @@ cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
 from dicc import EMOTIONS  # noqa: E402
-from dicc.checkpoint import FORMAT, VERSION, save_atomic  # noqa: E402
 from dicc.data.decode import decode_image  # noqa: E402
 from dicc.faces import FaceDetector, crop_faces, expand_box, face_pixels, prepare_faces  # noqa: E402
-from dicc.models import create_model  # noqa: E402
 from dicc.predict import Recognizer, add_predict_parser, iter_video_frames, run_predict  # noqa: E402
-from dicc.strategies import Strategy, create_strategy  # noqa: E402
+from dicc.strategies import Strategy  # noqa: E402
 from dicc.strategies.base import _REGISTRY  # noqa: E402
 
-COUNTS = [40, 8, 20, 120, 60, 30, 90]
+from helpers import COUNTS, make_checkpoint  # noqa: E402
+
 RECORD_KEYS = {"file", "frame", "time", "face", "box", "dominant", "emotions"}
-
-
-def make_checkpoint(path: Path, method: str = "ce", *, counts=COUNTS, width: int = 4, mean: float = 0.5,
-                    std: float = 0.25, seed: int = 0, options: dict | None = None, state: dict | None = None) -> Path:
-    """A checkpoint in the format ``dicc.engine._state`` writes, with a tiny random model;
-    ``state`` updates the strategy's state dict."""
-    torch.manual_seed(seed)
-    strategy = create_strategy(method, counts, options)
-    if state:
-        strategy.load_state_dict({**strategy.state_dict(), **state})
-    model = create_model("vgg_fer", strategy.num_outputs, width=width, head_type=strategy.head_type)
-    with torch.no_grad():  # make the random head decisive, so probabilities are far from uniform
-        model.head.weight.mul_(50)
-        model.head.bias.copy_(torch.linspace(-1.5, 1.5, strategy.num_outputs))
-    ckpt = {
-        "format": FORMAT, "version": VERSION, "epoch": 1, "step": 1, "best_val": None, "config": {},
-        "class_names": list(EMOTIONS), "class_counts": list(counts), "model": model.state_dict(),
-        "model_spec": {"name": "vgg_fer", "width": width, "num_outputs": strategy.num_outputs,
-                       "head_type": strategy.head_type, "in_channels": 1, "image_size": 48, "dropout": 0.0},
-        "normalization": {"mean": mean, "std": std, "image_size": 48, "channels": 1},
-        "strategy": {"name": method, "options": options or {}, "state": strategy.state_dict()},
-    }
-    return save_atomic(ckpt, path)
 
 
 @pytest.fixture(scope="module")

@@ -172,10 +172,14 @@ class ImbalanceLoss(nn.Module):
                              f"got {tuple(logits.shape)}")
         logits = logits.float()
         targets = targets.to(logits.device).long()
-        losses = self.per_sample(logits, targets)
+        return self.reduce(self.per_sample(logits, targets), targets)
+
+    def reduce(self, losses: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample losses -> the batch loss: their mean, class-weighted by ``targets`` when
+        the loss has weights (``weighted_mean``: divided by the sum of the weights)."""
         if self.weight is None:
             return losses.mean()
-        w = self.weight.to(logits.device)[targets]
+        w = self.weight.to(losses.device)[targets]
         if self.reduction == "weighted_mean":
             return (w * losses).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
         return (w * losses).mean()

@@ -253,12 +253,7 @@ class DICC(Strategy):
             valid = j < kk
             sib = torch.where(valid, o + (local + j) % kk.clamp_min(1), sub_t)
             per = per + torch.where(valid, share, torch.zeros_like(share)) * base.per_sample(logits, sib)
-        if base.weight is None:
-            return per.mean()
-        w = base.weight.to(logits.device)[sub_t]
-        if base.reduction == "weighted_mean":
-            return (w * per).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
-        return (w * per).mean()
+        return base.reduce(per, sub_t)
 
     # -- training --------------------------------------------------------------------------
     def is_cluster_epoch(self, epoch: int) -> bool:
