@@ -715,6 +715,8 @@ def save_confusion_grid(rows: list[dict], methods: list[str], classes: list[str]
     """One row-normalised confusion matrix per method (summed over its seeds), side by side."""
     import numpy as np
 
+    from .metrics import draw_confusion
+
     plt = _plt()
     natural = list(dict.fromkeys(c for r in rows for c in r["recall"]))
     perm = [natural.index(c) for c in classes]
@@ -731,15 +733,7 @@ def save_confusion_grid(rows: list[dict], methods: list[str], classes: list[str]
         if not mats or mats[0].shape != (len(natural), len(natural)):
             ax.axis("off")
             continue
-        cm = sum(mats)[np.ix_(perm, perm)]
-        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(classes)):
-            for k in range(len(classes)):
-                ax.text(k, i, f"{100 * norm[i, k]:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, k] > 0.5 else "black")
-        ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=6)
-        ax.set_yticks(range(len(classes)), classes, fontsize=6)
+        draw_confusion(ax, sum(mats)[np.ix_(perm, perm)], classes, counts=False, fontsize=6)
         ax.set_title(f"{m} (n={len(mats)})", fontsize=8)
     if title:
         fig.suptitle(f"confusion (row %, true = rows): {title}", fontsize=9)

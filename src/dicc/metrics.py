@@ -57,6 +57,23 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
+def draw_confusion(ax, cm, class_names: Sequence[str], *, counts: bool = True, fontsize: float = 7) -> None:
+    """Draw a row-normalised confusion matrix (true classes as rows; recall on the diagonal) on
+    the matplotlib axes ``ax``: percentages, and the counts below them with ``counts``."""
+    cm = torch.as_tensor(cm, dtype=torch.float64)
+    norm = _safe_div(cm, cm.sum(1, keepdim=True).expand_as(cm))
+    n = len(class_names)
+    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            text = f"{100 * norm[i, j]:.0f}" + (f"\n({int(cm[i, j])})" if counts else "")
+            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    tick = None if counts else fontsize
+    ax.set_xticks(range(n), class_names, rotation=45 if counts else 60, ha="right", fontsize=tick)
+    ax.set_yticks(range(n), class_names, fontsize=tick)
+
+
 def save_confusion_png(cm, class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix (recall on the diagonal) with counts, as a PNG."""
     import matplotlib
@@ -64,18 +81,9 @@ def save_confusion_png(cm, class_names: Sequence[str], path: str | Path, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = torch.as_tensor(cm, dtype=torch.float64)
-    norm = _safe_div(cm, cm.sum(1, keepdim=True).expand_as(cm))
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n), dpi=110)
-    ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            color = "white" if norm[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{100 * norm[i, j]:.0f}\n({int(cm[i, j])})", ha="center", va="center",
-                    fontsize=7, color=color)
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
+    draw_confusion(ax, cm, class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if title:
