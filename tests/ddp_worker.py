@@ -136,6 +136,16 @@ try:
 except ValueError as e:
     facts["raise_if_any"] = str(e)
 
+class TwoArgError(Exception):   # pickles, but does not unpickle (its __init__ wants two arguments)
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+try:
+    distributed.raise_if_any(TwoArgError("x", "y") if RANK == 1 else None)
+except Exception as e:  # noqa: BLE001
+    facts["raise_if_any_custom"] = [type(e).__name__, str(e)]
+
 # 2. interrupted at the start of epoch STOP, on every rank
 stop_at["epoch"] = STOP
 try:

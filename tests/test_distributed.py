@@ -139,6 +139,10 @@ def test_collectives_with_unequal_shards(ddp):
         assert f["gather_7_ok"] and f["gather_1_ok"]          # 4 + 3 rows, and 1 + 0 rows
         assert f["broadcast_object"] == {"from": 0}
         assert f["raise_if_any"] == "rank 1 says no"          # raised on rank 0 too
+    # an exception the other ranks could not rebuild arrives as a description; its own rank
+    # raises the original
+    assert [f["raise_if_any_custom"] for f in ddp["facts"]] == [["RuntimeError", "TwoArgError: x/y"],
+                                                                ["TwoArgError", "x/y"]]
 
 
 @pytest.mark.slow

@@ -1,10 +1,13 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from dicc.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
+import dicc.engine as engine
+from dicc.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic, write_text_atomic
 from dicc.engine import evaluate, fit, learning_rate
+from dicc.engine import make_optimizer as engine_make_optimizer
 from dicc.config import OptimConfig
 from dicc.data.build import build_run_data
 
@@ -83,6 +86,43 @@ def test_atomic_save_keeps_previous_file(tmp_path, monkeypatch):
         save_atomic({"x": torch.zeros(2)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_text_written_atomically_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "final.json"
+    write_text_atomic(path, '{"accuracy": 0.5}')
+
+    def broken(self, *a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", broken)
+    with pytest.raises(OSError):
+        write_text_atomic(path, '{"accuracy": 0.9}')
+    monkeypatch.undo()
+    assert path.read_text() == '{"accuracy": 0.5}'
+    assert [p.name for p in tmp_path.iterdir()] == ["final.json"]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_dicc_split_gets_the_training_optimizer(tiny_config, monkeypatch):
+    """The engine hands its optimizer to the strategy, so DICC's split can rewrite the head's
+    optimizer state along with the head."""
+    from dicc.strategies.dicc import DICC
+
+    seen = []
+    split_head = DICC.split_head
+
+    def spy(self, model, optimizer=None):
+        seen.append(optimizer)
+        return split_head(self, model, optimizer)
+
+    monkeypatch.setattr(DICC, "split_head", spy)
+    made = []
+    monkeypatch.setattr(engine, "make_optimizer", lambda *a: made.append(engine_make_optimizer(*a)) or made[-1])
+    fit(tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1"),
+        log=lambda *a: None)
+    assert len(seen) == 1 and len(made) == 1 and seen[0] is made[0]
+    assert any(st.get("momentum_buffer") is not None for st in made[0].state.values())
 
 
 def test_checkpoint_errors(tmp_path):

@@ -29,7 +29,6 @@ def make_checkpoint(path: Path, method: str = "ce", **kw) -> Path:
 
 
 
-
 def _inputs(n: int, seed: int = 1) -> np.ndarray:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 1, 48, 48, generator=g).numpy()

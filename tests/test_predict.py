@@ -21,7 +21,7 @@ from dicc.predict import Recognizer, add_predict_parser, iter_video_frames, run_
 from dicc.strategies import Strategy  # noqa: E402
 from dicc.strategies.base import _REGISTRY  # noqa: E402
 
-from helpers import COUNTS, make_checkpoint  # noqa: E402
+from helpers import make_checkpoint  # noqa: E402
 
 RECORD_KEYS = {"file", "frame", "time", "face", "box", "dominant", "emotions"}
 

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent  # --dir overrides it (a copy of these fi
 def compare(grid: Path, data: str, only: str, setting: str | None, extra: list[str],
             seed: int | None = None) -> tuple[str, int, float]:
     cmd = [sys.executable, "-m", "dicc", "compare", str(grid), "--only", only, "--set", f"data.path={data}",
-           "--set", "train.progress=false", *sum((["--set", e] for e in extra), [])]
+           "--set", "train.progress=false", "--no-report", *sum((["--set", e] for e in extra), [])]
     if setting:
         cmd += ["--setting", setting]
     if seed is not None:
@@ -81,6 +81,21 @@ def main() -> int:
     jobs = [(abl_path, lab, None) for lab in labels(abl)]
     base_jobs = [(grid_path, lab, s) for s in grid["settings"] for lab in labels(grid) if lab not in dicc_labels]
     t0 = time.time()
+    if not args.skip_ablation and (args.grid != "grid.yaml" or args.setting or args.only):
+        ap.error("--grid, --setting and --only go with --skip-ablation")
+    for wanted, valid, what in ((args.setting, list(grid["settings"]), "--setting"),
+                                (args.only, labels(grid), "--only")):
+        bad = [w for w in wanted or [] if w not in valid]
+        if bad:
+            ap.error(f"{what} {', '.join(bad)}: not in {grid_path.name}; valid: {', '.join(valid)}")
+    failed = []
+
+    def report(fut) -> None:
+        name, code, secs = fut.result()
+        print(name, code, secs, flush=True)
+        if code != 0:
+            failed.append(name)
+
     if args.skip_ablation:   # setting by setting, in the grid's method order, one job per run
         out = Path(grid["out"])
         todo = [(lab, s, seed) for s in grid["settings"] if not args.setting or s in args.setting
@@ -90,16 +105,16 @@ def main() -> int:
         with ThreadPoolExecutor(args.workers) as pool:
             futs = [pool.submit(compare, grid_path, args.data, lab, s, args.extra, seed) for lab, s, seed in todo]
             for f in futs:
-                print(*f.result(), flush=True)
+                report(f)
         subprocess.call([sys.executable, "-m", "dicc", "compare", str(grid_path), "--report-only",
                          "--set", f"data.path={args.data}"], stdout=subprocess.DEVNULL)
-        print(f"done in {time.time() - t0:.0f}s", flush=True)
-        return 0
+        print(f"done in {time.time() - t0:.0f}s" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+        return 1 if failed else 0
     with ThreadPoolExecutor(args.workers) as pool:
         abl_futs = [pool.submit(compare, g, args.data, lab, s, args.extra) for g, lab, s in jobs]
         base_futs = [pool.submit(compare, g, args.data, lab, s, args.extra) for g, lab, s in base_jobs]
         for f in abl_futs:
-            print(*f.result(), flush=True)
+            report(f)
         sel = select(Path(abl["out"]))
         entries = {m["label"]: m for m in grid["methods"] if isinstance(m, dict)}
         for lab in dicc_labels:
@@ -114,12 +129,12 @@ def main() -> int:
         dicc_futs = [pool.submit(compare, grid_path, args.data, lab, s, args.extra)
                      for lab in dicc_labels for s in grid["settings"]]
         for f in base_futs + dicc_futs:
-            print(*f.result(), flush=True)
+            report(f)
     for g in (abl_path, grid_path):
         subprocess.call([sys.executable, "-m", "dicc", "compare", str(g), "--report-only",
                          "--set", f"data.path={args.data}"], stdout=subprocess.DEVNULL)
-    print(f"done in {time.time() - t0:.0f}s", flush=True)
-    return 0
+    print(f"done in {time.time() - t0:.0f}s" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -12,18 +14,34 @@ FORMAT = "dicc-checkpoint"
 VERSION = 1
 
 
-def save_atomic(obj: dict, path: str | Path) -> Path:
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[str]:
+    """Yield a temporary file name next to ``path``; when the block ends without an error the
+    file replaces ``path`` in one step (``os.replace``), otherwise it is removed and ``path`` is
+    left as it was. Readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        yield tmp
+        os.chmod(tmp, 0o644)   # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

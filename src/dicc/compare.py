@@ -472,10 +472,10 @@ def train_counts(run_dir: str | Path) -> list[int] | None:
     checkpoint), or None."""
     try:
         counts = json.loads((Path(run_dir) / "final.json").read_text()).get("train_class_counts")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        counts = None
-    if counts is not None:
-        return [int(c) for c in counts]
+        if counts is not None:
+            return [int(c) for c in counts]
+    except (OSError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        pass   # no usable record: try the checkpoints
     for name in ("last.pt", "best.pt"):
         path = Path(run_dir) / "checkpoints" / name
         if not path.is_file():
@@ -758,6 +758,9 @@ def add_compare_parser(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status; train nothing")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from the finished runs")
     p.add_argument("--keep-going", action="store_true", help="go on with the next run when one fails")
+    p.add_argument("--no-report", action="store_true",
+                   help="train only; leave the report alone (for several compare processes on one grid: "
+                   "write it once at the end with --report-only)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override for every run, e.g. --set train.device=cuda")
 
@@ -770,5 +773,5 @@ def run_compare(args) -> int:
         write_report(g.out, command=g.command, log=print)
         return 0
     outcome = run_grid(args.grid, only=args.only, settings=args.setting, seeds=args.seed, overrides=args.overrides,
-                       dry_run=args.dry_run, keep_going=args.keep_going)
+                       dry_run=args.dry_run, keep_going=args.keep_going, report=not args.no_report)
     return 0 if outcome.ok else 1

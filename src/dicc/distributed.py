@@ -162,8 +162,10 @@ def raise_if_any(err: BaseException | None) -> None:
         return
     sendable = err
     if err is not None:
+        # every rank unpickles what is sent: an exception whose __init__ takes other arguments
+        # pickles but does not unpickle, so check the round trip, not just the pickling
         try:
-            pickle.dumps(err)
+            pickle.loads(pickle.dumps(err))
         except Exception:  # noqa: BLE001 - send a description instead
             sendable = RuntimeError(f"{type(err).__name__}: {err}")
     errors = all_gather_object(sendable)

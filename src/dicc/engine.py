@@ -5,6 +5,7 @@ method's name: everything method-specific is behind the strategy.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__, distributed
-from .checkpoint import FORMAT, VERSION, load_checkpoint, save_atomic
+from .checkpoint import FORMAT, VERSION, load_checkpoint, save_atomic, write_text_atomic
 from .config import Config, save_config
 from .data.base import FERDataset
 from .data.build import build_run_data
@@ -135,12 +136,30 @@ class RunResult:
     best_val: float | None
 
 
+@functools.lru_cache(maxsize=1)
+def _source_revision() -> dict:
+    """The git commit of the dicc source tree and whether it had uncommitted changes (when it
+    is a git checkout; an installed package has none), so a run's numbers can be tied to code."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return {}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return {"git_commit": rev.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
 def _environment() -> dict:
     import numpy
 
     return {"dicc": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
             "numpy": numpy.__version__, "platform": platform.platform(),
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None, **_source_revision()}
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
@@ -368,7 +387,8 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
                       "best_val_mean_class_accuracy": best, "method": strategy.name, "seed": cfg.train.seed,
                       "train_class_counts": [int(c) for c in counts]})
         if main:
-            (run_dir / "final.json").write_text(json.dumps(final, indent=2))
+            # atomically: a report reading it meanwhile, or a crash, never sees half a file
+            write_text_atomic(run_dir / "final.json", json.dumps(final, indent=2))
             save_confusion_png(final["confusion_matrix"], names, run_dir / "confusion_test.png",
                                title=f"{strategy.name} on {cfg.data.test_split} ({Path(ckpt['_path']).name})")
             say(f"test ({cfg.data.test_split}, {Path(ckpt['_path']).name} from epoch {ckpt['epoch']}):")

@@ -22,13 +22,14 @@ import copy
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .checkpoint import atomic_path
 
 ONNX_FORMAT = "dicc-onnx"
 INPUT_NAME = "input"
@@ -160,9 +161,7 @@ def export_model_onnx(model: nn.Module, strategy, out_path: str | os.PathLike, *
     with torch.no_grad():
         num_outputs = int(model(example).shape[1])
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out_path) as tmp:
         merge, diff, problem = "strategy", None, None
         try:
             _onnx_export(reference, example, tmp, opset)
@@ -198,10 +197,6 @@ def export_model_onnx(model: nn.Module, strategy, out_path: str | os.PathLike, *
         proto.producer_name = "dicc"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return {"path": out_path, "merge": merge, "max_abs_diff": diff, "num_outputs": num_outputs,
             "class_names": list(class_names)}
 

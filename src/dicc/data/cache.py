@@ -18,7 +18,6 @@ import hashlib
 import multiprocessing as mp
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import PIL
 import torch
 
+from ..checkpoint import save_atomic
 from .decode import decode_array
 
 CACHE_VERSION = 1
@@ -119,15 +119,7 @@ def load_or_decode(paths: Sequence[str | os.PathLike], labels: torch.Tensor, *,
     images = decode_many(paths, image_size, channels, workers)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"key": key, "labels": labels, "images": images}, f)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, file)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        save_atomic({"key": key, "labels": labels, "images": images}, file)
         for stale in folder.glob(f"{glob.escape(prefix)}*.pt"):  # older versions of this split
             if stale != file:
                 stale.unlink(missing_ok=True)

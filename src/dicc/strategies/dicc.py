@@ -374,6 +374,9 @@ class DICC(Strategy):
                                            feature_sample=o.feature_sample).fit(feats, labels, self.plan, previous)
                 assign = fitted.assign_.to(bdev).long()
                 centroids = fitted.centroids_.to(bdev).float()
+                if assign.shape != (n,) or centroids.shape != (self.plan.S, dim):   # what the ranks receive into
+                    raise ValueError(f"dicc: the clustering returned assignments {tuple(assign.shape)} and centroids "
+                                     f"{tuple(centroids.shape)}; expected ({n},) and ({self.plan.S}, {dim})")
             except Exception as e:  # noqa: BLE001 - every rank raises it (below), none waits in broadcast
                 err = e
         ctx.check(err)
