@@ -96,6 +96,8 @@ def test_option_errors():
         create_strategy("dicc", FER_IF100, {"backend": "faiss"})
     with pytest.raises(ValueError, match="unknown base_loss .nope."):
         create_strategy("dicc", FER_IF100, {"base_loss": "nope"})
+    with pytest.raises(ValueError, match="unknown sampler 'even'; valid: none, balanced, sqrt, subclass"):
+        create_strategy("dicc", FER_IF100, {"sampler": "even"})
 
 
 # -- warm-up --------------------------------------------------------------------------------
@@ -220,6 +222,39 @@ def test_split_copies_the_parent_rows_optimizer_state(opt):
     step(lambda z: F.cross_entropy(strat.parent_logits(z), y))
     for rows in ([0, 1, 2], [4, 5]):
         assert torch.allclose(w[rows[1:]], w[rows[0]].expand(len(rows) - 1, -1), atol=1e-7)
+
+
+def _chi2_uniform(groups: torch.Tensor, n: int) -> float:
+    observed = torch.bincount(groups, minlength=n).double()
+    expected = len(groups) / n
+    return float(((observed - expected) ** 2 / expected).sum())
+
+
+def test_sampler_options_draw_classes_then_subclasses_evenly():
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(SMALL_COUNTS)])
+    plain, _ = small()
+    assert torch.equal(plain.epoch_indices(labels, 3, seed=1),
+                       create_strategy("ce", SMALL_COUNTS).epoch_indices(labels, 3, seed=1))   # "none": the shuffle
+    balanced, _ = small({"sampler": "balanced"})
+    resample = create_strategy("resample", SMALL_COUNTS)
+    for epoch in (0, 4):   # the resample method's draw, before and after the split
+        assert torch.equal(balanced.epoch_indices(labels, epoch, seed=2), resample.epoch_indices(labels, epoch, seed=2))
+
+    strat, run = small({"sampler": "subclass"})
+    draws = torch.cat([strat.epoch_indices(labels, e, seed=3) for e in range(30)])   # warm-up: over classes
+    assert len(strat.epoch_indices(labels, 0, seed=3)) == len(labels)
+    assert _chi2_uniform(labels[draws], 3) < 13.82          # chi-square, 2 dof, p = 0.001
+    strat.on_epoch_start(run.ctx(2))                         # split into 3 + 1 + 2 sub-classes
+    draws = torch.cat([strat.epoch_indices(labels, e, seed=3) for e in range(30)])
+    assert _chi2_uniform(strat.pseudo[draws], 6) < 20.52     # 5 dof, p = 0.001
+    # which neither the shuffle nor the class-balanced draw passes (the check can fail)
+    for other in (plain, balanced):
+        drawn = torch.cat([other.epoch_indices(labels, e, seed=3) for e in range(30)])
+        assert _chi2_uniform(strat.pseudo[drawn], 6) > 20.52
+    # ranks share one draw
+    full = strat.epoch_indices(labels, 5, seed=3)
+    shards = [strat.epoch_indices(labels, 5, seed=3, rank=r, world_size=2) for r in range(2)]
+    assert torch.equal(torch.stack(shards, 1).flatten()[:len(full)], full)
 
 
 def test_head_size_mismatch_is_an_error():

@@ -125,6 +125,28 @@ def test_dicc_split_gets_the_training_optimizer(tiny_config, monkeypatch):
     assert any(st.get("momentum_buffer") is not None for st in made[0].state.values())
 
 
+def test_dicc_with_subclass_sampler_trains_on_subclass_balanced_draws(tiny_config, monkeypatch):
+    """The engine asks for the epoch's order after the re-clustering, so the sub-class draw
+    of epoch 2 already uses the pseudo-labels made at its start."""
+    from dicc.strategies.dicc import DICC
+
+    orders = []
+    epoch_indices = DICC.epoch_indices
+
+    def spy(self, labels, epoch, seed, rank=0, world_size=1):
+        out = epoch_indices(self, labels, epoch, seed, rank, world_size)
+        orders.append((epoch, self.split, None if self.pseudo is None else self.pseudo[out]))
+        return out
+
+    monkeypatch.setattr(DICC, "epoch_indices", spy)
+    res = fit(tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1",
+                          "method.options.sampler=subclass", "train.epochs=2"), log=lambda *a: None)
+    assert res.final is not None
+    assert [(e, split) for e, split, _ in orders] == [(0, False), (1, True)]
+    drawn = torch.bincount(orders[1][2])
+    assert drawn.min() > 0 and drawn.max() < 3 * drawn.min()   # vs counts 8..64 per class without it
+
+
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pt"):
         load_checkpoint(tmp_path / "nothing.pt")

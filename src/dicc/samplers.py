@@ -45,3 +45,11 @@ def weighted_indices(labels: torch.Tensor, class_weights: torch.Tensor, epoch: i
     w = class_weights.double()[labels]
     draw = torch.multinomial(w, n, replacement=True, generator=epoch_generator(seed, epoch))
     return shard(draw, rank, world_size)
+
+
+def group_sampling_weights(groups: torch.Tensor, num_groups: int, power: float = 1.0) -> torch.Tensor:
+    """Per-group weight of one *sample* for :func:`weighted_indices`: ``n_g^{-power}`` for a group
+    (class or sub-class) of ``n_g`` samples, 0 for an empty one. ``power=1``: every group is drawn
+    equally often (class-aware sampling); ``power=0.5``: group frequencies ~ ``sqrt(n_g)``."""
+    counts = torch.bincount(torch.as_tensor(groups).long().cpu(), minlength=num_groups).double()
+    return torch.where(counts > 0, counts.clamp_min(1.0).pow(-power), torch.zeros_like(counts))

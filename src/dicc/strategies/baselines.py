@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..losses import REDUCTIONS, WEIGHT_SCHEMES, create_loss
-from ..samplers import weighted_indices
+from ..samplers import group_sampling_weights, weighted_indices
 from .base import EpochContext, NoOptions, Strategy, register_strategy
 
 
@@ -103,9 +103,7 @@ class Resample(_LossStrategy):
 
     def sampling_weights(self, labels: torch.Tensor) -> torch.Tensor:
         """Per-class weight of one *sample* (the class's total probability is ``n_c`` times it)."""
-        counts = torch.bincount(labels.long().cpu(), minlength=self.num_classes).double()
-        power = 1.0 if self.options.scheme == "balanced" else 0.5
-        return torch.where(counts > 0, counts.clamp_min(1.0).pow(-power), torch.zeros_like(counts))
+        return group_sampling_weights(labels, self.num_classes, 1.0 if self.options.scheme == "balanced" else 0.5)
 
     def epoch_indices(self, labels: torch.Tensor, epoch: int, seed: int,
                       rank: int = 0, world_size: int = 1) -> torch.Tensor:

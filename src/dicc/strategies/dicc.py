@@ -32,6 +32,9 @@ Life of a run (``W = warmup_epochs``, ``R = recluster_every``):
   clean features from ``extract_features(indices)``, a pass over those images only.
 - **Loss.** ``base(sub_logits, pseudo_label)`` with the sub-class counts (optionally with
   ``soft_sibling`` mass on the sibling sub-classes) ``+ parent_weight * parent(merge(sub_logits), y)``.
+- **Order** (``sampler``). A shuffle by default; or drawn with replacement so that classes
+  (``balanced``, ``sqrt``: the ``resample`` method's draws) or, once split, sub-classes
+  (``subclass``) come equally often: DICC composed with re-sampling.
 - **Evaluation.** :meth:`DICC.parent_logits` merges each class's live rows (``logsumexp`` or
   ``max``); nothing outside training sees sub-classes.
 """
@@ -49,10 +52,12 @@ from torch import nn
 
 from ..clustering import BACKENDS, SubclassClusterer, SubclassPlan, plan_subclasses
 from ..data.classes import EMOTIONS
+from ..samplers import group_sampling_weights, weighted_indices
 from .base import EpochContext, Strategy, register_strategy
 
 MERGES = ("logsumexp", "max")
 FEATURE_SOURCES = ("clean", "train")
+SAMPLERS = ("none", "balanced", "sqrt", "subclass")
 
 
 @dataclass
@@ -108,6 +113,10 @@ class DICCOptions:
     #: forward passes of the previous epoch computed anyway: augmented images, train mode, no
     #: extra pass; indices not trained on yet fall back to clean features)
     feature_source: str = "clean"
+    #: training order: ``"none"`` (a shuffle), ``"balanced"`` / ``"sqrt"`` (class-aware
+    #: re-sampling with replacement, as the ``resample`` method) or ``"subclass"`` (every
+    #: sub-class drawn equally often once the classes are split; every class during warm-up)
+    sampler: str = "none"
 
     def __post_init__(self) -> None:
         """Checked when the options are built, so a grid fails before anything trains."""
@@ -117,6 +126,8 @@ class DICCOptions:
             raise ValueError(f"dicc: unknown merge {self.merge!r}; valid: {', '.join(MERGES)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"dicc: unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"dicc: unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
         if self.feature_source not in FEATURE_SOURCES:
             raise ValueError(f"dicc: unknown feature_source {self.feature_source!r}; valid: "
                              f"{', '.join(FEATURE_SOURCES)}")
@@ -256,6 +267,24 @@ class DICC(Strategy):
         return base.reduce(per, sub_t)
 
     # -- training --------------------------------------------------------------------------
+    def epoch_indices(self, labels: torch.Tensor, epoch: int, seed: int,
+                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """A shuffle, or a re-sampled draw (``sampler``) over classes or, once split, over
+        sub-classes (the engine calls this after :meth:`on_epoch_start`, so a re-clustering
+        at the start of the epoch is already reflected)."""
+        kind = self.options.sampler
+        if kind == "none":
+            return super().epoch_indices(labels, epoch, seed, rank, world_size)
+        labels = torch.as_tensor(labels).long().cpu()
+        groups, num_groups = labels, self.num_classes
+        if kind == "subclass" and self.split:
+            if self.pseudo is None or len(self.pseudo) != len(labels):
+                raise ValueError(f"dicc: sampler 'subclass' needs a pseudo-label for each of the {len(labels)} "
+                                 f"training samples")
+            groups, num_groups = self.pseudo, self.plan.S
+        weights = group_sampling_weights(groups, num_groups, 0.5 if kind == "sqrt" else 1.0)
+        return weighted_indices(groups, weights, epoch, seed, rank, world_size)
+
     def is_cluster_epoch(self, epoch: int) -> bool:
         """Whether the clustering is (re)done at the start of ``epoch`` (0-based)."""
         w, r = int(self.options.warmup_epochs), int(self.options.recluster_every)
@@ -496,4 +525,4 @@ class DICC(Strategy):
         self._build()
 
 
-__all__ = ["DICC", "DICCOptions", "FEATURE_SOURCES", "MERGES"]
+__all__ = ["DICC", "DICCOptions", "FEATURE_SOURCES", "MERGES", "SAMPLERS"]
