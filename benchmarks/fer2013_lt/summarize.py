@@ -19,7 +19,8 @@ from collections import defaultdict
 
 PAPER_GAIN = 1.73            # DICC over its baseline on FER2013, accuracy points (the paper's abstract)
 # each DICC entry of grid.yaml and the method it adds sub-classes to (same loss / sampler)
-ON_TOP_OF = {"dicc": "ce", "dicc+loss": "balanced_softmax", "dicc+resample": "resample"}
+ON_TOP_OF = {"dicc": "ce", "dicc+loss": "balanced_softmax", "dicc+loss+soft": "balanced_softmax",
+             "dicc+resample": "resample"}
 
 
 def is_dicc(label: str) -> bool:
