@@ -16,6 +16,7 @@ other ranks need from a file (a checkpoint to resume from or to evaluate) is sen
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import pickle
 from dataclasses import dataclass
@@ -110,6 +111,10 @@ def teardown(info: DistInfo | None = None) -> None:
     if info is not None and not info.owns_group:
         return
     if dist.is_available() and dist.is_initialized():
+        # a DDP wrapper left in a reference cycle (e.g. by a traceback of a fit that raised) holds
+        # the group through its reducer: free it now, while the group and the interpreter are
+        # whole; freed later, during interpreter shutdown, gloo can abort the process
+        gc.collect()
         dist.destroy_process_group()
 
 
