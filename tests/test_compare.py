@@ -348,3 +348,21 @@ def test_end_to_end_tiny_grid(tmp_path, monkeypatch):
     # everything finished: a second invocation trains nothing
     assert run_grid(grid, log=lambda *a: None).trained == []
     print(f"end-to-end grid: {time.perf_counter() - t0:.1f}s")
+
+
+def test_recall_chart_gives_every_method_its_own_colour(tmp_path, monkeypatch):
+    # 12 methods: more than the default colour cycle (10) holds
+    methods = [f"m{j}" for j in range(12)]
+    classes = ["happy", "fear", "disgust"]
+    summ = {m: {"n": 3, **{f"recall_{c}": (0.1 * (j % 9 + 1), 0.01) for c in classes}} for j, m in enumerate(methods)}
+    plt = compare._plt()
+    figs = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figs.append(fig), real_close(fig)))
+    compare.save_recall_chart(summ, methods, classes, [100, 10, 1], tmp_path / "r.png")
+    assert (tmp_path / "r.png").stat().st_size > 1000
+    bars = figs[0].axes[0].containers
+    bars = [c for c in bars if hasattr(c, "patches")]
+    assert len(bars) == 12 and all(len(c.patches) == 3 for c in bars)
+    colours = {tuple(c.patches[0].get_facecolor()) for c in bars}
+    assert len(colours) == 12

@@ -684,6 +684,8 @@ def save_recall_chart(summ: dict, methods: list[str], classes: list[str], counts
     n_m = max(len(methods), 1)
     width = 0.8 / n_m
     fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + len(classes) * (0.35 + 0.18 * n_m)), 3.8), dpi=110)
+    # one colour per method: the default cycle (tab10) repeats after ten
+    palette = plt.get_cmap("tab10" if n_m <= 10 else "tab20").colors
     for j, m in enumerate(methods):
         xs, ys, es = [], [], []
         for i, c in enumerate(classes):
@@ -693,7 +695,8 @@ def save_recall_chart(summ: dict, methods: list[str], classes: list[str], counts
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(100 * v[0])
             es.append(100 * v[1] if v[1] is not None else 0.0)
-        ax.bar(xs, ys, width=width, yerr=es if any(es) else None, capsize=2, label=f"{m} (n={summ[m]['n']})")
+        ax.bar(xs, ys, width=width, yerr=es if any(es) else None, capsize=2, label=f"{m} (n={summ[m]['n']})",
+               color=palette[j % len(palette)])
     labels = [f"{c}\n{counts[i]}" for i, c in enumerate(classes)] if counts else classes
     ax.set_xticks(range(len(classes)), labels, fontsize=8)
     ax.set_ylabel("recall (%)")
