@@ -7,15 +7,19 @@ paired by seed (same seed = same long-tailed subset, validation split and initia
 against the DICC paper's +1.73 accuracy points on FER2013; (2) each DICC entry minus the method
 it is built on (dicc+loss - balanced_softmax, dicc+resample - resample): what the sub-classes
 add; (3) the best baseline by *validation* mean class accuracy (never chosen on the test split)
-and how each DICC entry compares with it. Differences are mean ± sample std over the paired
+and how each DICC entry compares with it; (4) how stable each DICC entry's sub-classes are
+between consecutive re-clusterings (the ``recluster`` events of each run's ``metrics.jsonl``,
+found through the ``run_dir`` column). Differences are mean ± sample std over the paired
 seeds, in points.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
 PAPER_GAIN = 1.73            # DICC over its baseline on FER2013, accuracy points (the paper's abstract)
 # each DICC entry of grid.yaml and the method it adds sub-classes to (same loss / sampler)
@@ -34,15 +38,33 @@ def _ms(values: list[float]) -> str:
     return f"{m:+.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
 
+def stability(run_dir: str) -> tuple[float, float] | None:
+    """Mean share of a split class's samples that keep their sub-class from one re-clustering to
+    the next, and mean NMI between the two assignments, over a run's re-clusterings and split
+    classes (None when the run left no metrics.jsonl or never re-clustered after its split)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    agree, nmi = [], []
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("event") == "recluster":
+            agree += r.get("agreement", {}).values()
+            nmi += r.get("nmi", {}).values()
+    return (statistics.mean(agree), statistics.mean(nmi)) if agree and nmi else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("csv")
     ap.add_argument("--reference", default="ce", help="the method DICC is compared with first (default ce)")
     args = ap.parse_args()
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
+    run_dirs: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in csv.DictReader(open(args.csv)):
         runs[r["setting"], r["method"]][int(r["seed"])] = {k: float(r[k]) for k in (
             "val_mean_class_accuracy", "accuracy", "mean_class_accuracy", "macro_f1")}
+        run_dirs[r["setting"], r["method"]].append(r["run_dir"])
     settings = list(dict.fromkeys(s for s, _ in runs))
     lines = []
     for s in settings:
@@ -85,6 +107,18 @@ def main() -> int:
                 lines.append(f"| {m} | {len(paired(m, best, 'accuracy'))} | "
                              f"{_ms(paired(m, best, 'val_mean_class_accuracy'))} | "
                              f"{_ms(paired(m, best, 'mean_class_accuracy'))} | {_ms(paired(m, best, 'accuracy'))} |")
+            lines.append("")
+        stab = {m: [x for x in map(stability, run_dirs[s, m]) if x is not None] for m in diccs}
+        if any(stab.values()):
+            lines += ["Sub-class stability between consecutive re-clusterings (per run: the mean over its "
+                      "re-clusterings and split classes; then mean and range over runs):", "",
+                      "| DICC entry | runs | samples keeping their sub-class (%) | NMI with the previous assignment |",
+                      "|---|---:|---:|---:|"]
+            for m, xs in stab.items():
+                if xs:
+                    a, n = [100 * x[0] for x in xs], [x[1] for x in xs]
+                    lines.append(f"| {m} | {len(xs)} | {statistics.mean(a):.1f} ({min(a):.1f}–{max(a):.1f}) | "
+                                 f"{statistics.mean(n):.2f} ({min(n):.2f}–{max(n):.2f}) |")
             lines.append("")
     print("\n".join(lines))
     return 0

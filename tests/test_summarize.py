@@ -1,0 +1,68 @@
+"""benchmarks/fer2013_lt/summarize.py: paired-by-seed differences and sub-class stability, checked
+against numbers computed by hand on a two-seed results.csv."""
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "fer2013_lt" / "summarize.py"
+
+
+@pytest.fixture
+def summarize():
+    spec = importlib.util.spec_from_file_location("summarize", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write(tmp_path, rows):
+    path = tmp_path / "results.csv"
+    keys = ["setting", "method", "seed", "val_mean_class_accuracy", "accuracy", "mean_class_accuracy", "macro_f1",
+            "run_dir"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    return path
+
+
+def _row(tmp_path, method, seed, val, acc, mca, f1):
+    return {"setting": "if100", "method": method, "seed": seed, "val_mean_class_accuracy": val, "accuracy": acc,
+            "mean_class_accuracy": mca, "macro_f1": f1, "run_dir": str(tmp_path / method / f"seed{seed}")}
+
+
+def test_paired_differences_best_baseline_and_stability(tmp_path, summarize, monkeypatch, capsys):
+    rows = [_row(tmp_path, "ce", 0, .30, .40, .30, .20), _row(tmp_path, "ce", 1, .32, .42, .34, .22),
+            _row(tmp_path, "resample", 0, .50, .45, .44, .40), _row(tmp_path, "resample", 1, .52, .47, .46, .42),
+            _row(tmp_path, "balanced_softmax", 0, .40, .50, .40, .30),
+            _row(tmp_path, "balanced_softmax", 1, .41, .50, .42, .31),
+            _row(tmp_path, "dicc", 0, .31, .42, .31, .21), _row(tmp_path, "dicc", 1, .33, .43, .36, .24)]
+    # dicc's re-clusterings: seed 0 two split classes, seed 1 one; the first split has no previous one
+    for seed, nmi, events in ((0, 0.5, [{"happy": 0.8, "neutral": 0.6}, {"happy": 1.0, "neutral": 0.8}]),
+                              (1, 0.3, [{"happy": 0.9}])):
+        d = tmp_path / "dicc" / f"seed{seed}"
+        d.mkdir(parents=True)
+        recs = [{"epoch": 1, "train_loss": 1.0}, {"event": "recluster", "agreement": {}, "nmi": {}}]
+        recs += [{"event": "recluster", "agreement": a, "nmi": {c: nmi for c in a}} for a in events]
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    monkeypatch.setattr("sys.argv", ["summarize.py", str(_write(tmp_path, rows))])
+    assert summarize.main() == 0
+    out = capsys.readouterr().out
+    # dicc - ce: accuracy +2, +1 -> +1.50 ± 0.71; MCA +1, +2; macro-F1 +1, +2; val +1, +1
+    assert "| dicc − ce | 2 | +1.50 ± 0.71 | +1.50 ± 0.71 | +1.50 ± 0.71 | +1.00 ± 0.00 |" in out
+    # best baseline by validation MCA is resample (not balanced_softmax, which has the best test accuracy)
+    assert "**resample** (val 51.00, test MCA 45.00, test accuracy 46.00)" in out
+    # dicc - resample: val -19, -19; MCA -13, -10; accuracy -3, -4
+    assert "| dicc | 2 | -19.00 ± 0.00 | -11.50 ± 2.12 | -3.50 ± 0.71 |" in out
+    # stability: seed 0 mean agreement (0.8+0.6+1.0+0.8)/4 = 80 %, seed 1 90 %; NMI 0.5 and 0.3
+    assert "| dicc | 2 | 85.0 (80.0–90.0) | 0.40 (0.30–0.50) |" in out
+
+
+def test_stability_is_none_without_a_record(tmp_path, summarize):
+    assert summarize.stability(str(tmp_path / "missing")) is None
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"event": "recluster", "agreement": {}, "nmi": {}}))
+    assert summarize.stability(str(tmp_path)) is None
