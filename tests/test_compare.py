@@ -149,7 +149,7 @@ def fake_fit(monkeypatch):
         make_run(run, _final(np.random.default_rng(cfg.train.seed)))
         return None
 
-    monkeypatch.setattr(compare, "fit", fit)
+    monkeypatch.setattr(compare.run, "fit", fit)
     return calls
 
 
@@ -271,7 +271,7 @@ def test_failures_stop_or_keep_going(tmp_path, monkeypatch):
             raise FloatingPointError("the loss became nan")
         make_run(Path(cfg.train.out), _final(np.random.default_rng(0)))
 
-    monkeypatch.setattr(compare, "fit", broken)
+    monkeypatch.setattr(compare.run, "fit", broken)
     with pytest.raises(FloatingPointError):
         run_grid(_grid(tmp_path), log=lambda *a: None)
     out = run_grid(_grid(tmp_path), keep_going=True, log=lambda *a: None)
@@ -355,7 +355,7 @@ def test_recall_chart_gives_every_method_its_own_colour(tmp_path, monkeypatch):
     methods = [f"m{j}" for j in range(12)]
     classes = ["happy", "fear", "disgust"]
     summ = {m: {"n": 3, **{f"recall_{c}": (0.1 * (j % 9 + 1), 0.01) for c in classes}} for j, m in enumerate(methods)}
-    plt = compare._plt()
+    plt = compare.charts._plt()
     figs = []
     real_close = plt.close
     monkeypatch.setattr(plt, "close", lambda fig=None: (figs.append(fig), real_close(fig)))

@@ -1,0 +1,173 @@
+"""Running a grid: :func:`run_grid` trains every unfinished run in order (finished runs skipped,
+interrupted ones resumed), makes the derived runs from their finished parents, then writes the
+report."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..config import Config
+from .grid import Grid, load_grid
+from .plan import GridRun, plan_runs
+from .records import config_differences, epoch_records, run_status, write_stage_record
+from .report import write_report
+
+
+def fit(cfg: Config, *, resume: bool = False, log: Callable = print):
+    """:func:`dicc.engine.fit`, imported on first use (keeps ``import dicc.compare`` light)."""
+    from ..engine import fit as engine_fit
+
+    return engine_fit(cfg, resume=resume, log=log)
+
+
+def rebalance(parent_run_dir: Path, stage: dict, out: Path, *, log: Callable = print) -> dict:
+    """:func:`dicc.rebalance.rebalance` (a second stage applied to a finished run, written as a run
+    directory ``out``), imported on first use."""
+    from ..rebalance import rebalance as stage_fn
+
+    return stage_fn(parent_run_dir, stage, out, log=log)
+
+
+def _status(run: GridRun) -> str:
+    """:func:`run_status`, except that a derived run is never ``partial``: it is redone whole."""
+    status = run_status(run.run_dir)
+    return "pending" if run.derived is not None and status == "partial" else status
+
+
+def _describe_status(run: GridRun, statuses: dict[str, str]) -> str:
+    status = _status(run)
+    if status == "partial":
+        epochs = epoch_records(run.run_dir)
+        status += f" ({max(epochs) if epochs else '?'}/{run.cfg.train.epochs} epochs; will resume)"
+    if run.derived is not None:
+        parent = statuses.get(run.parent_name)
+        shown = parent if parent is not None else f"{run_status(run.derived.parent)}, not selected"
+        status += f" (after {run.parent_name}: {shown})"
+    if status != "pending":
+        diff = config_differences(run.run_dir, run.derived or run.cfg)
+        if diff:
+            status += f" [config differs: {', '.join(diff)}]"
+    return status
+
+
+def _unmet_parents(todo: list[GridRun], statuses: dict[str, str]) -> list[str]:
+    """Derived runs to make whose parent run is neither finished nor among the runs to do."""
+    planned = {r.name for r in todo}
+    return [f"{r.name} (after {r.parent_name}: {run_status(r.derived.parent)})" for r in todo
+            if r.derived is not None and r.parent_name not in planned and run_status(r.derived.parent) != "done"]
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _derive(run: GridRun, outcome: "GridOutcome", log: Callable) -> None:
+    """Make a derived run from its finished parent on rank 0; every rank raises if that fails."""
+    err = None
+    if _is_main_process():
+        try:
+            if run_status(run.derived.parent) != "done":
+                why = " (it failed above)" if run.parent_name in outcome.failed else ""
+                raise RuntimeError(f"{run.name}: its parent run {run.parent_name} is not finished{why}: "
+                                   f"no {run.derived.parent / 'final.json'}")
+            rebalance(run.derived.parent, copy.deepcopy(run.derived.stage), run.run_dir, log=log)
+            write_stage_record(run.run_dir, run.derived)
+        except Exception as e:  # noqa: BLE001 - handed to every rank below
+            err = e
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .. import distributed
+
+        distributed.raise_if_any(err)
+    elif err is not None:
+        raise err
+
+
+@dataclass
+class GridOutcome:
+    runs: list[GridRun]
+    trained: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    report: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, settings: list[str] | None = None,
+             seeds: list[int] | None = None, overrides: list[str] | None = None, dry_run: bool = False, keep_going: bool = False,
+             report: bool = True, log: Callable = print) -> GridOutcome:
+    """Run every unfinished run of ``grid`` in order, then write the report into ``out``.
+
+    Finished runs (``final.json``) are skipped, runs with ``checkpoints/last.pt`` but no
+    ``final.json`` are resumed; a derived run is made (:func:`dicc.rebalance.rebalance`) after its
+    parent run, and before anything trains it is an error if its parent run is neither finished
+    nor selected. ``dry_run`` only lists the runs and their status. A failing run stops the grid
+    (the error propagates) unless ``keep_going``, which records it and goes on (a derived run of
+    a failed parent then fails too).
+    """
+    g = load_grid(grid, overrides)
+    runs = plan_runs(g, only, settings, seeds)
+    outcome = GridOutcome(runs)
+    statuses = {run.name: _status(run) for run in runs}   # decided up front
+    if dry_run:
+        log(f"{len(runs)} run(s) under {g.out}:")
+        for run in runs:
+            log(f"  {run.name:<40} {_describe_status(run, statuses)}")
+        return outcome
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: rank 0's view, on every rank
+        from .. import distributed
+
+        device = next((r.cfg.train.device for r in runs if r.cfg is not None), "auto")
+        distributed.setup(device)
+        statuses = distributed.broadcast_object(statuses)
+    todo = [r for r in runs if statuses[r.name] != "done"]
+    unmet = _unmet_parents(todo, statuses)
+    if unmet:
+        raise ValueError(f"derived run(s) whose parent run is not finished and not selected: {'; '.join(unmet)}; "
+                         f"train the parents first (--only LABEL of their entry) or select them too")
+    main = _is_main_process()
+    if main:
+        g.out.mkdir(parents=True, exist_ok=True)
+        _write_grid_record(g)
+    outcome.skipped = [r.name for r in runs if statuses[r.name] == "done"]
+    log(f"compare: {len(runs)} run(s), {len(outcome.skipped)} finished, {len(todo)} to train, under {g.out}")
+    for i, run in enumerate(todo, 1):
+        resume = statuses[run.name] == "partial"
+        diff = config_differences(run.run_dir, run.cfg) if resume else []
+        if diff:
+            log(f"warning: {run.name} was started with a different config ({', '.join(diff)}); resuming with the "
+                f"grid's config (delete {run.run_dir} to start it afresh)")
+        after = f" (after {run.parent_name}: {run.derived.stage['name']})" if run.derived is not None else ""
+        log(f"=== [{i}/{len(todo)}] {run.name}{' (resuming)' if resume else ''}{after} ===")
+        try:
+            if run.derived is not None:
+                _derive(run, outcome, log)
+            else:
+                fit(run.cfg, resume=resume, log=log)
+        except Exception as err:  # noqa: BLE001 - keep_going records any failure of one run
+            if not keep_going:
+                raise
+            outcome.failed[run.name] = f"{type(err).__name__}: {err}"
+            log(f"error: {run.name} failed: {type(err).__name__}: {err}; continuing (--keep-going)")
+            continue
+        (outcome.resumed if resume else outcome.trained).append(run.name)
+    for name in outcome.skipped:
+        log(f"skipped (finished): {name}")
+    if report and main:
+        outcome.report = write_report(g.out, command=g.command, log=log)
+    if outcome.failed:
+        log(f"{len(outcome.failed)} run(s) failed: {', '.join(outcome.failed)}")
+    return outcome
+
+
+def _write_grid_record(g: Grid) -> None:
+    record = {"grid_path": str(g.path) if g.path is not None else None, "command": g.command,
+              "overrides": list(g.extra_overrides), "grid": g.to_dict()}
+    (g.out / "compare.json").write_text(json.dumps(record, indent=2))
