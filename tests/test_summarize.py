@@ -66,3 +66,28 @@ def test_stability_is_none_without_a_record(tmp_path, summarize):
     assert summarize.stability(str(tmp_path / "missing")) is None
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"event": "recluster", "agreement": {}, "nmi": {}}))
     assert summarize.stability(str(tmp_path)) is None
+
+
+def test_resumed_runs_count_each_reclustering_once(tmp_path, summarize, monkeypatch, capsys):
+    """A run killed and resumed logs the epochs it redoes again (here a re-clustering four times and
+    a stale record from before the kill, and a line cut short by the kill): only the last record
+    of each (event, epoch) counts, whether the epochs are numbered from 0 or from 1."""
+    rows = []
+    for seed, first in ((0, 1), (1, 0)):          # seed 0 numbers epochs from 1, seed 1 from 0
+        e1, e2, e3 = first, first + 1, first + 2
+        d = tmp_path / "dicc" / f"seed{seed}"
+        d.mkdir(parents=True)
+        recs = [{"epoch": e1, "train_loss": 1.0, "time_epoch": 1.0},
+                {"event": "recluster", "epoch": e1, "agreement": {}, "nmi": {}},            # the first split
+                {"event": "recluster", "epoch": e2, "agreement": {"happy": 0.5}, "nmi": {"happy": 0.1}}]  # killed
+        recs += [{"event": "recluster", "epoch": e2, "agreement": {"happy": 0.7}, "nmi": {"happy": 0.3}}] * 4
+        recs += [{"epoch": e2, "train_loss": 0.9, "time_epoch": 1.0},
+                 {"event": "recluster", "epoch": e3, "agreement": {"happy": 0.9}, "nmi": {"happy": 0.5}}]
+        text = "\n".join(json.dumps(r) for r in recs)
+        (d / "metrics.jsonl").write_text(text + '\n{"event": "reclus')   # the last line cut short by a kill
+        # agreement: epochs 2 and 3 once each -> (0.7 + 0.9) / 2; NMI (0.3 + 0.5) / 2
+        assert summarize.stability(str(d)) == (pytest.approx(0.8), pytest.approx(0.4))
+        rows += [_row(tmp_path, "ce", seed, .30, .40, .30, .20), _row(tmp_path, "dicc", seed, .31, .42, .31, .21)]
+    monkeypatch.setattr("sys.argv", ["summarize.py", str(_write(tmp_path, rows))])
+    assert summarize.main() == 0
+    assert "| dicc | 2 | 80.0 (80.0–80.0) | 0.40 (0.40–0.40) |" in capsys.readouterr().out

@@ -9,17 +9,17 @@ it is built on (dicc+loss - balanced_softmax, dicc+resample - resample): what th
 add; (3) the best baseline by *validation* mean class accuracy (never chosen on the test split)
 and how each DICC entry compares with it; (4) how stable each DICC entry's sub-classes are
 between consecutive re-clusterings (the ``recluster`` events of each run's ``metrics.jsonl``,
-found through the ``run_dir`` column). Differences are mean ± sample std over the paired
-seeds, in points.
+found through the ``run_dir`` column; of a re-clustering that a resumed run logged again, the
+last record). Differences are mean ± sample std over the paired seeds, in points.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 from collections import defaultdict
-from pathlib import Path
+
+from dicc.compare import read_metrics
 
 PAPER_GAIN = 1.73            # DICC over its baseline on FER2013, accuracy points (the paper's abstract)
 # each DICC entry of grid.yaml and the method it adds sub-classes to (same loss / sampler)
@@ -41,13 +41,10 @@ def _ms(values: list[float]) -> str:
 def stability(run_dir: str) -> tuple[float, float] | None:
     """Mean share of a split class's samples that keep their sub-class from one re-clustering to
     the next, and mean NMI between the two assignments, over a run's re-clusterings and split
-    classes (None when the run left no metrics.jsonl or never re-clustered after its split)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return None
+    classes (None when the run left no metrics.jsonl or never re-clustered after its split).
+    A re-clustering that a killed and resumed run logged twice counts once: its last record."""
     agree, nmi = [], []
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
+    for r in read_metrics(run_dir):
         if r.get("event") == "recluster":
             agree += r.get("agreement", {}).values()
             nmi += r.get("nmi", {}).values()
