@@ -75,7 +75,7 @@ def test_imagefolder_aliases_and_order(tmp_path):
 def test_imagefolder_without_split_level(tmp_path):
     formats_class_tree(tmp_path, {"sad": 2, "Surprised": 1})
     assert detect_format(tmp_path) == "imagefolder"
-    assert list_splits(tmp_path) == ["all"]
+    assert list_splits(tmp_path) == ["all", "train", "test"]  # train/test derived from all
     ds = load_split(tmp_path, "all", cache_dir=False)
     assert ds.class_counts() == [0, 0, 0, 0, 2, 1, 0]
 
@@ -116,8 +116,11 @@ def test_csv_splits_by_usage(tmp_path, icml):
     train = load_split(f, "train")
     assert train.labels.tolist() == [3, 0, 5]
     assert torch.equal(train.images[:, 0], torch.from_numpy(px[[0, 1, 4]]))
-    assert load_split(f, "val").labels.tolist() == [6, 2]
     assert load_split(f, "PublicTest").labels.tolist() == [6, 2]
+    assert load_split(f, "test").labels.tolist() == [6, 2]
+    for val in ("val", "valid", "validation"):  # no alias makes a test split a validation split
+        with pytest.raises(ValueError, match=f"unknown split '{val}'"):
+            load_split(f, val)
     assert load_split(f, "private").labels.tolist() == [1]
     rgb = load_split(f, "train", image_size=24, channels=3)
     assert rgb.images.shape == (3, 3, 24, 24)
@@ -153,7 +156,9 @@ def test_fer2013_folders_prefix_split_must_select_files(tmp_path):
     formats_class_tree(tmp_path / "test", {"happy": 2}, prefix="PublicTest")
     assert detect_format(tmp_path) == "fer2013_folders"
     assert list_splits(tmp_path) == ["train", "test", "PublicTest"]
-    assert len(load_split(tmp_path, "val", cache_dir=False)) == 2
+    assert len(load_split(tmp_path, "public", cache_dir=False)) == 2
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        load_split(tmp_path, "val", cache_dir=False)
     with pytest.raises(ValueError, match="PrivateTest"):
         load_split(tmp_path, "PrivateTest", fmt="fer2013_folders", cache_dir=False)
 
@@ -201,7 +206,8 @@ def test_detect_format_errors(tmp_path):
         detect_format(tmp_path)
     with pytest.raises(ValueError, match="unknown dataset format"):
         load_split(tmp_path, "train", fmt="nope")
-    assert set(FORMATS) == {"fer2013_csv", "fer2013_folders", "imagefolder", "rafdb"}
+    assert list(FORMATS) == ["ferplus", "affectnet", "fer2013_csv", "rafdb", "fer2013_folders",
+                             "imagefolder"]  # the detection order
     assert all(f.description for f in FORMATS.values())
 
 

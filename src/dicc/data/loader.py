@@ -2,6 +2,11 @@
 
 In-memory datasets are sliced directly (no worker processes, no per-image Python); streamed
 datasets decode each batch in ``workers`` background processes via ``torch.utils.data``.
+
+A file that cannot be decoded raises the same one-line ``ValueError("<path>: cannot decode
+image: ...")`` with or without workers: a worker returns the message instead of raising (a
+worker's exception would reach the user wrapped in DataLoader's multi-line traceback), and the
+main process raises it.
 """
 from __future__ import annotations
 
@@ -13,6 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 from .base import FERDataset
 
 
+class _Failed:
+    """What a worker returns for a batch it could not decode (picklable)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 class _BatchDataset(Dataset):
     def __init__(self, ds: FERDataset, batches: list[torch.Tensor]) -> None:
         self.ds, self.batches = ds, batches
@@ -22,7 +34,10 @@ class _BatchDataset(Dataset):
 
     def __getitem__(self, i: int):
         idx = self.batches[i]
-        return self.ds.get_batch(idx), self.ds.labels[idx], idx
+        try:
+            return self.ds.get_batch(idx), self.ds.labels[idx], idx
+        except (ValueError, OSError) as e:  # a corrupt or missing file, named in the message
+            return _Failed(str(e))
 
 
 def iterate_batches(ds: FERDataset, indices: torch.Tensor, batch_size: int, *, drop_last: bool = False,
@@ -38,4 +53,7 @@ def iterate_batches(ds: FERDataset, indices: torch.Tensor, batch_size: int, *, d
         return
     loader = DataLoader(_BatchDataset(ds, batches), batch_size=None, shuffle=False, num_workers=workers,
                         persistent_workers=False)
-    yield from loader
+    for item in loader:
+        if isinstance(item, _Failed):
+            raise ValueError(item.message)
+        yield item

@@ -1,7 +1,9 @@
 """Long-tailed training subsets: count profiles, the DICC paper's presets, seeded draws.
 
-Counts are always lists in the canonical class order (``EMOTIONS``: angry, disgust, fear,
-happy, sad, surprise, neutral).
+Counts are always lists in the dataset's label-space order (``class_names``; by default the
+seven ``EMOTIONS``: angry, disgust, fear, happy, sad, surprise, neutral). The profiles and
+explicit counts work for any number of classes; the presets are tables of the seven FER
+emotions and refuse any other label space.
 
 Profiles (:func:`longtail_counts`), for ``C`` classes and imbalance factor ``IF``:
 
@@ -57,11 +59,30 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-def _rank_order(class_counts: Sequence[int], order) -> list[int]:
+def _names(n: int, class_names: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The class names for ``n`` classes: ``class_names``, else the seven emotions when
+    ``n == 7``, else None (classes are then only numbered)."""
+    if class_names is not None:
+        names = tuple(class_names)
+        if len(names) != n:
+            raise ValueError(f"{n} class counts for {len(names)} classes ({', '.join(names)})")
+        return names
+    return EMOTIONS if n == len(EMOTIONS) else None
+
+
+def _index(name: str, names: tuple[str, ...] | None, where: str) -> int:
+    if names is None:
+        raise ValueError(f"{where}: class {name!r} given by name, but the classes have no names; "
+                         "give indices")
+    return class_index(name, where=where, classes=names)
+
+
+def _rank_order(class_counts: Sequence[int], order, names: tuple[str, ...] | None = None) -> list[int]:
     n = len(class_counts)
     if order is None:
         return sorted(range(n), key=lambda c: (-int(class_counts[c]), c))
-    names = [class_index(o) if isinstance(o, str) else int(o) for o in order]
+    names = [_index(o, _names(n, names), "long-tail order") if isinstance(o, str) else int(o)
+             for o in order]
     if sorted(names) != list(range(n)):
         raise ValueError(f"order must list each of the {n} classes exactly once, got {list(order)}")
     return names
@@ -73,8 +94,9 @@ def longtail_counts(
     imbalance_factor: float,
     n_max: int | None = None,
     order: Sequence[int | str] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> list[int]:
-    """Per-class target counts (canonical order) of a long-tail ``profile``.
+    """Per-class target counts (label-space order) of a long-tail ``profile``.
 
     Args:
         profile: ``exp`` or ``step`` (see the module docstring).
@@ -83,6 +105,8 @@ def longtail_counts(
         n_max: count of the largest class; default ``max(class_counts)``.
         order: classes (indices or names) from largest to smallest target; default: ranked by
             ``class_counts``, largest first.
+        class_names: the label space, for names in ``order`` (default: the seven emotions
+            when there are seven counts).
 
     The result is not checked against ``class_counts`` (:func:`longtail_subset` does that).
     """
@@ -97,7 +121,7 @@ def longtail_counts(
     top = max(counts) if n_max is None else int(n_max)
     if top < 1:
         raise ValueError(f"n_max must be >= 1, got {top}")
-    ranked = _rank_order(counts, order)
+    ranked = _rank_order(counts, order, class_names)
     c = len(counts)
     out = [0] * c
     for i, cls in enumerate(ranked):
@@ -110,16 +134,19 @@ def longtail_counts(
 
 
 def longtail_subset(labels: torch.Tensor | Sequence[int], counts: Sequence[int] | Mapping[str, int],
-                    seed: int = 0) -> torch.Tensor:
+                    seed: int = 0, class_names: Sequence[str] | None = None) -> torch.Tensor:
     """Indices (int64, ascending) of a subset with exactly ``counts[c]`` samples of class ``c``,
     drawn per class without replacement; the same seed gives the same subset.
 
-    Raises ``ValueError`` naming the class when it has fewer samples than requested.
+    Raises ``ValueError`` naming the class (from ``class_names``, default the seven emotions)
+    when it has fewer samples than requested.
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
     if isinstance(counts, Mapping):
-        counts = _from_mapping(counts)
+        names = tuple(class_names) if class_names is not None else EMOTIONS
+        counts = _from_mapping(counts, names)
     counts = [int(n) for n in counts]
+    names = _names(len(counts), class_names)
     have = torch.bincount(labels, minlength=len(counts)).tolist() if len(labels) else [0] * len(counts)
     if len(have) > len(counts):
         raise ValueError(f"labels contain class {len(have) - 1} but only {len(counts)} counts were given")
@@ -127,52 +154,62 @@ def longtail_subset(labels: torch.Tensor | Sequence[int], counts: Sequence[int] 
     picked = []
     for c, want in enumerate(counts):
         if want < 0:
-            raise ValueError(f"negative count {want} for class {_name(c)}")
+            raise ValueError(f"negative count {want} for class {_name(c, names)}")
         if want > have[c]:
             raise ValueError(
-                f"class {_name(c)} has {have[c]} samples but the long-tail subset asks for {want}"
+                f"class {_name(c, names)} has {have[c]} samples but the long-tail subset asks for {want}"
             )
         idx = (labels == c).nonzero().flatten()
         picked.append(idx[torch.randperm(len(idx), generator=g)[:want]])
     return torch.cat(picked).sort().values if picked else torch.zeros(0, dtype=torch.long)
 
 
-def _name(c: int) -> str:
-    return f"{EMOTIONS[c]!r} ({c})" if c < len(EMOTIONS) else str(c)
+def _name(c: int, names: Sequence[str] | None = EMOTIONS) -> str:
+    return f"{names[c]!r} ({c})" if names is not None and c < len(names) else str(c)
 
 
-def _from_mapping(d: Mapping) -> list[int]:
-    out = [0] * len(EMOTIONS)
+def _from_mapping(d: Mapping, names: tuple[str, ...] | None = EMOTIONS) -> list[int]:
+    if names is None:
+        raise ValueError("long-tail counts given by class name, but the classes have no names")
+    out = [0] * len(names)
     for k, v in d.items():
-        out[class_index(k, where="long-tail counts") if isinstance(k, str) else int(k)] = int(v)
+        out[class_index(k, where="long-tail counts", classes=names) if isinstance(k, str) else int(k)] = int(v)
     return out
 
 
-def parse_longtail(spec, class_counts: Sequence[int]) -> list[int]:
-    """Target counts (canonical order) from a user's long-tail specification.
+def parse_longtail(spec, class_counts: Sequence[int], class_names: Sequence[str] | None = None) -> list[int]:
+    """Target counts (label-space order) from a user's long-tail specification.
 
     Accepted forms:
 
-    * a preset name from ``PRESETS`` (e.g. ``fer2013-if100``);
+    * a preset name from ``PRESETS`` (e.g. ``fer2013-if100``; the seven emotions only);
     * ``exp:IF`` or ``step:IF`` (``n_max`` = largest available count), or ``exp:IF:N_MAX``;
-    * seven comma-separated counts ``"4300,43,..."`` in canonical order (or a list of ints);
+    * one count per class, comma-separated ``"4300,43,..."`` in label-space order (or a list);
     * a dict ``{class name: count}`` (missing classes get 0).
 
-    ``class_counts`` are the available samples per class (used by the profiles).
+    ``class_counts`` are the available samples per class (used by the profiles);
+    ``class_names`` the label space (default: the seven emotions when there are seven classes).
     """
     n_cls = len(class_counts)
+    names = _names(n_cls, class_names)
+    listing = f" ({', '.join(names)})" if names is not None else ""
     if isinstance(spec, Mapping):
-        return _from_mapping(spec)
+        return _from_mapping(spec, names)
     if isinstance(spec, (list, tuple)):
         out = [int(x) for x in spec]
         if len(out) != n_cls:
-            raise ValueError(f"long-tail counts need {n_cls} entries ({', '.join(EMOTIONS)}), got {len(out)}")
+            raise ValueError(f"long-tail counts need {n_cls} entries{listing}, got {len(out)}")
         return out
     if not isinstance(spec, str):
         raise TypeError(f"long-tail spec must be a string, list or dict, got {type(spec).__name__}")
     s = spec.strip()
     key = s.lower()
     if key in PRESETS:
+        if names != EMOTIONS:
+            space = ", ".join(names) if names is not None else f"{n_cls} unnamed classes"
+            raise ValueError(f"long-tail preset {spec!r} is a table of the seven FER emotions "
+                             f"({', '.join(EMOTIONS)}) but this label space is {space}; use "
+                             f"exp:IF, step:IF or {n_cls} explicit counts")
         return [PRESETS[key][c] for c in EMOTIONS]
     if "," in s:
         try:
@@ -190,7 +227,7 @@ def parse_longtail(spec, class_counts: Sequence[int]) -> list[int]:
             except ValueError:
                 raise ValueError(f"cannot read long-tail spec {spec!r}: expected {profile}:IF or "
                                  f"{profile}:IF:N_MAX with numbers") from None
-            return longtail_counts(profile, class_counts, factor, n_max=n_max)
+            return longtail_counts(profile, class_counts, factor, n_max=n_max, class_names=names)
     raise ValueError(
         f"unknown long-tail spec {spec!r}; expected a preset ({', '.join(PRESETS)}), "
         f"'exp:IF', 'step:IF', 'exp:IF:N_MAX', {n_cls} comma-separated counts, or a dict of counts"

@@ -131,4 +131,5 @@ def make_synthetic(
         images=images[:, None].contiguous(),
         source=f"synthetic:{split}(seed={seed})",
         extras={"style": styles_t},
+        ids=[f"synthetic:{seed}:{split}:{i}" for i in range(len(labels_t))],  # sample identities
     )
