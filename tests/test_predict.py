@@ -23,7 +23,7 @@ from dicc.strategies.base import _REGISTRY  # noqa: E402
 
 from helpers import make_checkpoint  # noqa: E402
 
-RECORD_KEYS = {"file", "frame", "time", "face", "box", "dominant", "emotions"}
+RECORD_KEYS = {"file", "frame", "time_s", "face", "face_id", "box", "dominant", "emotions"}
 
 
 @pytest.fixture(scope="module")
@@ -286,10 +286,10 @@ def test_cli_json_records(ckpt, files, capsys):
         by_file.setdefault(Path(r["file"]).name, []).append(r)
     assert [r["face"] for r in by_file["astronaut.png"]] == [0]
     assert [r["face"] for r in by_file["group.png"]] == [0, 1, 2]
-    assert by_file["blank.png"] == [{"file": str(files["blank"]), "frame": None, "time": None, "face": None,
-                                     "box": None, "dominant": None, "emotions": None}]
+    assert by_file["blank.png"] == [{"file": str(files["blank"]), "frame": None, "time_s": None, "face": None,
+                                     "face_id": None, "box": None, "dominant": None, "emotions": None}]
     r = by_file["astronaut.png"][0]
-    assert r["frame"] is None and r["time"] is None and len(r["box"]) == 4
+    assert r["frame"] is None and r["time_s"] is None and r["face_id"] is None and len(r["box"]) == 4
     assert list(r["emotions"]) == list(EMOTIONS) and abs(sum(r["emotions"].values()) - 1) < 1e-4
 
 
@@ -317,18 +317,18 @@ def test_cli_csv(ckpt, files, tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["file", "frame", "time", "face", "x", "y", "w", "h", "dominant", *EMOTIONS]
+    assert rows[0] == ["file", "frame", "time_s", "face", "face_id", "x", "y", "w", "h", "dominant", *EMOTIONS]
     assert [r[3] for r in rows[1:]] == ["0", "1", "2", ""]
-    assert rows[4][0] == str(files["blank"]) and rows[4][4:] == [""] * 12
-    probs = [float(v) for v in rows[1][9:]]
-    assert abs(sum(probs) - 1) < 1e-4 and rows[1][8] == EMOTIONS[int(np.argmax(probs))]
+    assert rows[4][0] == str(files["blank"]) and rows[4][4:] == [""] * 13
+    probs = [float(v) for v in rows[1][10:]]
+    assert abs(sum(probs) - 1) < 1e-4 and rows[1][9] == EMOTIONS[int(np.argmax(probs))]
 
 
 def test_cli_text_table(ckpt, files, capsys):
     rc = run_cli([ckpt, files["astronaut"], files["blank"]])
     lines = capsys.readouterr().out.splitlines()
     assert rc == 0
-    assert lines[0].split()[:4] == ["file", "frame", "time", "face"] and "neutral" in lines[0]
+    assert lines[0].split()[:5] == ["file", "frame", "time_s", "face", "id"] and "neutral" in lines[0]
     assert len(lines) == 3 and "no face found" in lines[2] and str(files["blank"]) in lines[2]
     assert str(files["astronaut"]) in lines[1]
 
@@ -363,7 +363,8 @@ def test_cli_video(ckpt, video, files, tmp_path, capsys):
     assert rc == 1 and "fake.mp4" in captured.err
     records = json.loads(captured.out)
     vid = [r for r in records if r["file"] == str(video)]
-    assert [(r["frame"], r["time"], r["face"]) for r in vid] == [(0, 0.0, 0), (3, 0.3, 0), (6, 0.6, 0)]
+    assert [(r["frame"], r["time_s"], r["face"], r["face_id"]) for r in vid] == [(0, 0.0, 0, 0), (3, 0.3, 0, 0),
+                                                                                 (6, 0.6, 0, 0)]
     assert records[-1]["file"] == str(files["astronaut"])  # input order is kept
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "astronaut.png", "clip_frame000000.jpg", "clip_frame000003.jpg", "clip_frame000006.jpg"]

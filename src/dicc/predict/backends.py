@@ -1,0 +1,56 @@
+"""Backends: a normalised ``float32 [N, C, S, S]`` batch in, class probabilities ``[N, num_classes]`` out.
+
+A backend is any callable with that signature; :class:`dicc.predict.Recognizer` forwards its
+faces through one in chunks of ``batch_size``. :class:`TorchBackend` runs a checkpoint's model
+and merges a strategy's sub-classes (DICC) into the parent classes with ``parent_logits``;
+:class:`OnnxBackend` runs a file from ``dicc export``, whose graph already ends in the 7
+probabilities.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def auto_device(device) -> str:
+    """``None`` / ``"auto"`` -> "cuda" when available, else "cpu"; anything else as given."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class TorchBackend:
+    """A torch model + strategy on ``device``."""
+
+    def __init__(self, model, strategy, device) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.strategy = strategy
+
+    def __repr__(self) -> str:
+        return f"TorchBackend(device={str(self.device)!r})"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            # the merge runs on the CPU: [N, outputs] is tiny, and strategies keep their tensors there
+            logits = self.model(torch.from_numpy(x).to(self.device)).float().cpu()
+            return torch.softmax(self.strategy.parent_logits(logits), dim=1).numpy()
+
+
+class OnnxBackend:
+    """An onnxruntime session of a model exported by ``dicc export``."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def __repr__(self) -> str:
+        return f"OnnxBackend(providers={self.session.get_providers()})"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]

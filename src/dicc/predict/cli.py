@@ -1,0 +1,279 @@
+"""The ``dicc predict`` command: its parser and the runner that feeds images, videos and a camera through a Recognizer."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..faces import DETECTORS, create_detector, load_image
+from .outputs import RECORD_KEYS, Annotator, open_writer, records, summary_lines, write_json_atomic
+from .recognizer import ALIGN_MODES, DEFAULT_ALIGN, Recognizer
+
+EPILOG = f"""\
+CHECKPOINT is a .pt checkpoint, a run directory, or a .onnx file from `dicc export`.
+INPUT is any mix of image files, video files (.mp4 .avi .mov .mkv .webm) and folders
+(searched recursively, in sorted order); --camera INDEX reads a webcam until Ctrl-C.
+Output: one line/record/row per face per image or processed frame; an image or frame without
+a face gives one with face = null ("no face found"). Records (--json, --jsonl) have the keys
+{', '.join(RECORD_KEYS)}; frame, time_s (seconds) and face_id
+(kept across frames while a face's box overlaps its last one) are null for images. With
+--smooth, a video face's emotions are its moving average. --summary FILE writes, per video
+face, the dominant emotion over time and the share of frames per emotion.
+An unreadable input is reported on stderr and skipped; frames that cannot be decoded are
+counted and reported. Ctrl-C stops after the current frame; the outputs stay complete.
+Exit status: 0 when every input was processed (a camera ended by Ctrl-C included), 1 when some
+were skipped, 2 when none could be processed (or on a usage error), 130 when interrupted."""
+
+
+def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("predict", help="faces and emotion probabilities in images, folders, videos, a camera",
+                              description="Detect faces and predict their emotion probabilities.", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint .pt, run directory, or exported .onnx model")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, video files or folders")
+    p.add_argument("--camera", type=int, metavar="INDEX", help="also read this webcam (0: the first) until Ctrl-C")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
+    out.add_argument("--csv", metavar="FILE", help="write one CSV row per face to FILE instead of a table")
+    out.add_argument("--jsonl", metavar="FILE", help="write one JSON record per line to FILE ('-': stdout)")
+    p.add_argument("--summary", metavar="FILE", help="write per-face video summaries (JSON) to FILE")
+    p.add_argument("--annotate", metavar="OUT_DIR", help="write copies of the images (and processed video frames) "
+                   "with boxes and 'label prob' here")
+    p.add_argument("--no-detect", action="store_true", help="inputs are already face crops: the whole image is "
+                   "one face")
+    det = p.add_argument_group("face detection")
+    det.add_argument("--detector", choices=list(DETECTORS), default="haar", help="haar (OpenCV, default) or "
+                     "mtcnn (facenet-pytorch: finds rotated and smaller faces, gives eye landmarks)")
+    det.add_argument("--align", choices=ALIGN_MODES, default=DEFAULT_ALIGN, help="with landmarks (mtcnn): rotate "
+                     f"the eyes level and frame the face as in training (rotate, default), frame only, or crop the "
+                     f"box + margin (box)")
+    det.add_argument("--margin", type=float, default=0.1, help="grow each detected box by this fraction on every "
+                     "side before cropping (default 0.1; box crops)")
+    det.add_argument("--min-face", type=int, default=None, help="smallest face in pixels (default: haar 30, "
+                     "mtcnn 20)")
+    det.add_argument("--scale-factor", type=float, default=1.1, help="haar: pyramid step (default 1.1)")
+    det.add_argument("--min-neighbors", type=int, default=5, help="haar: strictness (default 5)")
+    det.add_argument("--min-score", type=float, default=0.9, help="mtcnn: smallest face probability kept "
+                     "(default 0.9)")
+    vid = p.add_argument_group("video")
+    vid.add_argument("--every", type=int, default=1, metavar="N", help="classify every N-th frame (default 1)")
+    vid.add_argument("--smooth", type=float, default=1.0, metavar="ALPHA", help="per-face moving average of the "
+                     "probabilities: weight of the newest frame, in (0, 1] (default 1: none)")
+    vid.add_argument("--track-iou", type=float, default=0.3, help="a face keeps its id while its box overlaps its "
+                     "last one by this IoU (default 0.3)")
+    p.add_argument("--batch-size", type=int, default=64, help="faces (and video frames) per forward pass "
+                   "(default 64)")
+    p.add_argument("--device", default="auto", help="torch device for a .pt checkpoint (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+class StopFlag:
+    """Ctrl-C sets ``requested`` (the run stops after the current frame, the outputs stay
+    complete); a second Ctrl-C raises KeyboardInterrupt at once. Only in the main thread."""
+
+    def __init__(self, say) -> None:
+        self.requested, self.say, self.previous = False, say, None
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.say("dicc predict: interrupted; finishing the current frame (Ctrl-C again to stop at once)")
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _runs(items, size: int):
+    """Consecutive images in groups of at most ``size``; each video on its own."""
+    group: list = []
+    for item in items:
+        if item[1] == "video":
+            if group:
+                yield "image", group
+                group = []
+            yield "video", [item]
+        else:
+            group.append(item)
+            if len(group) == size:
+                yield "image", group
+                group = []
+    if group:
+        yield "image", group
+
+
+class _Runner:
+    """One ``dicc predict`` invocation: inputs in, records out, failures counted."""
+
+    def __init__(self, rec: Recognizer, args, out, annotator: Annotator | None, progress, stop: StopFlag) -> None:
+        self.rec, self.args, self.out, self.annotator = rec, args, out, annotator
+        self.detect = not args.no_detect
+        self.progress = progress  # tqdm class
+        self.stop = stop
+        self.succeeded = self.failed = 0
+        self.summaries: list[dict] = []
+
+    def say(self, msg: str) -> None:
+        self.progress.write(msg, file=sys.stderr)
+
+    def report(self, path, err) -> None:
+        msg = str(err) if str(path) in str(err) else f"{path}: {err}"
+        self.say(f"dicc predict: {msg}; skipped")
+
+    def images(self, group) -> None:
+        rec, chunk = self.rec, []
+        for path, _, rel in group:
+            try:
+                if self.detect:
+                    chunk.append((path, rel, load_image(path), None))
+                else:  # decoded as training decodes; the full image is only read for --annotate
+                    chunk.append((path, rel, None, rec.extract_faces(path, detect=False)))
+            except (ValueError, OSError) as err:
+                self.report(path, err)
+                self.failed += 1
+        if not chunk:
+            return
+        if self.detect:
+            found = rec.extract_many([arr for _, _, arr, _ in chunk])
+        else:
+            found = [f for _, _, _, f in chunk]
+        probs = rec.classify(np.concatenate([pixels for _, pixels in found]))
+        at = 0
+        for (path, rel, arr, _), (boxes, pixels) in zip(chunk, found):
+            faces = rec.faces(boxes, probs[at:at + len(pixels)])
+            at += len(pixels)
+            self.out.add(records(str(path), None, None, faces))
+            self.succeeded += 1
+            if self.annotator:
+                try:
+                    self.annotator.image(rel, arr if arr is not None else load_image(path), faces)
+                except (ValueError, OSError) as err:
+                    self.report(path, err)
+
+    def video(self, source, name: str, rel: Path, no_bar) -> None:
+        """A video file (``source`` a path) or a camera (an int)."""
+        from .inputs import video_frame_count
+
+        args, camera = self.args, isinstance(source, int)
+        try:
+            total = 0 if camera else video_frame_count(source)
+            run = self.rec.predict_video(source, every=args.every, smooth=args.smooth, iou=args.track_iou,
+                                         detect=self.detect, chunk=1 if camera else args.batch_size,
+                                         should_stop=self.stop, with_images=self.annotator is not None)
+            with self.progress(total=-(-total // args.every) if total else None, unit="frame", desc=Path(name).name,
+                               disable=no_bar, file=sys.stderr, leave=False) as bar:
+                try:
+                    for frame in run:
+                        self.out.add(records(name, frame["frame"], round(frame["time_s"], 3), frame["faces"]))
+                        if self.annotator:
+                            self.annotator.frame(rel, frame["frame"], frame["image"], frame["faces"])
+                        bar.update(1)
+                finally:  # also on a second Ctrl-C: what was seen is summarised
+                    summary = run.summary()
+                    self.summaries.extend({"file": name, **s} for s in summary)
+                    for line in summary_lines(name, summary):
+                        self.say(line)
+                    if run.bad_frames:
+                        self.say(f"dicc predict: {name}: {run.bad_frames} frame(s) could not be decoded; skipped")
+            self.succeeded += 1
+        except (ValueError, OSError, ImportError) as err:  # ImportError: no OpenCV to read videos
+            self.report(name, err)
+            self.failed += 1
+
+
+def _detector(args):
+    options = {"min_size": args.min_face} if args.min_face is not None else {}
+    if args.detector == "haar":
+        options.update(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors)
+    elif args.detector == "mtcnn":
+        options.update(min_score=args.min_score)
+    return create_detector(args.detector, **options)
+
+
+def _check_options(args) -> None:
+    for name, value in (("--every", args.every), ("--batch-size", args.batch_size),
+                        ("--min-face", 1 if args.min_face is None else args.min_face)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if args.margin < 0:
+        raise ValueError(f"--margin must be >= 0, got {args.margin}")
+    if not 0 < args.smooth <= 1:
+        raise ValueError(f"--smooth must be in (0, 1], got {args.smooth}")
+    if not 0 < args.track_iou <= 1:
+        raise ValueError(f"--track-iou must be in (0, 1], got {args.track_iou}")
+    if args.camera is not None and args.camera < 0:
+        raise ValueError(f"--camera must be a camera index >= 0, got {args.camera}")
+    if not args.inputs and args.camera is None:
+        raise ValueError("nothing to predict: give INPUT files or folders, or --camera INDEX")
+
+
+def run_predict(args) -> int:
+    """``dicc predict``; see :data:`EPILOG` for the outputs and the exit status."""
+    _check_options(args)
+    from tqdm import tqdm
+
+    try:
+        detector = _detector(args)
+        rec = Recognizer.load(args.checkpoint, device=args.device, detector=detector, align=args.align,
+                              margin=args.margin, batch_size=args.batch_size)
+        if not args.no_detect:
+            detector.load()  # fail now (missing OpenCV, cascade or facenet-pytorch), not once per file
+        annotator = Annotator(args.annotate) if args.annotate else None
+    except ImportError as err:
+        print(f"dicc predict: error: {err}", file=sys.stderr)
+        return 2
+    from .inputs import collect_inputs
+
+    items, errors = collect_inputs(args.inputs)
+    mode = "json" if args.json else "csv" if args.csv else "jsonl" if args.jsonl else "text"
+    write = lambda line: tqdm.write(line, file=sys.stdout)  # noqa: E731
+    out = open_writer(mode, args.csv or args.jsonl, rec.class_names,
+                      max((len(str(p)) for p, _, _ in items), default=8), write)
+    no_bar = True if args.no_progress else None  # None: tqdm draws only on a terminal
+    with StopFlag(lambda msg: tqdm.write(msg, file=sys.stderr)) as stop:
+        run = _Runner(rec, args, out, annotator, tqdm, stop)
+        for msg in errors:
+            run.say(f"dicc predict: {msg}; skipped")
+        run.failed += len(errors)
+        try:
+            with tqdm(total=len(items), unit="file", desc="predict", disable=True if len(items) < 2 else no_bar,
+                      file=sys.stderr, leave=False) as bar:
+                for kind, group in _runs(items, args.batch_size):
+                    if stop():
+                        break
+                    if kind == "image":
+                        run.images(group)
+                    else:
+                        path, _, rel = group[0]
+                        run.video(path, str(path), rel, no_bar)
+                    bar.update(len(group))
+            interrupted = stop()
+            if args.camera is not None and not interrupted:  # Ctrl-C is how a camera ends: not an interruption
+                run.video(args.camera, f"camera:{args.camera}", Path(f"camera{args.camera}.jpg"), no_bar)
+        finally:
+            out.close()
+            if args.summary:
+                write_json_atomic(args.summary, run.summaries)
+                run.say(f"wrote {len(run.summaries)} face summaries to {args.summary}")
+    if interrupted:
+        print(f"dicc predict: interrupted; the outputs hold the {out.rows} record(s) written so far",
+              file=sys.stderr)
+        return 130
+    if run.succeeded == 0:
+        print(f"dicc predict: error: none of the {run.failed} input(s) could be processed", file=sys.stderr)
+        return 2
+    return 1 if run.failed else 0

@@ -1,0 +1,266 @@
+"""The inference API: images and videos in, faces with their boxes and emotion probabilities out.
+
+>>> from dicc.predict import Recognizer
+>>> rec = Recognizer.load("runs/dicc-seed0")                      # a run directory, .pt or .onnx
+>>> rec("photo.jpg")                                              # a path, PIL image or numpy array
+[{'box': [177, 66, 95, 95], 'emotions': {'angry': 0.01, ..., 'neutral': 0.05}, 'dominant': 'happy'}]
+>>> rec(face_48x48, detect=False)                                 # already cropped: one face
+>>> rec.predict_batch([img1, img2])                               # one list of faces per image
+>>> video = rec.predict_video("clip.mp4", every=2, smooth=0.5)    # records with face ids
+>>> for frame in video: ...
+>>> video.summary()                                               # per face: dominant emotion over time
+
+The steps: a detector (:mod:`dicc.faces.detect`, ``haar`` or ``mtcnn``) finds the faces; each is
+cropped (with landmarks: framed like FER2013's faces and rotated so the eyes are level,
+:mod:`dicc.faces.align`; else the box grown by ``margin``), converted to the model's input
+exactly as training images are (grayscale, bilinear resize, ``(x / 255 - mean) / std`` from the
+checkpoint), and all faces of a batch of images go through the backend
+(:mod:`dicc.predict.backends`) together. The probabilities are over the parent classes: a
+strategy's sub-classes (DICC) are merged by its ``parent_logits``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..faces import (Detections, Detector, as_image_array, create_detector, expand_box, face_pixels, landmark_crop,
+                     load_image, normalize_batch)
+from .backends import OnnxBackend, TorchBackend, auto_device
+
+# how a face is cut out of the photo (see Recognizer); "rotate" is the default, measured in
+# benchmarks/alignment.md
+ALIGN_MODES = ("rotate", "frame", "box")
+DEFAULT_ALIGN = "rotate"
+
+
+def _align_mode(align) -> str:
+    if align is True or align is None:
+        return DEFAULT_ALIGN if align is None else "rotate"
+    if align is False:
+        return "box"
+    if align not in ALIGN_MODES:
+        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)} (or True / False), got {align!r}")
+    return align
+
+
+class Recognizer:
+    """Faces and their emotion probabilities from images and videos.
+
+    Build one with :meth:`load` (picks by the file name), :meth:`from_checkpoint` (a ``.pt``
+    checkpoint or a run directory) or :meth:`from_onnx` (a file from ``dicc export``). Options
+    (keywords of all three):
+
+    - ``detector``: ``"haar"`` (default), ``"mtcnn"``, or a :class:`dicc.faces.Detector`;
+    - ``align``: how a face is cut out when the detector gives landmarks (``mtcnn``):
+      ``"rotate"`` (default): the square that frames the eyes and mouth as in FER2013's faces,
+      turned so the eyes are level; ``"frame"``: the same square, not turned; ``"box"``: the
+      detector's box grown by ``margin`` (always the case for ``haar``). True = "rotate",
+      False = "box";
+    - ``margin``: a detected box is grown by this fraction of its size on every side before
+      cropping (clipped to the image; default 0.1). Reported boxes are the detector's;
+    - ``batch_size``: faces per forward pass (default 64).
+    """
+
+    def __init__(self, backend, class_names: Sequence[str], *, mean: float, std: float, image_size: int,
+                 channels: int, detector: str | Detector | None = None, align: str | bool | None = None,
+                 margin: float = 0.1, batch_size: int = 64, source: str = "") -> None:
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.class_names = tuple(class_names)
+        self.mean, self.std = float(mean), float(std)
+        self.image_size, self.channels = int(image_size), int(channels)
+        self.detector = create_detector(detector)
+        self.align = _align_mode(align)
+        self.margin = float(margin)
+        self.batch_size = int(batch_size)
+        self.source = source
+
+    def __repr__(self) -> str:
+        return (f"Recognizer({self.source!r}, classes={len(self.class_names)}, input={self.channels}x"
+                f"{self.image_size}x{self.image_size}, align={self.align!r}, margin={self.margin}, "
+                f"{self.detector!r})")
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, path, *, device=None, **options) -> "Recognizer":
+        """From a checkpoint file, a run directory, or an already loaded checkpoint dict.
+        ``device``: "cpu", "cuda", ... (default: CUDA when available)."""
+        from ..checkpoint import load_checkpoint, model_from_checkpoint
+
+        ckpt = path if isinstance(path, dict) else load_checkpoint(path)
+        model, strategy = model_from_checkpoint(ckpt)
+        norm = ckpt["normalization"]
+        backend = TorchBackend(model, strategy, auto_device(device))
+        return cls(backend, ckpt["class_names"], mean=norm["mean"], std=norm["std"], image_size=norm["image_size"],
+                   channels=norm["channels"], source=str(ckpt.get("_path", "")), **options)
+
+    @classmethod
+    def from_onnx(cls, path, *, providers: Sequence[str] | None = None, threads: int | None = None,
+                  **options) -> "Recognizer":
+        """From an ONNX file exported by ``dicc export`` (runs with onnxruntime; class names and
+        normalisation come from the file's metadata). ``threads`` sets onnxruntime's intra-op
+        threads (default: its own choice)."""
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ImportError(f"running an ONNX model needs onnxruntime: pip install onnxruntime ({err})") from None
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        try:
+            session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ValueError(f"{path}: not a readable ONNX model ({type(err).__name__}: {err})") from None
+        meta = session.get_modelmeta().custom_metadata_map
+        missing = [k for k in ("class_names", "mean", "std", "image_size", "channels") if k not in meta]
+        if missing:
+            raise ValueError(f"{path}: the ONNX metadata lacks {', '.join(missing)}; export the model with "
+                             f"`dicc export CHECKPOINT --onnx FILE`")
+        return cls(OnnxBackend(session), json.loads(meta["class_names"]), mean=float(meta["mean"]),
+                   std=float(meta["std"]), image_size=int(meta["image_size"]), channels=int(meta["channels"]),
+                   source=str(path), **options)
+
+    @classmethod
+    def load(cls, path, **options) -> "Recognizer":
+        """:meth:`from_onnx` for a ``.onnx`` file, :meth:`from_checkpoint` otherwise (``device``
+        only applies to checkpoints)."""
+        if str(path).lower().endswith(".onnx"):
+            options.pop("device", None)
+            return cls.from_onnx(path, **options)
+        return cls.from_checkpoint(path, **options)
+
+    # -- the steps ----------------------------------------------------------------------------------
+    def crop(self, image: np.ndarray, found: Detections) -> np.ndarray:
+        """Model pixels ``uint8 [N, C, S, S]`` of the faces ``found`` in ``image`` (an array from
+        :func:`dicc.faces.as_image_array`), cut out as ``align`` says."""
+        s, c = self.image_size, self.channels
+        if not len(found):
+            return np.zeros((0, c, s, s), dtype=np.uint8)
+        ih, iw = image.shape[:2]
+        crops = []
+        for k, box in enumerate(found.boxes):
+            if found.landmarks is not None and self.align != "box":
+                face = landmark_crop(image, found.landmarks[k], rotate=self.align == "rotate")
+            else:
+                x, y, w, h = expand_box(box, self.margin, iw, ih)
+                face = image[y:y + h, x:x + w]
+            crops.append(face_pixels(face, s, c))
+        return np.stack(crops)
+
+    def extract_many(self, images: Iterable, *, detect: bool = True, bgr: bool = False
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(boxes int64 [N, 4], model pixels uint8 [N, C, S, S])`` of each image's faces; the
+        detector sees all the images at once (MTCNN batches those of one size)."""
+        images = list(images)
+        if not detect:
+            return [self._whole(im, bgr) for im in images]
+        arrays = [load_image(im) if isinstance(im, (str, os.PathLike)) else as_image_array(im, bgr=bgr)
+                  for im in images]
+        found = self.detector.detect_many(arrays) if arrays else []
+        return [(f.boxes, self.crop(arr, f)) for arr, f in zip(arrays, found)]
+
+    def extract_faces(self, image, *, detect: bool = True, bgr: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes ``int64 [N, 4]`` (x, y, w, h) and model pixels ``uint8 [N, C, S, S]`` of the faces
+        in ``image``. With ``detect=False`` the whole image is one face (a file is then decoded
+        exactly as training decodes it, :func:`dicc.data.decode.decode_array`)."""
+        return self.extract_many([image], detect=detect, bgr=bgr)[0]
+
+    def _whole(self, image, bgr: bool) -> tuple[np.ndarray, np.ndarray]:
+        s, c = self.image_size, self.channels
+        if isinstance(image, (str, os.PathLike)):
+            from PIL import Image
+
+            from ..data.decode import decode_array
+
+            pixels = decode_array(image, s, c)
+            with Image.open(image) as im:
+                w, h = im.size
+            return np.array([[0, 0, w, h]], dtype=np.int64), pixels[None]
+        arr = as_image_array(image, bgr=bgr)
+        h, w = arr.shape[:2]
+        return np.array([[0, 0, w, h]], dtype=np.int64), face_pixels(arr, s, c)[None]
+
+    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
+        """``uint8 [N, C, S, S]`` -> the model's normalised ``float32`` input."""
+        return normalize_batch(pixels, self.mean, self.std)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[N, num_classes]`` of a normalised ``float32 [N, C, S, S]`` batch
+        (forwarded in chunks of ``batch_size``)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
+            raise ValueError(f"expected input [N, {self.channels}, {self.image_size}, {self.image_size}], "
+                             f"got {list(x.shape)}")
+        if not len(x):
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        outs = [self.backend(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def classify(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities of model-sized ``uint8 [N, C, S, S]`` faces (the one place every
+        face goes through on its way to the backend)."""
+        return self.predict_proba(self.preprocess(pixels))
+
+    def analyze(self, images: Iterable, *, detect: bool = True, bgr: bool = False
+                ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(boxes [N, 4], probabilities [N, num_classes])`` per image, with one batched
+        classification over all their faces."""
+        found = self.extract_many(images, detect=detect, bgr=bgr)
+        if not found:
+            return []
+        probs = self.classify(np.concatenate([p for _, p in found]))
+        out, start = [], 0
+        for boxes, pixels in found:
+            out.append((boxes, probs[start:start + len(pixels)]))
+            start += len(pixels)
+        return out
+
+    def faces(self, boxes: np.ndarray, probs: np.ndarray) -> list[dict]:
+        """``[{"box", "emotions", "dominant"}, ...]`` of boxes and their probabilities."""
+        names = self.class_names
+        return [{"box": [int(v) for v in box], "emotions": {n: float(v) for n, v in zip(names, p)},
+                 "dominant": names[int(np.argmax(p))]} for box, p in zip(boxes, probs)]
+
+    # -- the API --------------------------------------------------------------------------------------
+    def __call__(self, image, *, detect: bool = True, bgr: bool = False) -> list[dict]:
+        """The faces of one image: ``[{"box": [x, y, w, h], "emotions": {name: prob},
+        "dominant": name}, ...]`` ordered left to right; ``[]`` when no face is found.
+
+        ``image``: a file path, a PIL image, or a numpy array (``HxW`` gray, ``HxWx3`` RGB, or
+        BGR with ``bgr=True``; uint8, or floats in [0, 1]). ``detect=False``: the image is
+        already a face crop (box = the whole image)."""
+        return self.predict_batch([image], detect=detect, bgr=bgr)[0]
+
+    def predict_batch(self, images: Iterable, *, detect: bool = True, bgr: bool = False) -> list[list[dict]]:
+        """:meth:`__call__` for several images, with one batched forward over all their faces."""
+        return [self.faces(b, p) for b, p in self.analyze(images, detect=detect, bgr=bgr)]
+
+    def predict_video(self, source, *, every: int = 1, smooth: float = 1.0, iou: float = 0.3, max_missed: int = 5,
+                      detect: bool = True, chunk: int = 32, should_stop=None, with_images: bool = False):
+        """A :class:`dicc.predict.video.VideoPrediction` of a video file (a path) or a camera (an
+        int index): iterate it for ``{"frame", "time_s", "faces": [{"face_id", "box", "emotions",
+        "dominant"}]}`` per processed frame (every ``every``-th); afterwards ``.summary()`` (per
+        face: dominant emotion over time, share of frames per emotion) and ``.bad_frames``.
+
+        ``smooth``: weight of the newest frame in each face's moving average of probabilities
+        (1: none). ``iou``, ``max_missed``: a face keeps its id while its box overlaps the last
+        one by at least ``iou`` and it is missing from at most ``max_missed`` processed frames in
+        a row. ``chunk``: frames per batch (use 1 for a camera). ``should_stop``: polled before
+        each frame; True ends the video cleanly. ``with_images``: each record also holds the
+        frame's RGB array under "image"."""
+        from .inputs import VideoReader
+        from .video import VideoPrediction
+
+        reader = VideoReader(source, every, should_stop=should_stop)
+        return VideoPrediction(self, reader, smooth=smooth, iou=iou, max_missed=max_missed, chunk=chunk,
+                               detect=detect, with_images=with_images)
