@@ -366,3 +366,204 @@ def test_recall_chart_gives_every_method_its_own_colour(tmp_path, monkeypatch):
     assert len(bars) == 12 and all(len(c.patches) == 3 for c in bars)
     colours = {tuple(c.patches[0].get_facecolor()) for c in bars}
     assert len(colours) == 12
+
+
+# ---------------------------------------------------------------------------------------------
+# Records of a resumed run
+def test_resumed_run_records_counted_once(tmp_path):
+    """A run killed and resumed repeats the records of the epoch it redid (and may end in a line cut
+    short): the report counts each epoch's time once (the last record) and each event once."""
+    run = tmp_path / "out" / "default" / "ce" / "seed0"
+    make_run(run, _final(np.random.default_rng(0)), epoch_times=(1.0, 2.0))
+    with open(run / "metrics.jsonl", "a") as f:   # the resumed run redoes epoch 2, then epoch 3
+        f.write(json.dumps({"event": "recluster", "epoch": 2, "round": 2}) + "\n")
+        f.write(json.dumps({"epoch": 2, "train_loss": 0.5, "time_epoch": 4.0}) + "\n")
+        f.write(json.dumps({"epoch": 3, "train_loss": 0.4, "time_epoch": 8.0}) + "\n")
+        f.write('{"epoch": 4, "train_lo')
+    recs = compare.read_metrics(run)
+    assert [(r.get("event"), r["epoch"]) for r in recs] == [
+        (None, 1), ("recluster", 1), ("recluster", 2), (None, 2), (None, 3)]
+    assert next(r for r in recs if r.get("event") == "recluster" and r["epoch"] == 2)["round"] == 2   # the last
+    assert {e: r["time_epoch"] for e, r in compare.epoch_records(run).items()} == {1: 1.0, 2: 4.0, 3: 8.0}
+    row = compare.collect_results(tmp_path / "out")[0]
+    assert row["train_time_s"] == pytest.approx(13.0) and row["epochs"] == 3
+    assert compare.read_metrics(tmp_path / "missing") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived entries: a second stage applied to another entry's finished runs
+STAGE = {"name": "crt", "epochs": 5}
+
+
+def _derived_grid(tmp_path, **kw):
+    g = _grid(tmp_path, methods=[{"label": "ce+crt", "after": "ce", "stage": dict(STAGE)}, "ce",
+                                 {"label": "ce+crt+tau", "after": "ce+crt", "stage": {"name": "tau_norm"}}])
+    g.update(kw)
+    return g
+
+
+@pytest.fixture
+def fake_rebalance(monkeypatch):
+    """dicc.rebalance.rebalance's contract: (parent run dir, stage dict, out dir, log=) -> final metrics,
+    writing a run directory with final.json, config.yaml and metrics.jsonl."""
+    calls = []
+
+    def rebalance(parent_run_dir, stage, out, *, log=print):
+        assert (Path(parent_run_dir) / "final.json").is_file(), "a derived run starts from a finished parent"
+        calls.append((Path(parent_run_dir), stage, Path(out)))
+        final = _final(np.random.default_rng(len(calls)))
+        make_run(Path(out), final, epoch_times=(0.5,), last=False)
+        (Path(out) / "config.yaml").write_text((Path(parent_run_dir) / "config.yaml").read_text()
+                                               if (Path(parent_run_dir) / "config.yaml").is_file() else "{}\n")
+        return final
+
+    monkeypatch.setattr(compare.run, "rebalance", rebalance)
+    return calls
+
+
+def _rel(tmp_path, paths):
+    return [Path(p).relative_to(tmp_path / "out").as_posix() for p in paths]
+
+
+def test_derived_entries_are_planned_after_their_parent(tmp_path):
+    g = load_grid(_derived_grid(tmp_path))
+    assert [(m.label, m.derived) for m in g.methods] == [("ce+crt", True), ("ce", False), ("ce+crt+tau", True)]
+    runs = plan_runs(g)
+    # the derived entry stands first in the file but runs after the runs it is made from
+    assert [r.name for r in runs] == ["default/ce/seed0", "default/ce/seed1", "default/ce+crt/seed0",
+                                      "default/ce+crt/seed1", "default/ce+crt+tau/seed0", "default/ce+crt+tau/seed1"]
+    crt = runs[3]
+    assert crt.cfg is None and crt.run_dir == tmp_path / "out" / "default" / "ce+crt" / "seed1"
+    assert crt.derived.parent == tmp_path / "out" / "default" / "ce" / "seed1" and crt.derived.stage == STAGE
+    assert crt.parent_name == "default/ce/seed1" and runs[5].derived.parent == crt.run_dir
+    # --only a derived entry plans that entry only
+    assert [r.name for r in plan_runs(g, only=["ce+crt"], seeds=[0])] == ["default/ce+crt/seed0"]
+    # the normalised grid (compare.json) loads back to the same entries
+    assert load_grid(g.to_dict()).methods == g.methods
+
+
+@pytest.mark.parametrize("methods, fragment", [
+    (["ce", {"label": "x", "after": "cee", "stage": STAGE}],
+     "methods[1] (x): after: 'cee' is not a method entry of this grid; labels: ce, x"),
+    (["ce", {"label": "a", "after": "b", "stage": STAGE}, {"label": "b", "after": "nope", "stage": STAGE}],
+     "methods[1] (a): after: 'nope' is not a method entry of this grid (through a -> b)"),
+    (["ce", {"label": "a", "after": "b", "stage": STAGE}, {"label": "b", "after": "a", "stage": STAGE}],
+     "methods[1] (a): after: a cycle a -> b -> a"),
+    (["ce", {"label": "a", "after": "a", "stage": STAGE}], "a cycle a -> a"),
+    (["ce", {"label": "x", "after": "ce", "stage": STAGE, "options": {"tau": 1}}],
+     "methods[1]: a derived entry (with 'after') takes no options"),
+    (["ce", {"label": "x", "after": "ce"}], "methods[1]: a derived entry needs 'stage'"),
+    (["ce", {"after": "ce", "stage": STAGE}], "methods[1]: a derived entry needs 'label'"),
+    (["ce", {"label": "x", "after": "ce", "stage": {"epochs": 5}}], "methods[1] (x): stage must be a mapping with a 'name'"),
+    (["ce", {"label": "x", "after": "ce", "stage": STAGE, "stgae": 1}], "unknown key(s) stgae; valid: label, after, stage"),
+])
+def test_derived_entry_errors_name_the_entry(tmp_path, methods, fragment):
+    with pytest.raises(ValueError) as err:
+        load_grid(_grid(tmp_path, methods=methods))
+    assert fragment in str(err.value)
+
+
+def test_derived_runs_follow_their_parents(tmp_path, fake_fit, fake_rebalance):
+    out = run_grid(_derived_grid(tmp_path), log=lambda *a: None)
+    assert out.ok and _rel(tmp_path, [c.train.out for c, _ in fake_fit]) == ["default/ce/seed0", "default/ce/seed1"]
+    assert [(_rel(tmp_path, [p, o]), s) for p, s, o in fake_rebalance] == [
+        (["default/ce/seed0", "default/ce+crt/seed0"], STAGE), (["default/ce/seed1", "default/ce+crt/seed1"], STAGE),
+        (["default/ce+crt/seed0", "default/ce+crt+tau/seed0"], {"name": "tau_norm"}),
+        (["default/ce+crt/seed1", "default/ce+crt+tau/seed1"], {"name": "tau_norm"})]
+    record = json.loads((tmp_path / "out" / "default" / "ce+crt" / "seed0" / "stage.json").read_text())
+    assert record == {"after": "ce", "parent": str(tmp_path / "out" / "default" / "ce" / "seed0"), "stage": STAGE}
+    # the report: derived entries are ordinary rows, in the grid's order
+    _, table = _table((tmp_path / "out" / "results.md").read_text(), "default")
+    assert list(table) == ["ce+crt", "ce", "ce+crt+tau"] and all(cells[1] == "2" for cells in table.values())
+    with open(tmp_path / "out" / "results.csv") as f:
+        assert sorted({r["method"] for r in csv.DictReader(f)}) == ["ce", "ce+crt", "ce+crt+tau"]
+
+    # finished: nothing again; an interrupted derived run (no final.json) is redone from its parent
+    fake_fit.clear(), fake_rebalance.clear()
+    assert len(run_grid(_derived_grid(tmp_path), report=False, log=lambda *a: None).skipped) == 6 and fake_rebalance == []
+    (tmp_path / "out" / "default" / "ce+crt+tau" / "seed1" / "final.json").unlink()
+    (tmp_path / "out" / "default" / "ce+crt+tau" / "seed1" / "checkpoints").mkdir()
+    (tmp_path / "out" / "default" / "ce+crt+tau" / "seed1" / "checkpoints" / "last.pt").write_bytes(b"")
+    out = run_grid(_derived_grid(tmp_path), report=False, log=lambda *a: None)
+    assert out.trained == ["default/ce+crt+tau/seed1"] and out.resumed == [] and fake_fit == []
+    assert _rel(tmp_path, [fake_rebalance[0][0]]) == ["default/ce+crt/seed1"]
+
+
+def test_only_a_derived_entry_needs_finished_parents(tmp_path, fake_fit, fake_rebalance, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(json.dumps(_derived_grid(tmp_path)))
+    parser = argparse.ArgumentParser(prog="dicc")
+    add_compare_parser(parser.add_subparsers(dest="command"))
+    # the dry run lists each derived run with its parent run and the parent's status
+    assert run_compare(parser.parse_args(["compare", str(grid), "--dry-run"])) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"default/ce\+crt/seed0\s+pending \(after default/ce/seed0: pending\)", text)
+    assert re.search(r"default/ce\+crt\+tau/seed1\s+pending \(after default/ce\+crt/seed1: pending\)", text)
+    assert run_compare(parser.parse_args(["compare", str(grid), "--dry-run", "--only", "ce+crt"])) == 0
+    assert re.search(r"default/ce\+crt/seed0\s+pending \(after default/ce/seed0: pending, not selected\)",
+                     capsys.readouterr().out)
+
+    # parents neither finished nor selected: nothing runs, the error names what is missing
+    with pytest.raises(ValueError, match=r"default/ce\+crt/seed0 \(after default/ce/seed0: pending\); "
+                                         r"default/ce\+crt/seed1 \(after default/ce/seed1: pending\)"):
+        run_compare(parser.parse_args(["compare", str(grid), "--only", "ce+crt"]))
+    assert fake_fit == [] and fake_rebalance == [] and not (tmp_path / "out").exists()
+    # selected with their parents, or once the parents are finished, they run
+    assert run_compare(parser.parse_args(["compare", str(grid), "--only", "ce", "--only", "ce+crt", "--seed", "0",
+                                          "--no-report"])) == 0
+    assert len(fake_fit) == 1 and _rel(tmp_path, [fake_rebalance[0][2]]) == ["default/ce+crt/seed0"]
+    fake_fit.clear()
+    assert run_compare(parser.parse_args(["compare", str(grid), "--only", "ce+crt+tau", "--seed", "0", "--no-report"])) == 0
+    assert fake_fit == [] and _rel(tmp_path, [fake_rebalance[-1][2]]) == ["default/ce+crt+tau/seed0"]
+
+
+def test_derived_run_of_a_failed_parent_fails(tmp_path, monkeypatch, fake_rebalance):
+    def broken(cfg, *, resume=False, log=print):
+        if cfg.train.seed == 0:
+            raise FloatingPointError("the loss became nan")
+        make_run(Path(cfg.train.out), _final(np.random.default_rng(0)))
+
+    monkeypatch.setattr(compare.run, "fit", broken)
+    grid = _grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce", "stage": STAGE}])
+    out = run_grid(grid, keep_going=True, report=False, log=lambda *a: None)
+    assert set(out.failed) == {"default/ce/seed0", "default/ce+crt/seed0"}
+    assert "parent run default/ce/seed0 is not finished (it failed above)" in out.failed["default/ce+crt/seed0"]
+    assert out.trained == ["default/ce/seed1", "default/ce+crt/seed1"] and len(fake_rebalance) == 1
+
+
+def test_derived_config_differences_compare_stage_and_parent(tmp_path, fake_fit, fake_rebalance):
+    grid = _grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce", "stage": STAGE}], seeds=[0])
+    run_grid(grid, report=False, log=lambda *a: None)
+    run = plan_runs(load_grid(grid))[1]
+    assert compare.config_differences(run.run_dir, run.derived) == []
+    changed = plan_runs(load_grid(_grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce",
+                        "stage": {"name": "crt", "epochs": 9, "lr": 0.1}}], seeds=[0])))[1]
+    assert compare.config_differences(run.run_dir, changed.derived) == ["stage.epochs", "stage.lr"]
+    moved = compare.DerivedStage("ce", tmp_path / "elsewhere" / "seed0", STAGE)
+    assert compare.config_differences(run.run_dir, moved) == ["parent"]
+    logs = []
+    run_grid(_grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce", "stage": {"name": "crt", "epochs": 9}}],
+                   seeds=[0]), dry_run=True, log=logs.append)
+    assert any(re.search(r"ce\+crt/seed0\s+done \(after default/ce/seed0: done\) \[config differs: stage.epochs\]", x)
+               for x in logs)
+
+
+def test_rebalance_is_imported_from_dicc_rebalance_when_used(tmp_path, fake_fit, monkeypatch):
+    """The real entry point: dicc.rebalance.rebalance(parent_run_dir, stage, out, log=callable)."""
+    import sys
+    import types
+
+    calls = []
+
+    def rebalance(parent_run_dir, stage, out, log=print):
+        calls.append((parent_run_dir, stage, out, log))
+        make_run(out, _final(np.random.default_rng(0)), last=False)
+        return {}
+
+    monkeypatch.setitem(sys.modules, "dicc.rebalance", types.SimpleNamespace(rebalance=rebalance))
+    logs = []
+    run_grid(_grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce", "stage": STAGE}], seeds=[0]),
+             report=False, log=logs.append)
+    [(parent, stage, out, log)] = calls
+    assert isinstance(parent, Path) and isinstance(out, Path) and stage == STAGE and log == logs.append
+    assert out == tmp_path / "out" / "default" / "ce+crt" / "seed0"
