@@ -10,7 +10,8 @@ def add_compare_parser(subparsers) -> None:
     p = subparsers.add_parser("compare", help="run a grid of methods x seeds (x settings) and tabulate the results",
                               description="Train every unfinished run of a grid file (finished runs are skipped, "
                               "interrupted ones resumed; derived entries are made from their finished parent runs), then write results.csv, results.md and figures into the "
-                              "grid's out directory. See configs/compare-smoke.yaml for the file format.")
+                              "grid's out directory. See configs/compare-smoke.yaml and the docstring of dicc.compare.grid for "
+                              "the file format.")
     p.add_argument("grid", help="grid YAML file (base, methods, seeds, settings, out)")
     p.add_argument("--only", action="append", metavar="LABEL",
                    help="only this method label (repeatable); a derived entry's parent runs must be finished "
@@ -25,7 +26,8 @@ def add_compare_parser(subparsers) -> None:
                    help="train only; leave the report alone (for several compare processes on one grid: "
                    "write it once at the end with --report-only)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override for every run, e.g. --set train.device=cuda")
+                   help="dotted override for every trained run, e.g. --set train.device=cuda (a derived "
+                   "run takes its config from its parent run)")
 
 
 def run_compare(args) -> int:

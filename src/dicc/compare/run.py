@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -54,11 +55,15 @@ def _describe_status(run: GridRun, statuses: dict[str, str]) -> str:
     return status
 
 
-def _unmet_parents(todo: list[GridRun], statuses: dict[str, str]) -> list[str]:
+def _unmet_parents(todo: list[GridRun]) -> list[GridRun]:
     """Derived runs to make whose parent run is neither finished nor among the runs to do."""
     planned = {r.name for r in todo}
-    return [f"{r.name} (after {r.parent_name}: {run_status(r.derived.parent)})" for r in todo
+    return [r for r in todo
             if r.derived is not None and r.parent_name not in planned and run_status(r.derived.parent) != "done"]
+
+
+def _unmet_text(run: GridRun) -> str:
+    return f"{run.name} (after {run.parent_name}: {run_status(run.derived.parent)})"
 
 
 def _is_main_process() -> bool:
@@ -128,10 +133,12 @@ def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, s
         distributed.setup(device)
         statuses = distributed.broadcast_object(statuses)
     todo = [r for r in runs if statuses[r.name] != "done"]
-    unmet = _unmet_parents(todo, statuses)
+    unmet = _unmet_parents(todo)
     if unmet:
-        raise ValueError(f"derived run(s) whose parent run is not finished and not selected: {'; '.join(unmet)}; "
-                         f"train the parents first (--only LABEL of their entry) or select them too")
+        parents = " ".join(f"--only {shlex.quote(a)}" for a in dict.fromkeys(r.derived.after for r in unmet))
+        raise ValueError(f"derived run(s) whose parent run is not finished and not selected: "
+                         f"{'; '.join(_unmet_text(r) for r in unmet)}; train the parents first or select them too "
+                         f"({parents})")
     main = _is_main_process()
     if main:
         g.out.mkdir(parents=True, exist_ok=True)
