@@ -29,3 +29,76 @@ def test_longtail_counts_are_exact_and_val_comes_from_the_rest():
     assert data.val.class_counts() == want          # happy capped at the 50 left over
     again = build_run_data(cfg, need_test=False)
     assert torch.equal(again.train.images, data.train.images) and torch.equal(again.val.images, data.val.images)
+
+
+# ----------------------------------------------------------------------------- datasets on disk
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from data_helpers import class_tree, fer2013_csv, noise  # noqa: E402
+from dicc.data.classes import EMOTIONS, EMOTIONS8  # noqa: E402
+
+
+def fer_folders(root, skip=()):
+    """FER2013's folder layout, 3 Training / 2 PublicTest / 2 PrivateTest images per class."""
+    for i, cls in enumerate(EMOTIONS):
+        if cls not in skip:
+            class_tree(root / "train", {cls: 3}, seed=i, prefix="Training")
+        class_tree(root / "test", {cls: 2}, seed=10 + i, prefix="PublicTest")
+        class_tree(root / "test", {cls: 2}, seed=20 + i, prefix="PrivateTest")
+    return root
+
+
+def cfg_for(root, tmp_path, **kw):
+    return DataConfig(path=str(root), cache_dir=str(tmp_path / "cache"), val_fraction=0.34, **kw)
+
+
+def test_validation_or_training_images_in_the_test_set_are_refused(tmp_path):
+    root = fer_folders(tmp_path / "fer2013")
+    # PublicTest is part of test/: selecting checkpoints on it and reporting test/ is refused
+    with pytest.raises(ValueError, match=r"data.val='PublicTest' and data.test_split='test' share 14 of their "
+                                         r"images \(e.g. .*PublicTest_000.png\)"):
+        build_run_data(cfg_for(root, tmp_path, val="PublicTest", test_split="test"))
+    with pytest.raises(ValueError, match="data.train_split='test' and data.test_split='PrivateTest' share"):
+        build_run_data(cfg_for(root, tmp_path, train_split="test", test_split="PrivateTest"))
+    with pytest.raises(ValueError, match="unknown split 'val'"):  # no longer an alias of PublicTest
+        build_run_data(cfg_for(root, tmp_path, val="val", test_split="PrivateTest"))
+    ok = build_run_data(cfg_for(root, tmp_path, val="PublicTest", test_split="PrivateTest"))
+    assert len(ok.train) == 21 and len(ok.val) == 14 and len(ok.test) == 14
+    assert not set(ok.val.ids) & set(ok.test.ids)
+
+
+def test_duplicate_pictures_in_different_splits_are_different_samples(tmp_path):
+    px = noise(np.random.default_rng(0), 7)
+    rows = [(c, px[c], "Training") for c in range(7)] * 2 + [(c, px[c], "PublicTest") for c in range(7)]
+    csv = fer2013_csv(tmp_path / "fer2013.csv", rows)  # every test picture is also a training picture
+    data = build_run_data(DataConfig(path=str(csv), val_fraction=0.5))
+    assert len(data.train) == 7 and len(data.val) == 7 and len(data.test) == 7
+    assert all(":" in i and i.split(":")[-1].isdigit() for i in data.test.ids)  # <csv file>:<line>
+
+
+def test_missing_training_class_folder_is_named_before_training(tmp_path):
+    root = fer_folders(tmp_path / "fer2013", skip=("disgust",))
+    with pytest.raises(ValueError, match=r"data.train_split='train': .*train has no images of disgust "
+                                         r"\(label space: angry, disgust"):
+        build_run_data(cfg_for(root, tmp_path))
+
+
+def test_label_space_reaches_the_datasets_and_missing_test_classes_are_listed(tmp_path):
+    root = tmp_path / "flat"
+    class_tree(root, {c: 6 for c in EMOTIONS8 if c != "fear"} | {"fear": 1})
+    data = build_run_data(cfg_for(root, tmp_path, classes="emotions8"))
+    assert data.train.class_names == data.val.class_names == data.test.class_names == EMOTIONS8
+    assert data.train.class_counts() == [3, 3, 1, 3, 3, 3, 3, 3]  # 6 -> test 1, val 2, train 3
+    assert data.missing_classes == {"val": ["fear"], "test": ["fear"]}  # its only image trains
+    lt = build_run_data(cfg_for(root, tmp_path, classes="emotions8", longtail="exp:5", val=None))
+    assert lt.train.class_counts() == [5, 3, 1, 3, 2, 1, 1, 1]  # floor(5 * 5 ** (-rank / 7)), fear last
+    with pytest.raises(ValueError, match="preset 'fer2013-if100' is a table of the seven FER emotions.*contempt"):
+        build_run_data(cfg_for(root, tmp_path, classes="emotions8", longtail="fer2013-if100"))
+    with pytest.raises(ValueError, match="class 'angry' .* is not in the label space; valid classes are happy, sad"):
+        build_run_data(cfg_for(root, tmp_path, classes=["happy", "sad"]))
+    class_tree(tmp_path / "three", {"Happiness": 5, "sad": 5, "contemptuous": 5})
+    three = build_run_data(cfg_for(tmp_path / "three", tmp_path, classes="happiness, sad,contempt"))
+    assert three.train.class_names == ("happy", "sad", "contempt") and three.train.class_counts() == [3, 3, 3]
+    with pytest.raises(ValueError, match="data.classes: the built-in synthetic data has the seven emotions"):
+        build_run_data(DataConfig(classes="emotions8"))

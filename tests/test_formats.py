@@ -281,3 +281,38 @@ def test_unknown_split_lists_valid_ones(tmp_path):
     formats_class_tree(tmp_path / "test", {"happy": 1})
     with pytest.raises(ValueError, match="unknown split 'holdout'.*test, train"):
         load_split(tmp_path, "holdout")
+
+
+# ----------------------------------------------------------------------------- label spaces, identities
+def test_integer_labels_outside_the_label_space_are_dropped_and_counted(tmp_path):
+    px = formats_noise(np.random.default_rng(1), 5)
+    f = formats_csv(tmp_path / "fer2013.csv", list(zip([3, 4, 6, 3, 0], px, ["Training"] * 5)))
+    ds = load_split(f, "train", classes=["neutral", "happy"])
+    assert ds.class_names == ("neutral", "happy") and ds.labels.tolist() == [1, 0, 1]
+    assert torch.equal(ds.images[:, 0], torch.from_numpy(px[[0, 2, 3]]))
+    assert ds.dropped == {"sad": 1, "angry": 1}
+    assert ds.ids == [f"{os.path.abspath(f)}:{n}" for n in (2, 4, 5)]  # <csv file>:<line>
+    sub = ds.subset([2, 0])
+    assert sub.ids == [ds.ids[2], ds.ids[0]] and sub.class_names == ds.class_names
+    info = data_info(f, classes=["neutral", "happy"])
+    assert info["classes"] == ["neutral", "happy"]
+    assert info["splits"]["Training"]["dropped"] == {"angry": 1, "sad": 1}
+
+
+def test_data_info_names_missing_classes(tmp_path):
+    formats_class_tree(tmp_path / "train", {"happy": 2, "sad": 1})
+    info = data_info(tmp_path)
+    assert info["splits"]["train"]["missing"] == ["angry", "disgust", "fear", "surprise", "neutral"]
+    assert "train: no images of angry, disgust, fear, surprise, neutral" in format_info(info)
+
+
+def test_rafdb_has_no_validation_alias(tmp_path):
+    (tmp_path / "EmoLabel").mkdir()
+    (tmp_path / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg 4\ntest_0001.jpg 1\n")
+    for name in ("train_00001_aligned.jpg", "test_0001_aligned.jpg"):
+        formats_write_png(tmp_path / "Image" / "aligned" / name, np.zeros((48, 48), np.uint8))
+    assert load_split(tmp_path, "testing", cache_dir=False).labels.tolist() == [EMOTIONS.index("surprise")]
+    with pytest.raises(ValueError, match="unknown split 'val'; valid splits are train, test"):
+        load_split(tmp_path, "val", cache_dir=False)
+    ds = load_split(tmp_path, "train", image_size=64, channels=3, cache_dir=False)
+    assert ds.images.shape == (1, 3, 64, 64) and ds.ids == [str((tmp_path / "Image/aligned/train_00001_aligned.jpg"))]

@@ -124,3 +124,27 @@ def test_stratified_holdout():
     assert not torch.equal(hold, h3)
     with pytest.raises(ValueError, match="between 0 and 1"):
         stratified_holdout(labels, 1.5, seed=0)
+
+
+def test_other_label_spaces_profiles_and_counts_work_presets_refuse():
+    from dicc.data.classes import EMOTIONS8
+
+    avail = [400, 50, 300, 900, 500, 200, 600, 80]  # the seven + contempt
+    counts = parse_longtail("exp:10", avail, EMOTIONS8)
+    ranked = sorted(range(8), key=lambda c: -avail[c])
+    assert [counts[c] for c in ranked] == [math.floor(900 * 10 ** (-i / 7) + 1e-9) for i in range(8)]
+    assert parse_longtail("step:4", avail, EMOTIONS8) == longtail_counts("step", avail, 4)
+    assert parse_longtail({"contempt": 5, "Happiness": 7}, avail, EMOTIONS8) == [0, 0, 0, 7, 0, 0, 0, 5]
+    assert parse_longtail("1,2,3,4,5,6,7,8", avail, EMOTIONS8) == [1, 2, 3, 4, 5, 6, 7, 8]
+    with pytest.raises(ValueError, match=r"need 8 entries \(angry, .*, contempt\), got 7"):
+        parse_longtail("1,2,3,4,5,6,7", avail, EMOTIONS8)
+    for space in (EMOTIONS8, ("happy", "sad", "neutral")):
+        with pytest.raises(ValueError, match="preset 'fer2013-if10' is a table of the seven FER emotions"):
+            parse_longtail("fer2013-if10", [10] * len(space), space)
+    with pytest.raises(ValueError, match="preset"):
+        parse_longtail("fer2013-if10", [10, 10, 10])  # three unnamed classes
+    assert longtail_counts("exp", [9, 3, 1], 9, order=["sad", "happy", "pain"],
+                           class_names=("happy", "sad", "pain")) == [3, 9, 1]
+    labels = _labels([3, 1, 2])
+    with pytest.raises(ValueError, match=r"class 'sad' \(1\) has 1 samples but the long-tail subset asks for 2"):
+        longtail_subset(labels, [1, 2, 0], class_names=("happy", "sad", "pain"))

@@ -86,7 +86,8 @@ def class_index(name: str, *, where: str = "", classes: Sequence[str] = EMOTIONS
     place = f" ({where})" if where else ""
     canon = canonical_name(name)
     if canon in ALIASES.values():
-        hint = " (set data.classes to a label space that has it, e.g. emotions8 or a list of names)"
+        hint = (" (data.classes=emotions8 keeps it)" if canon == "contempt" and "contempt" not in classes
+                else " (add it to data.classes, or move it out of the dataset)")
         raise ValueError(f"class {name!r}{place} is not in the label space; valid classes are "
                          f"{', '.join(classes)}{hint}")
     aliases = sorted(a for a, c in ALIASES.items() if c in classes and len(a) > 2 and a != c)

@@ -216,7 +216,7 @@ def parse_longtail(spec, class_counts: Sequence[int], class_names: Sequence[str]
             values = [int(x) for x in s.split(",")]
         except ValueError:
             raise ValueError(f"cannot read long-tail counts {spec!r}: expected {n_cls} integers") from None
-        return parse_longtail(values, class_counts)
+        return parse_longtail(values, class_counts, names)
     if ":" in s:
         parts = s.split(":")
         profile = parts[0].strip().lower()
