@@ -16,7 +16,7 @@ def tiny_config(tmp_path):
 
     def make(*overrides, out="run"):
         return load_config(None, [
-            f"data.longtail={TINY_COUNTS}", "data.val=val", "model.width=4", "train.epochs=2",
+            f"data.longtail={TINY_COUNTS}", "data.val=holdout", "model.width=4", "train.epochs=2",
             "train.batch_size=32", "train.progress=false", "optim.lr=0.05", f"train.out={tmp_path / out}",
             *overrides,
         ])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import io
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -171,7 +173,7 @@ def test_ldam_drw_switches_weights_at_the_drw_epoch(epochs, options, switch):
             assert torch.allclose(strategy.criterion.weight, effective_number_weights(COUNTS, 0.9999).float())
         else:
             assert strategy.criterion.weight is None
-    assert [r["epoch"] for r in records if r.get("event") == "drw_on"] == [switch]
+    assert [r["epoch"] for r in records if r.get("event") == "drw_on"] == [switch + 1]   # 1-based
 
 
 def test_ldam_drw_loss_before_and_after_switch():
@@ -188,7 +190,47 @@ def test_ldam_drw_loss_before_and_after_switch():
     assert strategy.loss(cos, targets, None).item() == pytest.approx(rows.mean().item(), rel=1e-5)
     strategy.on_epoch_start(_ctx(1, 4))
     w = effective_number_weights(COUNTS, 0.9999)[targets]
-    assert strategy.loss(cos, targets, None).item() == pytest.approx((w * rows).mean().item(), rel=1e-5)
+    # normalised by the batch's weights, as the authors' code (F.cross_entropy(..., weight=w))
+    assert strategy.loss(cos, targets, None).item() == pytest.approx(((w * rows).sum() / w.sum()).item(), rel=1e-5)
+    plain = create_strategy("ldam_drw", COUNTS, {"drw_epoch": 1, "s": 10.0, "max_m": 0.5, "reduction": "mean"})
+    plain.on_epoch_start(_ctx(1, 4))
+    assert plain.loss(cos, targets, None).item() == pytest.approx((w * rows).mean().item(), rel=1e-5)
+
+
+def test_ldam_drw_phase_effective_step_by_hand():
+    """Cao et al.'s code re-weights from epoch 160 of 200, where its step schedule drops the lr to
+    0.1 of the peak, and normalises the weighted loss by the weights. On our one-cycle schedule
+    (20 epochs, warm-up 0.15) the "auto" start is the first epoch whose lr is at most 0.1 of the
+    peak, and the DRW loss keeps the unweighted loss's scale."""
+    from dicc.config import OptimConfig
+    from dicc.engine import learning_rate
+
+    epochs, steps = 20, 83                    # FER2013 IF=100: 10,739 images // batch 128
+    optim = OptimConfig(lr=0.05, schedule="onecycle", warmup_fraction=0.15)
+
+    def lr_at(e):
+        return learning_rate(optim, e * steps, epochs * steps)
+
+    def by_hand(frac):                        # torch's OneCycleLR: cosine from lr down to lr / 25e4
+        t = (frac - 0.15) / 0.85
+        return 0.05 / 25e4 + (0.05 - 0.05 / 25e4) * (1 + math.cos(math.pi * t)) / 2
+    assert lr_at(16) == pytest.approx(by_hand(16 / 20)) and by_hand(16 / 20) / 0.05 == pytest.approx(0.1305, abs=1e-4)
+    assert by_hand(17 / 20) / 0.05 == pytest.approx(0.0749, abs=1e-4)
+    fer_if100 = [387, 43, 1077, 4300, 1796, 139, 2997]
+    strategy = create_strategy("ldam_drw", fer_if100)
+    assert strategy.drw_epoch_for(epochs, lr_at) == 17
+    assert create_strategy("ldam_drw", fer_if100).drw_epoch_for(epochs, lambda e: 0.05) == 16   # constant: 0.8
+    # the loss scale in the DRW phase: per-sample losses all equal to 1 give a batch loss of 1
+    strategy.on_epoch_start(_ctx(17, epochs))
+    assert strategy.drw_active
+    y = torch.repeat_interleave(torch.arange(7), torch.tensor(fer_if100) // 43)   # the training class mix
+    w = effective_number_weights(fer_if100, 0.9999)
+    assert strategy.criterion.reduce(torch.ones(len(y)), y).item() == pytest.approx(1.0)
+    old_scale = (w[y]).mean().item()          # the former (1/B) sum w_y l_y: about 0.14 on this mix
+    assert old_scale == pytest.approx(0.14, abs=0.02)
+    # effective step (lr x loss scale) at the DRW start, as a share of the peak step
+    assert lr_at(17) / 0.05 * 1.0 == pytest.approx(0.0749, abs=1e-3)       # now
+    assert by_hand(0.8) / 0.05 * old_scale == pytest.approx(0.018, abs=0.004)   # before: 2 % of the peak
 
 
 def test_ldam_drw_switch_survives_a_checkpoint():

@@ -8,7 +8,7 @@ def test_defaults_and_overrides(tmp_path):
     f.write_text("train:\n  epochs: 3\nmethod:\n  name: dicc\n  options: {k_max: 2}\n")
     cfg = load_config(f, ["optim.lr=0.2", "train.amp=false", "method.options.parent_weight=0.5",
                           "data.longtail=fer2013-if100"])
-    assert cfg.train.epochs == 3 and cfg.optim.lr == 0.2 and cfg.train.amp is False
+    assert cfg.train.epochs == 3 and cfg.optim.lr == 0.2 and cfg.train.amp == "off"
     assert cfg.method.options == {"k_max": 2, "parent_weight": 0.5}
     assert cfg.data.longtail == "fer2013-if100"
     assert cfg.model.name == "vgg_fer"
@@ -25,7 +25,7 @@ def test_round_trip(tmp_path):
     ("train.epoch=3", "unknown key(s) in train: epoch; valid: amp, batch_size"),
     ("nothing.x=1", "unknown key(s) in config: nothing"),
     ("train.epochs=abc", "train.epochs: expected int"),
-    ("train.amp=maybe", "expected a boolean"),
+    ("train.amp=maybe", "train.amp: expected one of auto, on, off"),
     ("noequals", "not of the form key=value"),
 ])
 def test_bad_keys_are_clear_errors(override, fragment):

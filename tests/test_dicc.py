@@ -40,8 +40,10 @@ class FakeRun:
         self.records: list[dict] = []
         self.extractions = 0
 
-    def extract(self):
+    def extract(self, indices=None):
         self.extractions += 1
+        if indices is not None:
+            return self.features[indices].clone(), self.labels[indices].clone()
         return self.features.clone(), self.labels.clone()
 
     def ctx(self, epoch, epochs=20, rank=0, world_size=1, broadcast=None):
@@ -55,8 +57,12 @@ SMALL_COUNTS = [120, 40, 90]   # median 90 -> k = [1, 1, 1]; with size=40: k = [
 SMALL_STYLES = [3, 1, 2]
 
 
+# the clean feature pass (FakeRun hands out features), hard targets: what these tests check by hand
+SMALL_OPTS = {"size": 40, "warmup_epochs": 2, "n_init": 2, "feature_source": "clean", "soft_sibling": 0.0}
+
+
 def small(options=None, seed=0):
-    opts = {"size": 40, "warmup_epochs": 2, "n_init": 2}
+    opts = dict(SMALL_OPTS)
     opts.update(options or {})
     strat = create_strategy("dicc", SMALL_COUNTS, opts)
     run = FakeRun(SMALL_COUNTS, SMALL_STYLES, strat.num_outputs, seed=seed)
@@ -122,7 +128,7 @@ def test_schedule_clusters_exactly_at_the_scheduled_epochs():
     strat, run = small({"warmup_epochs": 3, "recluster_every": 2})
     for epoch in range(10):
         strat.on_epoch_start(run.ctx(epoch))
-    assert [r["epoch"] for r in run.records] == [3, 5, 7, 9]
+    assert [r["epoch"] for r in run.records] == [4, 6, 8, 10]   # 1-based: the epoch each one starts
     assert run.extractions == 4
     assert [strat.is_cluster_epoch(e) for e in range(6)] == [False, False, False, True, False, True]
     rec = run.records[1]
@@ -135,7 +141,7 @@ def test_schedule_clusters_exactly_at_the_scheduled_epochs():
     strat, run = small({"warmup_epochs": 1, "recluster_every": 0})
     for epoch in range(5):
         strat.on_epoch_start(run.ctx(epoch))
-    assert [r["epoch"] for r in run.records] == [1]
+    assert [r["epoch"] for r in run.records] == [2]
     # calling the hook twice for one epoch (resume) clusters once
     strat.on_epoch_start(run.ctx(1))
     assert len(run.records) == 1
@@ -287,6 +293,32 @@ def test_label_mismatch_is_an_error():
 
 
 # -- losses ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("loss,method", [("ce", "ce"), ("balanced_softmax", "balanced_softmax")])
+@pytest.mark.parametrize("parent_weight", [1.0, 0.5])
+def test_kmax1_is_exactly_the_base_method(loss, method, parent_weight):
+    """With no class split, DICC's loss and its gradients are the base method's: the parent term
+    only re-weights the same loss, (l + w l) / (1 + w) = l."""
+    counts = [120, 40, 90]
+    dicc = create_strategy("dicc", counts, {"k_max": 1, "base_loss": loss, "parent_loss": loss,
+                                            "parent_weight": parent_weight, "feature_source": "clean"})
+    base = create_strategy(method, counts)
+    assert dicc.num_outputs == base.num_outputs == 3
+    g = torch.Generator().manual_seed(1)
+    run = FakeRun([120, 40, 90], [1, 1, 1], 3)
+    idx = torch.randperm(250, generator=g)[:32]
+    y = run.labels[idx]
+    for epoch in (0, 3):                    # warm-up, then past the (trivial) split
+        dicc.on_epoch_start(run.ctx(epoch, epochs=10))
+        a = torch.randn(32, 3, generator=g, requires_grad=True)
+        b = a.detach().clone().requires_grad_(True)
+        la, lb = dicc.loss(a, y, idx), base.loss(b, y, idx)
+        la.backward()
+        lb.backward()
+        assert torch.allclose(la, lb, rtol=1e-6, atol=1e-7), (epoch, la, lb)
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-8), epoch
+    assert dicc.split   # the clustering ran (every class has one sub-class)
+
+
 def test_loss_is_subclass_ce_plus_parent_ce():
     strat, run = small({"parent_weight": 0.5})
     g = torch.Generator().manual_seed(0)
@@ -295,13 +327,13 @@ def test_loss_is_subclass_ce_plus_parent_ce():
     logits = torch.randn(6, 6, generator=g, requires_grad=True)
     # warm-up: the live rows are a 3-way classifier
     z = logits[:, [0, 3, 4]]
-    expect = F.cross_entropy(z, y) + 0.5 * F.cross_entropy(z, y)
+    expect = (F.cross_entropy(z, y) + 0.5 * F.cross_entropy(z, y)) / 1.5
     assert torch.allclose(strat.loss(logits, y, idx), expect, atol=1e-6)
-    # after the split: CE on pseudo-labels + 0.5 CE on logsumexp-merged parents
+    # after the split: (CE on pseudo-labels + 0.5 CE on logsumexp-merged parents) / 1.5
     strat.on_epoch_start(run.ctx(2))
     t = strat.pseudo[idx]
     parent = torch.stack([logits[:, 0:3].logsumexp(1), logits[:, 3], logits[:, 4:6].logsumexp(1)], 1)
-    expect = F.cross_entropy(logits, t) + 0.5 * F.cross_entropy(parent, y)
+    expect = (F.cross_entropy(logits, t) + 0.5 * F.cross_entropy(parent, y)) / 1.5
     got = strat.loss(logits, y, idx)
     assert torch.allclose(got, expect, atol=1e-6)
     got.backward()
@@ -321,7 +353,7 @@ def test_base_and_parent_losses_use_their_counts():
     sub_prior = torch.tensor([40.0, 40, 40, 40, 45, 45]).log()
     cls_prior = torch.tensor([120.0, 40, 90]).log()
     parent = torch.stack([logits[:, 0:3].logsumexp(1), logits[:, 3], logits[:, 4:6].logsumexp(1)], 1)
-    expect = F.cross_entropy(logits + sub_prior, strat.pseudo[idx]) + F.cross_entropy(parent + cls_prior, y)
+    expect = (F.cross_entropy(logits + sub_prior, strat.pseudo[idx]) + F.cross_entropy(parent + cls_prior, y)) / 2
     assert torch.allclose(strat.loss(logits, y, idx), expect, atol=1e-5)
 
 
@@ -363,7 +395,7 @@ def test_state_round_trip_weights_only(tmp_path):
     path = tmp_path / "state.pt"
     torch.save({"strategy": strat.state_dict()}, path)
     state = torch.load(path, weights_only=True)["strategy"]
-    fresh = create_strategy("dicc", SMALL_COUNTS, {"size": 40, "warmup_epochs": 2, "n_init": 2})
+    fresh = create_strategy("dicc", SMALL_COUNTS, SMALL_OPTS)
     assert not fresh.split
     fresh.load_state_dict(state)
     assert fresh.split and fresh.rounds == 2 and fresh.last_cluster_epoch == 3
@@ -402,7 +434,7 @@ def test_ranks_share_rank0_clustering():
         return t
 
     strat0.on_epoch_start(run.ctx(2, rank=0, world_size=2, broadcast=send))
-    strat1 = create_strategy("dicc", SMALL_COUNTS, {"size": 40, "warmup_epochs": 2, "n_init": 2})
+    strat1 = create_strategy("dicc", SMALL_COUNTS, SMALL_OPTS)
     received = iter(sent)
 
     def receive(t, src=0):

@@ -134,7 +134,7 @@ def test_head_rewritten_in_place_and_no_clean_pass_once_every_index_was_seen():
     assert model.head is head
     assert (id(model.head), id(head.weight), id(head.bias), head.weight.data_ptr(), head.bias.data_ptr()) == ids
     recs = [r for r in ctx.records if r.get("event") == "recluster"]
-    assert [r["epoch"] for r in recs] == [2, 3, 4, 5]
+    assert [r["epoch"] for r in recs] == [3, 4, 5, 6]   # 1-based: the epoch each re-clustering starts
     # after the first split no clean images are needed: indices dropped in an epoch keep older rows
     assert all(r["features"]["clean"] == 0 for r in recs[1:])
     assert all(sum(r["features"].values()) == N for r in recs)
@@ -165,8 +165,9 @@ def test_state_round_trips_and_a_resumed_run_starts_from_a_clean_pass(tmp_path):
 def test_options_and_hook_lifetime():
     with pytest.raises(ValueError, match="feature_source.*clean, train"):
         create_strategy("dicc", COUNTS, {"feature_source": "augmented"})
-    # the default is the clean pass, with no hook on the model
-    strat = create_strategy("dicc", COUNTS, {"size": 4, "warmup_epochs": 1, "n_init": 1})
+    # the default keeps the training features; the clean pass has no hook on the model
+    assert create_strategy("dicc", COUNTS).options.feature_source == "train"
+    strat = create_strategy("dicc", COUNTS, {"size": 4, "warmup_epochs": 1, "n_init": 1, "feature_source": "clean"})
     assert strat.options.feature_source == "clean"
     model = create_model("vgg_fer", strat.num_outputs, width=4)
     ctx = Ctx(model, images())
@@ -246,7 +247,7 @@ def test_engine_run_with_train_features(tiny_config):
     res = fit(cfg, log=lambda *a: None)
     recs = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     clusters = [r for r in recs if r.get("event") == "recluster"]
-    assert [r["epoch"] for r in clusters] == [1, 2]
+    assert [r["epoch"] for r in clusters] == [2, 3]
     n = sum([24, 8, 24, 64, 32, 16, 48])
     for r in clusters:
         assert sum(r["features"].values()) == n and r["features"]["train"] > 0

@@ -126,7 +126,7 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
 
 
 def test_device_and_threads_per_rank():
-    with pytest.raises(RuntimeError, match="one GPU"):
+    with pytest.raises(ValueError, match="one GPU"):
         distributed.resolve_device("cuda:1", local_rank=0, world_size=2)
     assert distributed.resolve_device("cpu", 3, 4) == torch.device("cpu")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -12,6 +12,8 @@ import torch
 
 FORMAT = "dicc-checkpoint"
 VERSION = 1
+#: what every checkpoint holds (a training checkpoint also has optimizer, augment, rng, epoch, step)
+REQUIRED_KEYS = ("model", "model_spec", "class_names", "class_counts", "normalization", "strategy")
 
 
 @contextmanager
@@ -59,9 +61,19 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unpickling problem with the file name
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: not a readable checkpoint: truncated or corrupt file? ({type(err).__name__}: "
+                         f"{detail})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a dicc checkpoint (missing format marker)")
+    version = ckpt.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise ValueError(f"{path}: checkpoint format version {version!r}; this dicc reads versions 1 to {VERSION} "
+                         f"(written by {'a newer' if isinstance(version, int) and version > VERSION else 'another'} "
+                         "dicc?)")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)} (not written by dicc, or cut short)")
     ckpt["_path"] = str(path)
     return ckpt
 
@@ -72,7 +84,8 @@ def model_from_checkpoint(ckpt: dict):
     from .strategies import create_strategy
 
     spec = ckpt["model_spec"]
-    strategy = create_strategy(ckpt["strategy"]["name"], ckpt["class_counts"], ckpt["strategy"]["options"])
+    strategy = create_strategy(ckpt["strategy"]["name"], ckpt["class_counts"], ckpt["strategy"]["options"],
+                               class_names=ckpt["class_names"])
     strategy.load_state_dict(ckpt["strategy"]["state"])
     model = create_model(spec["name"], spec["num_outputs"], in_channels=spec["in_channels"],
                          width=spec["width"], head_type=spec["head_type"], dropout=spec.get("dropout", 0.0))

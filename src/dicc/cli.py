@@ -33,8 +33,16 @@ def _train(args) -> int:
 
     from .config import load_config
     from .engine import fit
+    from .rundir import RunDirectory
 
-    cfg = load_config(args.config, args.overrides)
+    base = None
+    if args.resume:  # continue from the run's own config.yaml; what is given must agree with it
+        out = args.out or next((o.split("=", 1)[1] for o in args.overrides if o.startswith("train.out=")), None)
+        if out is None:
+            raise ValueError("--resume needs --out RUN_DIR (the run to continue)")
+        saved = RunDirectory(out).saved_config()
+        base = saved.to_dict() if saved is not None else None
+    cfg = load_config(args.config, args.overrides, base=base)
     # the typed flags are taken literally (a path may hold '#' or ': '), after the --set overrides
     for section, key, value in (("data", "path", args.data), ("data", "format", args.format),
                                 ("method", "name", args.method), ("train", "epochs", args.epochs),
@@ -51,7 +59,15 @@ def _train(args) -> int:
         cfg.train.out = f"runs/{cfg.method.name}-seed{cfg.train.seed}"
     if cfg.data.path is not None and not Path(cfg.data.path).exists():
         raise FileNotFoundError(f"--data: path not found: {cfg.data.path}")
-    result = fit(cfg, resume=args.resume)
+    try:
+        result = fit(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        if _is_rank0():
+            last = RunDirectory(cfg.train.out).last
+            done = f"{last} holds the last finished epoch" if last.exists() else "no epoch had finished"
+            print(f"dicc train: interrupted; {done}; continue with: dicc train --out {cfg.train.out} --resume",
+                  file=sys.stderr)
+        return 130
     if _is_rank0():
         print(f"run directory: {result.run_dir}")
     return 0
@@ -62,7 +78,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--data", help="dataset root or CSV (default: the data the run was trained on)")
     p.add_argument("--format", default="auto")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="a split of the dataset, or 'holdout': the validation "
+                   "images the run selected its checkpoint on (rebuilt from its config)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--confusion", help="also save the confusion matrix as this PNG")
     p.add_argument("--batch-size", type=int, default=512)
@@ -71,7 +88,7 @@ def _add_evaluate(sub) -> None:
 def _evaluate(args) -> int:
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .config import DataConfig, from_dict
-    from .data.build import open_split
+    from .data.build import build_run_data, open_split
     from .engine import evaluate
     from .metrics import format_metrics, save_confusion_png
 
@@ -81,7 +98,13 @@ def _evaluate(args) -> int:
     if args.data is not None:
         dcfg.path, dcfg.format = args.data, args.format
     norm = ckpt["normalization"]
-    ds = open_split(dcfg, args.split)
+    if args.split == "holdout":
+        if dcfg.val != "holdout":
+            raise ValueError(f"{ckpt['_path']}: this run did not select on a hold-out (data.val={dcfg.val!r}); "
+                             "evaluate --split with a split name")
+        ds = build_run_data(dcfg, need_test=False).val
+    else:
+        ds = open_split(dcfg, args.split)
     m = evaluate(model, strategy, ds, batch_size=args.batch_size, mean=norm["mean"], std=norm["std"])
     m.update({"split": args.split, "checkpoint": ckpt["_path"]})
     if args.confusion:
@@ -208,16 +231,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging() -> None:
+    """The library logs through ``logging.getLogger("dicc")``; the CLI shows INFO lines on
+    stdout as plain text (rank 0 only under torchrun)."""
+    import logging
+
+    class StdoutHandler(logging.StreamHandler):
+        """Writes to whatever ``sys.stdout`` is at the time (it may be replaced, e.g. by pytest)."""
+
+        @property
+        def stream(self):
+            return sys.stdout
+
+        @stream.setter
+        def stream(self, value):
+            pass
+
+    logger = logging.getLogger("dicc")
+    if not any(getattr(h, "_dicc_cli", False) for h in logger.handlers):
+        handler = StdoutHandler()
+        handler._dicc_cli = True
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.INFO if _is_rank0() else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging()
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         if _is_rank0():
             print(f"dicc {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if _is_rank0():
+            print(f"dicc {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Unknown keys are errors that list the valid ones, so a typo never silently does 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,8 @@ import yaml
 class DataConfig:
     path: str | None = None          # dataset root or CSV; None = the built-in synthetic data
     format: str = "auto"             # fer2013_csv, fer2013_folders, imagefolder, rafdb, auto
+    classes: Any = None              # label space: None/"emotions7" (canonical 7), "emotions8" (+ contempt),
+                                     # or a list of class names
     train_split: str = "train"
     val: str | None = "holdout"      # "holdout" (drawn from train), a split name, or None
     val_fraction: float = 0.1        # share of each training class held out when val=holdout
@@ -42,7 +45,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     name: str = "vgg_fer"
-    width: int | None = 32
+    width: int | None = None         # channel width (vgg_fer: 32 when null; resnet18: 64 only)
     dropout: float = 0.0
     pretrained: str | None = None    # local path to weights (never downloaded)
 
@@ -70,10 +73,17 @@ class TrainConfig:
     eval_batch_size: int = 512
     seed: int = 0
     device: str = "auto"             # auto, cpu, cuda, cuda:N
-    amp: bool = True                 # mixed precision when on CUDA
+    amp: str = "auto"                # auto, on, off: bf16 (fp16 + scaler on GPUs without bf16) where it pays
+    channels_last: str = "auto"      # auto, on, off: NHWC tensors for convolutional models (dicc.precision)
     threads: int | None = None       # torch CPU threads (None: library default)
     progress: bool = True
     out: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        from .precision import normalize_choice
+
+        self.amp = normalize_choice(self.amp, "train.amp")
+        self.channels_last = normalize_choice(self.channels_last, "train.channels_last")
 
 
 @dataclass
@@ -87,6 +97,29 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+#: keys that cannot change a run's numbers: a resumed run may set them anew (all others must
+#: equal the run's own ``config.yaml``)
+INCIDENTAL_KEYS = frozenset({"train.out", "train.progress", "train.threads", "train.eval_batch_size",
+                             "data.workers", "data.cache_dir"})
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; ``method.options`` stays one value (a dict)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not (prefix + k).startswith("method.options"):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def config_differences(saved: "Config", new: "Config", ignore=INCIDENTAL_KEYS) -> list[str]:
+    """Dotted keys whose values differ between two configs (``ignore``-d keys left out)."""
+    a, b = flatten(saved.to_dict()), flatten(new.to_dict())
+    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -148,10 +181,18 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
 
 
 def _parse_value(text: str) -> Any:
+    """A YAML value; numbers YAML 1.1 leaves as strings (``5e-1``, ``1e3``) become floats."""
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") \
+                else value
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -170,19 +211,29 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- dotted overrides, validated into a :class:`Config`."""
-    raw: dict = {}
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "options" else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> Config:
+    """Defaults <- ``base`` (e.g. a run's saved config) <- YAML file <- dotted overrides,
+    validated into a :class:`Config`."""
+    raw: dict = copy.deepcopy(base) if base else {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
+        if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
+        raw = _merge(raw, loaded)
     raw = apply_overrides(raw, overrides or [])
     return from_dict(Config, raw)
 

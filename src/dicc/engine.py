@@ -5,13 +5,10 @@ method's name: everything method-specific is behind the strategy.
 """
 from __future__ import annotations
 
-import functools
-import json
+import logging
 import math
-import platform
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,26 +16,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, distributed
-from .checkpoint import FORMAT, VERSION, load_checkpoint, save_atomic, write_text_atomic
-from .config import Config, save_config
+from . import distributed
+from .checkpoint import FORMAT, VERSION, load_checkpoint, save_atomic
+from .config import Config, config_differences, flatten
 from .data.base import FERDataset
 from .data.build import build_run_data
 from .data.loader import iterate_batches
 from .data.transforms import BatchAugment, normalize
 from .metrics import confusion_matrix, format_metrics, metrics_from_confusion, save_confusion_png
 from .models import FERModel, create_model
+from .precision import Precision, resolve_precision
+from .rundir import RunDirectory, environment
 from .strategies import EpochContext, Strategy, create_strategy
+from .validate import check_config
+
+logger = logging.getLogger("dicc")
 
 
 def _unwrap(model: nn.Module) -> FERModel:
     return model.module if hasattr(model, "module") else model
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def _fp32(device: torch.device) -> Precision:
+    return Precision(torch.device(device).type)
 
 
 def learning_rate(cfg, step: int, total: int) -> float:
@@ -72,11 +72,12 @@ def make_optimizer(cfg, params) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batch_size: int,
-                   device: torch.device, mean: float, std: float, amp: bool, fn) -> torch.Tensor:
+                   device: torch.device, mean: float, std: float, precision: Precision | None, fn) -> torch.Tensor:
+    prec = precision or _fp32(device)
     outs = []
     for x, _, _ in iterate_batches(ds, indices, batch_size):
-        with _autocast(device, amp):
-            outs.append(fn(normalize(x.to(device, non_blocking=True), mean, std)).float())
+        with prec.autocast():
+            outs.append(fn(prec.prepare_input(normalize(x.to(device, non_blocking=True), mean, std))).float())
     if not outs:  # an empty shard (fewer samples than ranks): an empty batch keeps the trailing shape
         x = torch.zeros(0, ds.channels, ds.image_size, ds.image_size, dtype=torch.uint8, device=device)
         outs.append(fn(normalize(x, mean, std)).float())
@@ -85,7 +86,7 @@ def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batc
 
 @torch.no_grad()
 def extract_features(model: nn.Module, ds: FERDataset, *, batch_size: int = 512, device=None,
-                     mean: float = 0.5, std: float = 0.25, amp: bool = False, rank: int = 0,
+                     mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
                      world_size: int = 1, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised penultimate features of every image of ``ds`` (eval mode, no
     augmentation), ordered by dataset index (only those of ``indices``, in that order, if
@@ -97,7 +98,7 @@ def extract_features(model: nn.Module, ds: FERDataset, *, batch_size: int = 512,
     net.eval()
     subset = torch.arange(len(ds)) if indices is None else torch.as_tensor(indices).long().cpu()
     pos = distributed.eval_shard(len(subset), rank, world_size)
-    feats = _forward_shard(net, ds, subset[pos], batch_size, device, mean, std, amp, net.features)
+    feats = _forward_shard(net, ds, subset[pos], batch_size, device, mean, std, precision, net.features)
     feats = F.normalize(feats, dim=1)
     feats = distributed.gather_by_index(feats, pos.to(device), len(subset))
     net.train(was_training)
@@ -106,23 +107,24 @@ def extract_features(model: nn.Module, ds: FERDataset, *, batch_size: int = 512,
 
 @torch.no_grad()
 def predict_parent_logits(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512,
-                          device=None, mean: float = 0.5, std: float = 0.25, amp: bool = False,
+                          device=None, mean: float = 0.5, std: float = 0.25, precision: Precision | None = None,
                           indices: torch.Tensor | None = None) -> torch.Tensor:
     """Parent-class logits ``[len(indices), num_classes]`` (what evaluation sees)."""
     net = _unwrap(model)
     device = device or next(net.parameters()).device
     net.eval()
     idx = torch.arange(len(ds)) if indices is None else indices
-    return _forward_shard(net, ds, idx, batch_size, device, mean, std, amp,
+    return _forward_shard(net, ds, idx, batch_size, device, mean, std, precision,
                           lambda x: strategy.parent_logits(net(x).float()))
 
 
 def evaluate(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512, device=None,
-             mean: float = 0.5, std: float = 0.25, amp: bool = False, rank: int = 0, world_size: int = 1) -> dict:
+             mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
+             world_size: int = 1) -> dict:
     """Metrics of ``model`` on all of ``ds`` from one confusion matrix (summed across ranks)."""
     idx = distributed.eval_shard(len(ds), rank, world_size)
     logits = predict_parent_logits(model, strategy, ds, batch_size=batch_size, device=device, mean=mean,
-                                   std=std, amp=amp, indices=idx)
+                                   std=std, precision=precision, indices=idx)
     cm = confusion_matrix(ds.labels[idx], logits.argmax(1).cpu(), ds.num_classes)
     cm = distributed.all_reduce_sum(cm.to(logits.device if world_size > 1 else "cpu")).cpu()
     return metrics_from_confusion(cm, ds.class_names)
@@ -134,54 +136,27 @@ class RunResult:
     run_dir: Path
     final: dict | None
     best_val: float | None
+    model: nn.Module | None = None        # the trained model (the evaluated checkpoint's weights), eval mode
+    strategy: Strategy | None = None
+    precision: Precision | None = None
 
 
-@functools.lru_cache(maxsize=1)
-def _source_revision() -> dict:
-    """The git commit of the dicc source tree and whether it had uncommitted changes (when it
-    is a git checkout; an installed package has none), so a run's numbers can be tied to code."""
-    import subprocess
-
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        if rev.returncode != 0:
-            return {}
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
-                               capture_output=True, text=True, timeout=10)
-        return {"git_commit": rev.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {}
-
-
-def _environment() -> dict:
-    import numpy
-
-    return {"dicc": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
-            "numpy": numpy.__version__, "platform": platform.platform(),
-            "cuda": torch.version.cuda if torch.cuda.is_available() else None, **_source_revision()}
-
-
-def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _rank_states(augment, dinfo: distributed.DistInfo) -> list[dict] | None:
-    """Every rank's augmentation and torch RNG state (collective; None with one process), so a
-    resumed DDP run continues each rank's random streams exactly."""
-    if not dinfo.enabled:
-        return None
-    return distributed.all_gather_object({"augment": augment.state_dict(), "rng": torch.get_rng_state()})
+def _rank_states(augment, strategy: Strategy, dinfo: distributed.DistInfo) -> list[dict]:
+    """Every rank's augmentation, torch RNG and per-rank strategy state (collective), so a
+    resumed run continues each rank's random streams and state exactly."""
+    return distributed.all_gather_object({"augment": augment.state_dict(), "rng": torch.get_rng_state(),
+                                          "strategy": strategy.rank_state_dict()})
 
 
 def _state(model, strategy, optimizer, augment, cfg: Config, epoch: int, step: int, best: float | None,
-           train: FERDataset, rank_states: list[dict] | None = None) -> dict:
+           train: FERDataset, rank_states: list[dict] | None = None, scaler=None, precision=None) -> dict:
     net = _unwrap(model)
     return {
         "format": FORMAT, "version": VERSION, "epoch": epoch, "step": step, "best_val": best,
         "config": cfg.to_dict(), "class_names": list(train.class_names), "class_counts": train.class_counts(),
-        "model": net.state_dict(),
+        # fp32, in the standard memory format, whatever the run computed in
+        "model": {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+                  for k, v in net.state_dict().items()},
         "model_spec": {"name": cfg.model.name, "width": cfg.model.width, "num_outputs": strategy.num_outputs,
                        "head_type": strategy.head_type, "in_channels": train.channels,
                        "image_size": train.image_size, "dropout": cfg.model.dropout},
@@ -190,7 +165,8 @@ def _state(model, strategy, optimizer, augment, cfg: Config, epoch: int, step: i
         "strategy": {"name": strategy.name, "options": cfg.method.options, "state": strategy.state_dict()},
         "optimizer": optimizer.state_dict(), "augment": augment.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
-        "environment": _environment(),
+        "environment": environment(precision),
+        **({"scaler": scaler.state_dict()} if scaler is not None else {}),
         **({"rank_states": rank_states} if rank_states else {}),
     }
 
@@ -202,6 +178,9 @@ def _load_on_rank0(path: Path, dinfo: distributed.DistInfo, keys: tuple[str, ...
     if dinfo.is_main:
         try:
             ckpt = load_checkpoint(path, map_location="cpu")
+            missing = [k for k in (keys or ()) if k not in ckpt]
+            if missing:
+                raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)} (not written by dicc's training?)")
             if keys is not None:
                 ckpt = {k: ckpt[k] for k in keys}
         except Exception as e:  # noqa: BLE001 - re-raised on every rank
@@ -210,83 +189,109 @@ def _load_on_rank0(path: Path, dinfo: distributed.DistInfo, keys: tuple[str, ...
     return distributed.broadcast_object(ckpt)
 
 
-def fit(cfg: Config, *, resume: bool = False, log=print) -> RunResult:
+def _default_log(*args, **kwargs) -> None:
+    logger.info(" ".join(str(a) for a in args))
+
+
+def fit(cfg: Config, *, resume: bool = False, log=None) -> RunResult:
     """Train according to ``cfg``; write the run directory; return the final test metrics.
 
     The run directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch, plus
     strategy events), ``checkpoints/{last,best}.pt``, ``final.json`` and
-    ``confusion_test.png``. ``resume=True`` continues from ``checkpoints/last.pt``.
+    ``confusion_test.png`` (see :mod:`dicc.rundir`). ``resume=True`` continues from
+    ``checkpoints/last.pt``; ``cfg`` must then equal the run's own ``config.yaml`` in every
+    key that can change the result (``dicc.config.INCIDENTAL_KEYS`` may differ). Progress
+    goes to ``log`` (default: the ``dicc`` logger at INFO level; the library never prints).
     """
     # under torchrun the process group is started on the first call and kept for the process's
     # life (destroyed at exit; torch cannot start a second one), so several fits can follow
     # each other; a group the caller set up is used and left alone
-    return _fit(cfg, distributed.setup(cfg.train.device), resume, log)
+    check_config(cfg)   # before the process group, any data or any file
+    return _fit(cfg, distributed.setup(cfg.train.device), resume, log or _default_log)
+
+
+def _check_run_dir(rd: RunDirectory, cfg: Config, resume: bool, dinfo: distributed.DistInfo) -> None:
+    """Rank 0 checks the run directory (fresh, or resumable with the same settings); every rank
+    raises what it found (the others learn of it from raise_if_any rather than waiting)."""
+    err = None
+    if dinfo.is_main:
+        try:
+            if not resume and rd.holds_run():
+                raise FileExistsError(f"{rd.path} already holds a run; pass --resume to continue it or choose "
+                                      "another --out")
+            if resume and not rd.last.exists():
+                raise FileNotFoundError(f"--resume: no checkpoint at {rd.last}")
+            saved = rd.saved_config() if resume else None
+            if saved is not None:
+                diff = config_differences(saved, cfg)
+                if diff:
+                    a, b = flatten(saved.to_dict()), flatten(cfg.to_dict())
+                    shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
+                    raise ValueError(f"--resume: {rd.path} was trained with other settings ({shown}); resume with "
+                                     f"the run's own config (dicc train --out {rd.path} --resume) or start a new run")
+        except Exception as e:  # noqa: BLE001 - raised on every rank
+            err = e
+    distributed.raise_if_any(err)
 
 
 def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResult:
     main = dinfo.is_main
     say = log if main else (lambda *a, **k: None)
     device = dinfo.device
-    amp = cfg.train.amp and device.type == "cuda"
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     elif dinfo.enabled:  # share this node's cores among its processes (torchrun's default is 1 each)
         torch.set_num_threads(distributed.default_threads(dinfo))
-    run_dir = Path(cfg.train.out)
-    ckpt_dir = run_dir / "checkpoints"
-    last_path = ckpt_dir / "last.pt"
-    # only rank 0 touches the run directory (it need not be on a shared filesystem); the others
-    # learn of its errors from raise_if_any rather than waiting for it in a collective
-    err = None
-    if main and not resume and (last_path.exists() or (run_dir / "final.json").exists()):
-        err = FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if main and resume and not last_path.exists():
-        err = FileNotFoundError(f"--resume: no checkpoint at {last_path}")
-    distributed.raise_if_any(err)
+    rd = RunDirectory(cfg.train.out)
+    _check_run_dir(rd, cfg, resume, dinfo)
 
     torch.manual_seed(cfg.train.seed)
     data = build_run_data(cfg.data)
     train = data.train
     counts = train.class_counts()
-    strategy = create_strategy(cfg.method.name, counts, cfg.method.options)
-    strategy.class_names = list(train.class_names)
+    strategy = create_strategy(cfg.method.name, counts, cfg.method.options, class_names=list(train.class_names))
     model = create_model(cfg.model.name, strategy.num_outputs, in_channels=train.channels, width=cfg.model.width,
                          head_type=strategy.head_type, dropout=cfg.model.dropout,
                          pretrained=cfg.model.pretrained).to(device)
+    precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, device, model.convolutional)
+    precision.prepare_model(model)
     optimizer = make_optimizer(cfg.optim, model.parameters())
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
     augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + dinfo.rank)
     start_epoch, step, best = 0, 0, None
 
     if resume:
-        ckpt = _load_on_rank0(last_path, dinfo)
-        model.load_state_dict(ckpt["model"])
-        strategy.load_state_dict(ckpt["strategy"]["state"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        ckpt = _load_on_rank0(rd.last, dinfo)
+        try:
+            model.load_state_dict(ckpt["model"])
+            strategy.load_state_dict(ckpt["strategy"]["state"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, KeyError) as err:
+            raise ValueError(f"{rd.last}: does not fit this run's model/method ({str(err).splitlines()[0]})") from None
+        if scaler is not None and "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
         own = {"augment": ckpt["augment"], "rng": ckpt["rng"]["torch"]} if dinfo.rank == 0 else None
         if len(ckpt.get("rank_states") or []) == dinfo.world_size:
             own = ckpt["rank_states"][dinfo.rank]
         if own is not None:  # (a rank the checkpoint has no state for keeps its fresh seeds)
             augment.load_state_dict(own["augment"])
             torch.set_rng_state(own["rng"])
+            strategy.load_rank_state_dict(own.get("strategy") or {})
         start_epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best_val"]
-        say(f"resuming {run_dir} after epoch {start_epoch}")
+        say(f"resuming {rd.path} after epoch {start_epoch}")
 
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:  # a fresh run: drop what an attempt that died before its first checkpoint logged
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "environment.json").write_text(json.dumps(_environment(), indent=2))
-        if hasattr(strategy, "plan_record"):
-            (run_dir / "subclass_plan.json").write_text(json.dumps(strategy.plan_record(), indent=2))
+        rd.start(cfg, environment(precision), strategy.run_files(), fresh=not resume)
+        if resume:   # the epochs after the checkpoint are redone: their records go
+            rd.truncate_log(start_epoch)
     names = train.class_names
     say(f"train: {train.source}  n={len(train)}  " + "  ".join(f"{n}={c}" for n, c in zip(names, counts)))
     if data.val is not None:
         say(f"val:   {data.val.source}  n={len(data.val)}")
-    if hasattr(strategy, "describe"):
+    if strategy.describe():
         say(strategy.describe())
     say(f"method {strategy.name}, model {cfg.model.name} ({sum(p.numel() for p in model.parameters()):,} "
-        f"parameters), device {device}{' (AMP bf16)' if amp else ''}, world size {dinfo.world_size}")
+        f"parameters), device {device} ({precision.describe()}), world size {dinfo.world_size}")
 
     ddp_model = model
     if dinfo.enabled:
@@ -296,13 +301,12 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     bs = cfg.train.batch_size
     steps_per_epoch = per_rank // bs if per_rank >= bs else 1
     total_steps = steps_per_epoch * cfg.train.epochs
-    metrics_path = run_dir / "metrics.jsonl"
     eval_kw = dict(batch_size=cfg.train.eval_batch_size, device=device, mean=cfg.augment.mean, std=cfg.augment.std,
-                   amp=amp)
+                   precision=precision)
 
     def log_record(record: dict) -> None:
         if main:
-            _append_jsonl(metrics_path, record)
+            rd.log(record)
 
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
@@ -311,8 +315,11 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
             extract_features=lambda indices=None: extract_features(model, train, rank=dinfo.rank,
                                                                    world_size=dinfo.world_size, indices=indices,
                                                                    **eval_kw),
-            log=log_record, rank=dinfo.rank, world_size=dinfo.world_size, broadcast=distributed.broadcast,
-            gather=distributed.gather_by_index, check=distributed.raise_if_any, optimizer=optimizer)
+            # method events belong to the epoch they start (1-based, as the epoch lines)
+            log=lambda record, e=epoch: log_record({**record, "epoch": e + 1}),
+            rank=dinfo.rank, world_size=dinfo.world_size, broadcast=distributed.broadcast,
+            gather=distributed.gather_by_index, check=distributed.raise_if_any, optimizer=optimizer,
+            lr=lambda e: learning_rate(cfg.optim, e * steps_per_epoch, total_steps))
         strategy.on_epoch_start(ctx)
         t_hook = time.perf_counter() - t0
 
@@ -333,25 +340,31 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
             lr = learning_rate(cfg.optim, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = augment(x.to(device, non_blocking=True))
+            x = precision.prepare_input(augment(x.to(device, non_blocking=True)))
             y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
-            with _autocast(device, amp):
+            with precision.autocast():
                 logits = ddp_model(x)
             loss = strategy.loss(logits.float(), y, idx)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch + 1}: the loss became {loss.item()} (lower optim.lr?)")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             step += 1
-            loss_sum += loss.detach() * len(y)
+            loss_sum += loss.detach() * len(y)   # no host sync per step: checked once per epoch
             seen += len(y)
         distributed.broadcast_buffers(model)  # every rank evaluates with the statistics rank 0 saves
         t_train = time.perf_counter() - t0 - t_hook
+        total_loss = float(distributed.all_reduce_sum(loss_sum.clone()).item())
+        if not math.isfinite(total_loss):
+            raise FloatingPointError(f"epoch {epoch + 1}: the training loss became {total_loss} (lower optim.lr?); "
+                                     f"{rd.last} holds the last good epoch")
 
         record = {"epoch": epoch + 1, "lr": learning_rate(cfg.optim, step - 1, total_steps),
-                  "train_loss": float(distributed.all_reduce_sum(loss_sum.clone()).item())
-                  / max(1, seen * dinfo.world_size),
+                  "train_loss": total_loss / max(1, seen * dinfo.world_size),
                   "time_hook": round(t_hook, 3), "time_train": round(t_train, 3)}
         improved = False
         if data.val is not None:
@@ -367,30 +380,33 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
                    if data.val is not None else "")
         say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}{val_txt}  "
             f"({record['time_epoch']:.1f}s)")
-        rank_states = _rank_states(augment, dinfo)
+        rank_states = _rank_states(augment, strategy, dinfo)
         if main:
-            state = _state(model, strategy, optimizer, augment, cfg, epoch + 1, step, best, train, rank_states)
-            save_atomic(state, last_path)
+            state = _state(model, strategy, optimizer, augment, cfg, epoch + 1, step, best, train, rank_states,
+                           scaler, precision)
+            save_atomic(state, rd.last)
             if improved or data.val is None:
-                save_atomic(state, ckpt_dir / "best.pt")
+                save_atomic(state, rd.best)
+            rd.write_csv()
         distributed.barrier()
 
+    if main:
+        rd.write_curves()
     final = None
+    best_path = rd.best if (not main or rd.best.exists()) else rd.last
+    ckpt = _load_on_rank0(best_path, dinfo, keys=("model", "strategy", "epoch", "_path"))
+    model.load_state_dict(ckpt["model"])
+    strategy.load_state_dict(ckpt["strategy"]["state"])
     if data.test is not None:
-        best_path = ckpt_dir / "best.pt"
-        ckpt = _load_on_rank0(best_path if (not main or best_path.exists()) else last_path, dinfo,
-                              keys=("model", "strategy", "epoch", "_path"))
-        model.load_state_dict(ckpt["model"])
-        strategy.load_state_dict(ckpt["strategy"]["state"])
         final = evaluate(model, strategy, data.test, rank=dinfo.rank, world_size=dinfo.world_size, **eval_kw)
         final.update({"split": cfg.data.test_split, "checkpoint": Path(ckpt["_path"]).name, "epoch": ckpt["epoch"],
                       "best_val_mean_class_accuracy": best, "method": strategy.name, "seed": cfg.train.seed,
-                      "train_class_counts": [int(c) for c in counts]})
+                      "train_class_counts": [int(c) for c in counts], **precision.to_dict()})
         if main:
-            # atomically: a report reading it meanwhile, or a crash, never sees half a file
-            write_text_atomic(run_dir / "final.json", json.dumps(final, indent=2))
-            save_confusion_png(final["confusion_matrix"], names, run_dir / "confusion_test.png",
+            rd.write_final(final)
+            save_confusion_png(final["confusion_matrix"], names, rd.path / "confusion_test.png",
                                title=f"{strategy.name} on {cfg.data.test_split} ({Path(ckpt['_path']).name})")
             say(f"test ({cfg.data.test_split}, {Path(ckpt['_path']).name} from epoch {ckpt['epoch']}):")
             say(format_metrics(final))
-    return RunResult(run_dir, final, best)
+    model.eval()
+    return RunResult(rd.path, final, best, model, strategy, precision)

@@ -34,6 +34,8 @@ class FERModel(nn.Module):
                  dropout: float = 0.0) -> None:
         super().__init__()
         self.body = body
+        #: whether the body is a CNN (channels_last pays off; dicc.precision)
+        self.convolutional = any(isinstance(m, nn.Conv2d) for m in body.modules())
         self.feature_dim = feature_dim
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         if head_type == "linear":
@@ -77,9 +79,8 @@ def resnet18(in_channels: int = 1, width: int = 64) -> tuple[nn.Module, int]:
     """torchvision's ResNet-18 adapted to small inputs: 3x3 stride-1 stem, no max-pool."""
     from torchvision.models import resnet18 as tv_resnet18
 
+    check_model_spec("resnet18", width)
     net = tv_resnet18(weights=None, num_classes=1000)
-    if width != 64:
-        raise ValueError("resnet18 has a fixed width of 64")
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     dim = net.fc.in_features
@@ -90,8 +91,26 @@ def resnet18(in_channels: int = 1, width: int = 64) -> tuple[nn.Module, int]:
 _BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {"vgg_fer": vgg_fer, "resnet18": resnet18}
 
 
+#: widths a backbone accepts (None: any positive integer); ``model.width: null`` = its default
+_WIDTHS: dict[str, tuple[int, ...] | None] = {"vgg_fer": None, "resnet18": (64,)}
+
+
 def available_models() -> list[str]:
     return sorted(_BACKBONES)
+
+
+def check_model_spec(name: str, width: int | None) -> None:
+    """``ValueError`` naming ``model.name`` / ``model.width`` when they do not describe a model."""
+    if name not in _BACKBONES:
+        raise ValueError(f"model.name: unknown model {name!r}; valid: {', '.join(available_models())}")
+    if width is None:
+        return
+    allowed = _WIDTHS.get(name)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"model.width: expected a positive integer or null (the model's default), got {width!r}")
+    if allowed is not None and width not in allowed:
+        raise ValueError(f"model.width={width}: {name} has a fixed width of {', '.join(map(str, allowed))} "
+                         f"(set model.width=null or {allowed[0]})")
 
 
 def create_model(name: str, num_outputs: int, in_channels: int = 1, width: int | None = None,
@@ -102,8 +121,7 @@ def create_model(name: str, num_outputs: int, in_channels: int = 1, width: int |
     ``pretrained`` is a local path to a state dict (of a whole :class:`FERModel` or of the
     body alone); the head is never loaded from it, since its size depends on the method.
     """
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(available_models())}")
+    check_model_spec(name, width)
     kwargs = {"in_channels": in_channels}
     if width is not None:
         kwargs["width"] = width

@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
+from ..data.classes import EMOTIONS
 from ..distributed import gather_by_index
 
 
@@ -52,6 +53,9 @@ class EpochContext:
     # the training optimizer (a strategy that rewrites parameters in place keeps its per-parameter
     # state consistent, e.g. DICC's head split); None outside training
     optimizer: torch.optim.Optimizer | None = None
+    # ``lr(e)``: the scheduled learning rate at the start of 0-based epoch ``e`` (e.g. for a
+    # strategy that switches phase when the schedule has annealed)
+    lr: Callable[[int], float] = lambda epoch: float("nan")
 
 
 @dataclass
@@ -66,12 +70,26 @@ class Strategy:
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, class_counts: Sequence[int], options: Any = None) -> None:
+    def __init__(self, class_counts: Sequence[int], options: Any = None,
+                 class_names: Sequence[str] | None = None) -> None:
         self.class_counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+        if class_names is None and len(self.class_counts) == len(EMOTIONS):
+            class_names = EMOTIONS
+        #: class names for messages and logs (defaults: the canonical emotions for 7 classes)
+        self.class_names: list[str] | None = list(class_names) if class_names is not None else None
+        if self.class_names is not None and len(self.class_names) != len(self.class_counts):
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {len(self.class_counts)} counts")
         if (self.class_counts <= 0).any():
-            empty = [i for i, c in enumerate(self.class_counts.tolist()) if c <= 0]
-            raise ValueError(f"{self.name}: training classes {empty} have no samples")
+            empty = [self.class_name(i) for i, c in enumerate(self.class_counts.tolist()) if c <= 0]
+            raise ValueError(f"{self.name}: the training data has no samples of {', '.join(empty)} (every class of "
+                             f"the label space needs some; counts: {self.format_counts()})")
         self.options = options if options is not None else self.Options()
+
+    def class_name(self, c: int) -> str:
+        return self.class_names[c] if self.class_names is not None else f"class {c}"
+
+    def format_counts(self) -> str:
+        return ", ".join(f"{self.class_name(i)}={int(n)}" for i, n in enumerate(self.class_counts.tolist()))
 
     # -- shape of the model -------------------------------------------------------------
     @property
@@ -106,9 +124,26 @@ class Strategy:
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
 
+    # -- presentation and the run directory -------------------------------------------------
+    def describe(self) -> str | None:
+        """A few lines for the training log (e.g. DICC's sub-class plan), or None."""
+        return None
+
+    def run_files(self) -> dict[str, dict]:
+        """Extra JSON files for the run directory: ``{file name: record}`` (e.g. DICC's
+        ``subclass_plan.json``), written when training starts."""
+        return {}
+
     # -- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {}
+
+    def rank_state_dict(self) -> dict:
+        """State that differs between DDP ranks (saved for every rank; default none)."""
+        return {}
+
+    def load_rank_state_dict(self, state: dict) -> None:
+        pass
 
     def load_state_dict(self, state: dict) -> None:
         pass
@@ -141,9 +176,12 @@ def build_options(cls: type[Strategy], options: dict | None) -> Any:
     return cls.Options(**options)
 
 
-def create_strategy(name: str, class_counts: Sequence[int], options: dict | None = None) -> Strategy:
+def create_strategy(name: str, class_counts: Sequence[int], options: dict | None = None,
+                    class_names: Sequence[str] | None = None) -> Strategy:
+    """The strategy ``name`` for training data with ``class_counts`` (and ``class_names``, for
+    messages: default the canonical emotions when there are 7 classes)."""
     strategies = available_strategies()
     if name not in strategies:
         raise ValueError(f"unknown method {name!r}; valid: {', '.join(strategies)}")
     cls = strategies[name]
-    return cls(class_counts, build_options(cls, options))
+    return cls(class_counts, build_options(cls, options), class_names=class_names)

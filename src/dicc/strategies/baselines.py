@@ -38,8 +38,9 @@ def _beta(method: str, beta: float) -> None:
 class _LossStrategy(Strategy):
     """A strategy whose training loss is one :mod:`dicc.losses` module (``self.criterion``)."""
 
-    def __init__(self, class_counts: Sequence[int], options: Any = None) -> None:
-        super().__init__(class_counts, options)
+    def __init__(self, class_counts: Sequence[int], options: Any = None,
+                 class_names: Sequence[str] | None = None) -> None:
+        super().__init__(class_counts, options, class_names)
         self.criterion = self.build_criterion()
 
     def build_criterion(self):
@@ -147,10 +148,21 @@ class LDAMDRW(_LossStrategy):
     Label-Distribution-Aware Margin Loss", NeurIPS 2019.
 
     Cosine head; loss ``CE(s * (z - m_y e_y))`` with ``m_c ~ n_c^{-1/4}`` (largest ``max_m``).
-    From the DRW epoch on, the loss is re-weighted with class-balanced weights
-    (``beta``; the paper uses 0.9999 and switches at 160 of 200 epochs, hence
-    ``drw_start=0.8``). Evaluation sees ``s * cos`` (no margin), so probabilities are scaled
-    as in training.
+    From the DRW epoch on, the loss is re-weighted with class-balanced weights (``beta``
+    0.9999) and, as in the authors' code (``F.cross_entropy(..., weight=w)``), normalised by the
+    weights of the batch (``reduction="weighted_mean"``), so re-weighting changes the balance of
+    the gradient, not its size. Evaluation sees ``s * cos`` (no margin), so probabilities are
+    scaled as in training.
+
+    When DRW starts (``drw_start``): the paper defers re-weighting "until after the first
+    learning-rate decay"; its code switches at epoch 160 of 200, where its step schedule drops
+    the learning rate to 0.1 of its peak (and to 0.01 at 180). ``"auto"`` (default) follows that
+    rule on this run's schedule: the first epoch at whose start the scheduled learning rate is at
+    most ``drw_lr_ratio`` (0.1) of its peak and that lies in the second half of training
+    (one-cycle, 20 epochs: epoch 17 of 20 at 0.09 of the peak); a schedule that never decays
+    that far (``constant``) switches at 0.8 of the epochs, the paper's 160/200. A number in
+    [0, 1] is a fraction of the epochs (``floor(drw_start * epochs)``); ``drw_epoch`` an
+    explicit 0-based epoch index.
     """
 
     name = "ldam_drw"
@@ -161,19 +173,24 @@ class LDAMDRW(_LossStrategy):
     class Options:
         max_m: float = 0.5             # largest margin (the rarest class's)
         s: float = 30.0                # logit scale applied to the cosines
-        drw_start: float = 0.8         # DRW from epoch floor(drw_start * epochs) ...
-        drw_epoch: Optional[int] = None  # ... unless an explicit 0-based epoch index is given
+        drw_start: Any = "auto"        # "auto" (schedule-aware, see above) or a fraction of the epochs
+        drw_lr_ratio: float = 0.1      # "auto": DRW once the lr is at most this share of its peak
+        drw_epoch: Optional[int] = None  # an explicit 0-based epoch index (overrides drw_start)
         beta: float = 0.9999           # effective-number beta of the DRW weights
-        reduction: str = "mean"        # "mean" or "weighted_mean" (the authors' code's choice)
+        reduction: str = "weighted_mean"  # the authors' code (sum w l / sum w); "mean": (1/B) sum w l
 
         def __post_init__(self) -> None:
             if not (isinstance(self.max_m, (int, float)) and self.max_m >= 0):
                 raise ValueError(f"method 'ldam_drw': max_m must be a number >= 0, got {self.max_m!r}")
             if not (isinstance(self.s, (int, float)) and self.s > 0):
                 raise ValueError(f"method 'ldam_drw': s must be a number > 0, got {self.s!r}")
-            if not (isinstance(self.drw_start, (int, float)) and 0.0 <= self.drw_start <= 1.0):
-                raise ValueError("method 'ldam_drw': drw_start is a fraction of the epochs in "
+            if self.drw_start != "auto" and not (isinstance(self.drw_start, (int, float))
+                                                 and not isinstance(self.drw_start, bool)
+                                                 and 0.0 <= self.drw_start <= 1.0):
+                raise ValueError("method 'ldam_drw': drw_start is 'auto' or a fraction of the epochs in "
                                  f"[0, 1], got {self.drw_start!r} (use drw_epoch for an epoch index)")
+            if not (isinstance(self.drw_lr_ratio, (int, float)) and 0.0 < self.drw_lr_ratio < 1.0):
+                raise ValueError(f"method 'ldam_drw': drw_lr_ratio must lie in (0, 1), got {self.drw_lr_ratio!r}")
             if self.drw_epoch is not None and (isinstance(self.drw_epoch, bool)
                                                or not isinstance(self.drw_epoch, int)
                                                or self.drw_epoch < 0):
@@ -182,8 +199,9 @@ class LDAMDRW(_LossStrategy):
             _beta("ldam_drw", self.beta)
             _choice("ldam_drw", "reduction", self.reduction, REDUCTIONS)
 
-    def __init__(self, class_counts: Sequence[int], options: Any = None) -> None:
-        super().__init__(class_counts, options)
+    def __init__(self, class_counts: Sequence[int], options: Any = None,
+                 class_names: Sequence[str] | None = None) -> None:
+        super().__init__(class_counts, options, class_names)
         self.drw_active = False
         self.resolved_drw_epoch: Optional[int] = self.options.drw_epoch
 
@@ -192,23 +210,35 @@ class LDAMDRW(_LossStrategy):
         return create_loss("ldam", self.class_counts, {"max_m": o.max_m, "s": o.s, "beta": o.beta,
                                                        "reduction": o.reduction})
 
-    def drw_epoch_for(self, epochs: int) -> int:
-        """The 0-based epoch at which re-weighting starts in a run of ``epochs`` epochs."""
-        if self.options.drw_epoch is not None:
-            return int(self.options.drw_epoch)
-        return int(math.floor(round(self.options.drw_start * epochs, 9)))
+    def drw_epoch_for(self, epochs: int, lr=None) -> int:
+        """The 0-based epoch at which re-weighting starts in a run of ``epochs`` epochs, whose
+        scheduled learning rate at the start of epoch ``e`` is ``lr(e)`` (see the class doc)."""
+        o = self.options
+        if o.drw_epoch is not None:
+            return int(o.drw_epoch)
+        if o.drw_start != "auto":
+            return int(math.floor(round(o.drw_start * epochs, 9)))
+        fallback = int(math.floor(round(0.8 * epochs, 9)))
+        rates = [float(lr(e)) for e in range(epochs)] if lr is not None else []
+        if not rates or not all(math.isfinite(r) for r in rates):
+            return fallback
+        peak = max(rates)
+        for e in range(epochs // 2, epochs):
+            if rates[e] <= o.drw_lr_ratio * peak:
+                return e
+        return fallback
 
     def _set_drw(self, active: bool) -> None:
         self.drw_active = bool(active)
         self.criterion.set_weight("effective" if self.drw_active else None)
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
-        self.resolved_drw_epoch = self.drw_epoch_for(ctx.epochs)
+        self.resolved_drw_epoch = self.drw_epoch_for(ctx.epochs, ctx.lr)
         active = ctx.epoch >= self.resolved_drw_epoch
         if active != self.drw_active:
             self._set_drw(active)
             if active:
-                ctx.log({"event": "drw_on", "epoch": ctx.epoch,
+                ctx.log({"event": "drw_on", "epoch": ctx.epoch + 1, "lr": ctx.lr(ctx.epoch),
                          "drw_weights": [round(float(w), 6) for w in self.criterion.weight]})
 
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:

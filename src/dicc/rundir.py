@@ -1,0 +1,158 @@
+"""The files of a run directory, written by rank 0 only; the training loop calls these.
+
+``config.yaml`` (the resolved config), ``environment.json`` (library versions, git commit,
+precision), ``metrics.jsonl`` (one line per epoch, plus method events such as DICC's
+re-clusterings; every ``epoch`` field is the 1-based epoch it belongs to), ``metrics.csv`` (the
+epoch lines as a table), the files a strategy declares (``Strategy.run_files``, e.g. DICC's
+``subclass_plan.json``), ``checkpoints/{last,best}.pt``, ``final.json``,
+``confusion_test.png`` and ``curves.png``.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import platform
+from pathlib import Path
+
+import torch
+import yaml
+
+from .checkpoint import write_text_atomic
+from .config import Config, from_dict, save_config
+
+
+@functools.lru_cache(maxsize=1)
+def source_revision() -> dict:
+    """The git commit of the dicc source tree and whether it had uncommitted changes (when it
+    is a git checkout; an installed package has none), so a run's numbers can be tied to code."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return {}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return {"git_commit": rev.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
+def environment(precision=None) -> dict:
+    """Library versions, platform, git revision and (given) the precision the run computes in."""
+    import numpy
+
+    from . import __version__
+    from .precision import cpu_description
+
+    env = {"dicc": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
+           "numpy": numpy.__version__, "platform": platform.platform(), "cpu": cpu_description(),
+           "cuda": torch.version.cuda if torch.cuda.is_available() else None, **source_revision()}
+    if precision is not None:
+        env.update(precision.to_dict())
+    return env
+
+
+class RunDirectory:
+    """Paths of one run directory and the writes the engine makes into it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.last = self.checkpoints / "last.pt"
+        self.best = self.checkpoints / "best.pt"
+        self.config = self.path / "config.yaml"
+        self.metrics = self.path / "metrics.jsonl"
+        self.metrics_csv = self.path / "metrics.csv"
+        self.final = self.path / "final.json"
+
+    # -- state ---------------------------------------------------------------------------
+    def holds_run(self) -> bool:
+        return self.last.exists() or self.final.exists()
+
+    def saved_config(self) -> Config | None:
+        """The run's ``config.yaml`` as a :class:`Config` (None when there is none)."""
+        if not self.config.is_file():
+            return None
+        try:
+            return from_dict(Config, yaml.safe_load(self.config.read_text()) or {})
+        except (yaml.YAMLError, ValueError) as err:
+            raise ValueError(f"{self.config}: cannot read the run's config ({err})") from None
+
+    # -- writes ----------------------------------------------------------------------------
+    def start(self, cfg: Config, env: dict, files: dict[str, dict], *, fresh: bool) -> None:
+        """Create the directory; write ``config.yaml`` (a fresh run only: a resumed run keeps
+        its own), ``environment.json`` and the strategy's files. A fresh run drops what an
+        attempt that died before its first checkpoint logged."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self.metrics.unlink(missing_ok=True)
+            self.metrics_csv.unlink(missing_ok=True)
+            save_config(cfg, self.config)
+        (self.path / "environment.json").write_text(json.dumps(env, indent=2))
+        for name, record in files.items():
+            (self.path / name).write_text(json.dumps(record, indent=2))
+
+    def records(self) -> list[dict]:
+        """Every readable line of ``metrics.jsonl`` (a line cut short by a kill is skipped)."""
+        if not self.metrics.is_file():
+            return []
+        out = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+        return out
+
+    def truncate_log(self, epoch: int) -> None:
+        """Cut ``metrics.jsonl`` back to what happened up to the end of ``epoch`` (1-based), the
+        checkpoint a resume continues from: the records of the epochs that are redone go."""
+        kept = [r for r in self.records() if int(r.get("epoch", 0)) <= epoch]
+        write_text_atomic(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        self.write_csv()
+
+    def log(self, record: dict) -> None:
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def epoch_records(self) -> list[dict]:
+        return [r for r in self.records() if "event" not in r and "train_loss" in r]
+
+    def write_csv(self) -> None:
+        """``metrics.csv``: one row per epoch line of ``metrics.jsonl``."""
+        rows = self.epoch_records()
+        if not rows:
+            self.metrics_csv.unlink(missing_ok=True)
+            return
+        keys: list[str] = []
+        for r in rows:
+            keys += [k for k in r if k not in keys and not isinstance(r[k], (dict, list))]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        write_text_atomic(self.metrics_csv, buf.getvalue())
+
+    def write_final(self, final: dict) -> None:
+        # atomically: a report reading it meanwhile, or a crash, never sees half a file
+        write_text_atomic(self.final, json.dumps(final, indent=2))
+
+    def write_curves(self) -> Path | None:
+        """``curves.png``: training loss and validation accuracy / mean class accuracy per epoch,
+        with the epochs where a method event happened (e.g. a DICC re-clustering) marked."""
+        from .plots import save_curves
+
+        rows = self.epoch_records()
+        if not rows:
+            return None
+        events = [r for r in self.records() if "event" in r]
+        return save_curves(rows, events, self.path / "curves.png")
+
+
+__all__ = ["RunDirectory", "environment", "source_revision"]

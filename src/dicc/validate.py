@@ -1,0 +1,86 @@
+"""Check a whole run config before any data is read or any file is written.
+
+Every problem is a ``ValueError`` whose message names the key and says what is valid, so the
+CLI prints it as one line and exits 2, and a grid fails before anything trains. What needs the
+data (class counts: the sub-class plan, a long-tail profile) is checked by the strategies and
+the data builder as soon as the labels are known, still before the run directory is written.
+"""
+from __future__ import annotations
+
+import math
+
+from .config import Config
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+
+
+def _positive_int(value, key: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+
+
+def _number(value, key: str, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
+            open_hi: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if open_lo else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if open_hi else value <= hi
+    if not ok:
+        lo_s = "" if lo is None else f"{'>' if open_lo else '>='} {lo:g}"
+        hi_s = "" if hi is None else f"{'<' if open_hi else '<='} {hi:g}"
+        rng = " and ".join(x for x in (lo_s, hi_s) if x)
+        raise ValueError(f"{key}: expected a number{' ' + rng if rng else ''}, got {value!r}")
+
+
+def check_config(cfg: Config, device=None) -> None:
+    """Raise ``ValueError`` for the first problem found in ``cfg`` (see the module docstring).
+
+    ``device`` is the resolved torch device when the caller has one (else ``train.device`` is
+    resolved here, which also checks that CUDA exists when it is asked for)."""
+    t, o, m, d, a = cfg.train, cfg.optim, cfg.model, cfg.data, cfg.augment
+    _positive_int(t.epochs, "train.epochs")
+    _positive_int(t.batch_size, "train.batch_size")
+    _positive_int(t.eval_batch_size, "train.eval_batch_size")
+    if t.threads is not None:
+        _positive_int(t.threads, "train.threads")
+    if o.name not in OPTIMIZERS:
+        raise ValueError(f"optim.name: unknown optimizer {o.name!r}; valid: {', '.join(OPTIMIZERS)}")
+    if o.schedule not in SCHEDULES:
+        raise ValueError(f"optim.schedule: unknown schedule {o.schedule!r}; valid: {', '.join(SCHEDULES)}")
+    _number(o.lr, "optim.lr", 0.0, open_lo=True)
+    _number(o.weight_decay, "optim.weight_decay", 0.0)
+    _number(o.momentum, "optim.momentum", 0.0, 1.0, open_hi=True)
+    _number(o.warmup_fraction, "optim.warmup_fraction", 0.0, 1.0, open_hi=True)
+    _positive_int(d.workers, "data.workers", 0)
+    _positive_int(d.image_size, "data.image_size", 8)
+    if d.channels not in (1, 3):
+        raise ValueError(f"data.channels: expected 1 (grayscale) or 3 (RGB), got {d.channels!r}")
+    _number(d.val_fraction, "data.val_fraction", 0.0, 1.0, open_lo=True, open_hi=True)
+    if d.val is not None and d.test_split is not None and d.val == d.test_split:
+        raise ValueError(f"data.val={d.val!r} is the test split (data.test_split={d.test_split!r}): the checkpoint "
+                         "would be chosen on the images it is then tested on; use data.val=holdout (drawn from "
+                         "the training split) or another split")
+    _number(a.std, "augment.std", 0.0, open_lo=True)
+    for key in ("erase", "mixup"):
+        if hasattr(a, key):
+            _number(getattr(a, key), f"augment.{key}", 0.0)
+    from .models import check_model_spec
+
+    check_model_spec(m.name, m.width)
+    _number(m.dropout, "model.dropout", 0.0, 1.0, open_hi=True)
+    from .strategies.base import available_strategies, build_options
+
+    strategies = available_strategies()
+    if cfg.method.name not in strategies:
+        raise ValueError(f"method.name: unknown method {cfg.method.name!r}; valid: {', '.join(strategies)}")
+    build_options(strategies[cfg.method.name], cfg.method.options)
+    from .distributed import resolve_device
+    from .precision import resolve_precision
+
+    dev = device if device is not None else resolve_device(t.device)
+    resolve_precision(t.amp, t.channels_last, dev)
+
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "check_config"]
