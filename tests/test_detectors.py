@@ -1,0 +1,190 @@
+"""Face detectors (haar, mtcnn) on real photos that scikit-image ships, and landmark alignment."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+cv2 = pytest.importorskip("cv2")
+skimage = pytest.importorskip("skimage")
+pytest.importorskip("facenet_pytorch")
+from skimage import data as skdata  # noqa: E402
+
+from dicc.faces import (TEMPLATE, Detections, HaarDetector, MtcnnDetector, create_detector, crop_geometry,  # noqa: E402
+                        eye_angle, landmark_crop)
+from dicc.predict import Recognizer, add_predict_parser, run_predict  # noqa: E402
+
+from helpers import make_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MtcnnDetector:
+    return MtcnnDetector()
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    return skdata.astronaut()  # one frontal face, eyes near (205, 102) and (247, 104)
+
+
+def rotate(image: np.ndarray, angle: float, center=None) -> np.ndarray:
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D(center or (w / 2, h / 2), angle, 1.0)
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@pytest.fixture(scope="module")
+def lfw() -> list[np.ndarray]:
+    """The first 12 faces of scikit-image's LFW subset (25x25 gray crops), upscaled 4x and padded
+    with their border, so a detector sees a whole head: 200x200."""
+    faces = np.load(os.path.join(os.path.dirname(skimage.__file__), "data", "lfw_subset.npy"))[:12]
+    out = []
+    for f in faces:
+        up = Image.fromarray((f * 255).round().astype(np.uint8)).resize((100, 100), Image.Resampling.BICUBIC)
+        out.append(np.pad(np.asarray(up), 50, mode="edge"))
+    return out
+
+
+def test_mtcnn_finds_the_astronaut_with_landmarks(mtcnn, astronaut):
+    found = mtcnn.detect_faces(astronaut)
+    assert isinstance(found, Detections) and len(found) == 1
+    x, y, w, h = found.boxes[0]
+    assert 160 < x < 200 and 40 < y < 90 and 70 < w < 110 and 90 < h < 130
+    assert found.scores[0] > 0.99 and found.boxes.dtype == np.int64
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = found.landmarks[0]
+    assert x < lx < nx < rx < x + w and ly < ny < mly  # eyes, then nose, then mouth, inside the box
+    assert abs(eye_angle(found.landmarks[0])) < 6
+
+
+def test_detectors_agree_on_photos_and_find_nothing_in_blanks(mtcnn, astronaut):
+    crop = astronaut[6:221, 117:332]
+    group = np.ascontiguousarray(np.concatenate([crop, crop[:, ::-1], crop], axis=1))
+    for det in (HaarDetector(), mtcnn):
+        boxes = det.detect(group)
+        assert len(boxes) == 3 and list(boxes[:, 0]) == sorted(boxes[:, 0])
+        assert det.detect(np.full((120, 160, 3), 128, np.uint8)).shape == (0, 4)
+        assert det.detect(np.asarray(Image.fromarray(astronaut).convert("L"))).shape == (1, 4)  # grayscale
+
+
+def test_mtcnn_batches_frames_of_one_size_and_handles_mixed_sizes(mtcnn, astronaut, lfw):
+    images = [astronaut, lfw[0], astronaut[:, ::-1].copy(), lfw[1], np.zeros((64, 64, 3), np.uint8)]
+    together = mtcnn.detect_many(images)
+    alone = [mtcnn.detect_faces(im) for im in images]
+    assert [len(f) for f in together] == [1, 1, 1, 1, 0]
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+
+
+def test_lfw_faces_counts_upright_and_rotated(mtcnn, lfw):
+    """Upright, both detectors find (nearly) every LFW face; turned by 25 degrees the cascade
+    misses most of them and MTCNN still finds them."""
+    haar = HaarDetector()
+    upright_haar = sum(len(f) == 1 for f in haar.detect_many(lfw))
+    upright_mtcnn = sum(len(f) == 1 for f in mtcnn.detect_many(lfw))
+    turned = [rotate(f, 25) for f in lfw]
+    turned_haar = sum(len(f) > 0 for f in haar.detect_many(turned))
+    turned_mtcnn = sum(len(f) == 1 for f in mtcnn.detect_many(turned))
+    assert upright_haar >= 11 and upright_mtcnn >= 11
+    assert turned_mtcnn >= 7 and turned_haar <= 2  # measured: 9 and 0 of 12
+
+
+def test_crop_geometry_follows_the_template():
+    # eyes 40 px apart at y = 100, tilted by 30 degrees about their midpoint (200, 100)
+    a = math.radians(30)
+    d = np.array([math.cos(a), math.sin(a)]) * 20
+    mid = np.array([200.0, 100.0])
+    down = np.array([-math.sin(a), math.cos(a)])
+    mouth = mid + down * 40 * TEMPLATE.eye_mouth / TEMPLATE.eye_distance
+    lm = np.array([mid - d, mid + d, mid + down * 20, mouth - d / 2, mouth + d / 2])
+    centre, side, angle = crop_geometry(lm)
+    assert angle == pytest.approx(30) and side == pytest.approx(40 / TEMPLATE.eye_distance)
+    np.testing.assert_allclose(centre, mid + down * (0.5 - TEMPLATE.eye_y) * side)
+    centre0, side0, angle0 = crop_geometry(lm, rotate=False)
+    assert angle0 == 0 and side0 == pytest.approx(side)
+    np.testing.assert_allclose(centre0, mid + np.array([0, 1]) * (0.5 - TEMPLATE.eye_y) * side)
+    # a face turned sideways (eyes close together): the eye-mouth distance sets the size
+    narrow = lm.copy()
+    narrow[0], narrow[1] = mid - d / 4, mid + d / 4
+    assert crop_geometry(narrow)[1] == pytest.approx(side)
+
+
+def test_alignment_levels_the_eyes_and_undoes_a_rotation(mtcnn, astronaut):
+    eyes = (226, 103)
+    upright, turned = astronaut, rotate(astronaut, 25, eyes)  # cv2: positive = counter-clockwise
+    lm0, lm = mtcnn.detect_faces(upright).landmarks[0], mtcnn.detect_faces(turned).landmarks[0]
+    assert eye_angle(lm) == pytest.approx(eye_angle(lm0) - 25, abs=4)
+    aligned0, aligned = landmark_crop(upright, lm0), landmark_crop(turned, lm)
+    framed = landmark_crop(turned, lm, rotate=False)
+    assert aligned.shape[:2] == (aligned.shape[0], aligned.shape[0]) and framed.shape == aligned.shape
+    big = lambda im: np.asarray(Image.fromarray(im).resize((160, 160)))  # noqa: E731
+    again = mtcnn.detect_faces(big(aligned))
+    assert len(again) == 1 and abs(eye_angle(again.landmarks[0])) < 5  # the eyes come out level
+    # the crop of the turned photo looks like the crop of the upright one; unrotated, it does not
+    a0 = big(aligned0).astype(float)
+    err_aligned = np.abs(big(aligned).astype(float) - a0).mean()
+    err_framed = np.abs(big(framed).astype(float) - a0).mean()
+    assert err_aligned < 20 and err_framed > 3 * err_aligned  # measured: 14 and 49 grey levels
+    # the eyes sit where the template puts them
+    (lx, ly), (rx, ry) = again.landmarks[0][:2] / 160
+    assert (ly + ry) / 2 == pytest.approx(TEMPLATE.eye_y, abs=0.06)
+    assert rx - lx == pytest.approx(TEMPLATE.eye_distance, abs=0.08)
+
+
+def test_recognizer_with_mtcnn_and_align_modes(tmp_path, astronaut):
+    ckpt = make_checkpoint(tmp_path / "ce.pt")
+    recs = {m: Recognizer.from_checkpoint(ckpt, device="cpu", detector="mtcnn", align=m)
+            for m in ("rotate", "frame", "box")}
+    turned = rotate(astronaut, 25, (226, 103))
+    out = {m: r.extract_faces(turned) for m, r in recs.items()}
+    assert all(len(b) == 1 for b, _ in out.values())
+    assert all(np.array_equal(out["rotate"][0], b) for b, _ in out.values())  # same reported box
+    assert not np.array_equal(out["rotate"][1], out["frame"][1])
+    assert not np.array_equal(out["frame"][1], out["box"][1])
+    faces = recs["rotate"].predict_batch([astronaut, turned, np.zeros((50, 80, 3), np.uint8)])
+    assert [len(f) for f in faces] == [1, 1, 0]
+    assert Recognizer.from_checkpoint(ckpt, device="cpu", align=True).align == "rotate"
+    assert Recognizer.from_checkpoint(ckpt, device="cpu", align=False).align == "box"
+    with pytest.raises(ValueError, match="align"):
+        Recognizer.from_checkpoint(ckpt, device="cpu", align="tilt")
+
+
+def test_detector_registry_and_a_missing_extra(monkeypatch, astronaut):
+    assert isinstance(create_detector("haar"), HaarDetector) and isinstance(create_detector("MTCNN"), MtcnnDetector)
+    det = HaarDetector(min_neighbors=3)
+    assert create_detector(det) is det
+    with pytest.raises(ValueError, match="haar, mtcnn"):
+        create_detector("yolo")
+    with pytest.raises(ValueError, match="min_score"):
+        MtcnnDetector(min_score=2).load()
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # "import facenet_pytorch" raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'facenet-pytorch>=2.5.3,<2.6'"):
+        MtcnnDetector().detect(astronaut)
+
+
+def _cli(argv) -> int:
+    parser = argparse.ArgumentParser(prog="dicc")
+    add_predict_parser(parser.add_subparsers(dest="command", required=True))
+    return run_predict(parser.parse_args(["predict", *map(str, argv)]))
+
+
+def test_cli_detector_mtcnn_finds_the_faces(tmp_path, astronaut, capsys, monkeypatch):
+    ckpt = make_checkpoint(tmp_path / "ce.pt")
+    photo = tmp_path / "photo.jpg"
+    crop = astronaut[6:221, 117:332]
+    Image.fromarray(np.concatenate([crop, rotate(crop, 30)], axis=1)).save(photo, quality=95)
+    assert _cli([ckpt, photo, "--detector", "mtcnn", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert [r["face"] for r in recs] == [0, 1] and recs[0]["box"][0] < recs[1]["box"][0]
+    assert _cli([ckpt, photo, "--json"]) == 0  # the cascade misses the turned face
+    assert [r["face"] for r in json.loads(capsys.readouterr().out)] == [0]
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)
+    assert _cli([ckpt, photo, "--detector", "mtcnn"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'facenet-pytorch>=2.5.3,<2.6'" in err[0]
