@@ -143,7 +143,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="scratch folder for the engine's run directories")
     ap.add_argument("--data", help="FER2013 root (default: the built-in synthetic data)")
-    ap.add_argument("--longtail", default="[300,100,300,800,500,200,600]",
+    ap.add_argument("--longtail", default="[280,40,360,800,500,200,620]",
                     help="training subset (default 2,800 images of the built-in data)")
     ap.add_argument("--models", default="vgg_fer:8,vgg_fer:24,vgg_fer:48,resnet18")
     ap.add_argument("--modes", default="fp32,fp32-cl,auto,bf16-cl")

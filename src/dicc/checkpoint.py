@@ -94,4 +94,9 @@ def model_from_checkpoint(ckpt: dict):
     except RuntimeError as err:
         raise ValueError(f"{ckpt.get('_path', 'checkpoint')}: weights do not fit model {spec['name']!r}: {err}") from None
     model.eval()
+    tau = ((ckpt.get("config") or {}).get("eval") or {}).get("logit_adjust")
+    if tau is not None:   # post-hoc logit adjustment is part of what the checkpoint predicts
+        from .strategies.posthoc import with_posthoc
+
+        strategy = with_posthoc(strategy, tau)
     return model, strategy

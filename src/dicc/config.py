@@ -38,6 +38,9 @@ class AugmentConfig:
     brightness: float = 0.0          # +- relative brightness jitter
     contrast: float = 0.0            # +- relative contrast jitter
     erase: float = 0.0               # probability of random erasing (one rectangle)
+    rotate: float = 0.0              # random rotation, uniform in +- degrees
+    scale: float = 0.0               # random zoom, uniform in 1 +- scale
+    mixup: float = 0.0               # mixup alpha (Zhang et al. 2018): lambda ~ Beta(alpha, alpha); 0 = off
     mean: float = 0.5                # normalisation: (x/255 - mean) / std
     std: float = 0.25
 
@@ -76,6 +79,7 @@ class TrainConfig:
     amp: str = "auto"                # auto, on, off: bf16 (fp16 + scaler on GPUs without bf16) where it pays
     channels_last: str = "auto"      # auto, on, off: NHWC tensors for convolutional models (dicc.precision)
     threads: int | None = None       # torch CPU threads (None: library default)
+    label_smoothing: float = 0.0     # mass spread over all classes in every loss (Szegedy et al. 2016)
     progress: bool = True
     out: str = "runs/default"
 
@@ -87,6 +91,12 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    logit_adjust: float | None = None  # post-hoc logit adjustment of any method: parent logits - tau log prior
+    tta: str = "none"                # test-time augmentation: none, flip (2 views) or crops (10 views)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -94,6 +104,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -22,12 +22,13 @@ from .config import Config, config_differences, flatten
 from .data.base import FERDataset
 from .data.build import build_run_data
 from .data.loader import iterate_batches
-from .data.transforms import BatchAugment, normalize
+from .data.transforms import BatchAugment, normalize, tta_views
 from .metrics import confusion_matrix, format_metrics, metrics_from_confusion, save_confusion_png
 from .models import FERModel, create_model
 from .precision import Precision, resolve_precision
 from .rundir import RunDirectory, environment
 from .strategies import EpochContext, Strategy, create_strategy
+from .strategies.posthoc import with_posthoc
 from .validate import check_config
 
 logger = logging.getLogger("dicc")
@@ -72,12 +73,18 @@ def make_optimizer(cfg, params) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batch_size: int,
-                   device: torch.device, mean: float, std: float, precision: Precision | None, fn) -> torch.Tensor:
+                   device: torch.device, mean: float, std: float, precision: Precision | None, fn,
+                   tta: str = "none") -> torch.Tensor:
+    """``fn`` of every normalised batch; with ``tta`` (logits only) the log of the class
+    probabilities averaged over the test-time views (:func:`dicc.data.transforms.tta_views`)."""
     prec = precision or _fp32(device)
     outs = []
     for x, _, _ in iterate_batches(ds, indices, batch_size):
+        x = x.to(device, non_blocking=True)
+        views = tta_views(x, tta)
         with prec.autocast():
-            outs.append(fn(prec.prepare_input(normalize(x.to(device, non_blocking=True), mean, std))).float())
+            out = [fn(prec.prepare_input(normalize(v, mean, std))).float() for v in views]
+        outs.append(out[0] if len(out) == 1 else torch.stack([o.softmax(1) for o in out]).mean(0).log())
     if not outs:  # an empty shard (fewer samples than ranks): an empty batch keeps the trailing shape
         x = torch.zeros(0, ds.channels, ds.image_size, ds.image_size, dtype=torch.uint8, device=device)
         outs.append(fn(normalize(x, mean, std)).float())
@@ -108,23 +115,25 @@ def extract_features(model: nn.Module, ds: FERDataset, *, batch_size: int = 512,
 @torch.no_grad()
 def predict_parent_logits(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512,
                           device=None, mean: float = 0.5, std: float = 0.25, precision: Precision | None = None,
-                          indices: torch.Tensor | None = None) -> torch.Tensor:
-    """Parent-class logits ``[len(indices), num_classes]`` (what evaluation sees)."""
+                          indices: torch.Tensor | None = None, tta: str = "none") -> torch.Tensor:
+    """Parent-class logits ``[len(indices), num_classes]`` (what evaluation sees); with ``tta``
+    the log of the probabilities averaged over the test-time views."""
     net = _unwrap(model)
     device = device or next(net.parameters()).device
     net.eval()
     idx = torch.arange(len(ds)) if indices is None else indices
     return _forward_shard(net, ds, idx, batch_size, device, mean, std, precision,
-                          lambda x: strategy.parent_logits(net(x).float()))
+                          lambda x: strategy.parent_logits(net(x).float()), tta)
 
 
 def evaluate(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512, device=None,
              mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
-             world_size: int = 1) -> dict:
-    """Metrics of ``model`` on all of ``ds`` from one confusion matrix (summed across ranks)."""
+             world_size: int = 1, tta: str = "none") -> dict:
+    """Metrics of ``model`` on all of ``ds`` from one confusion matrix (summed across ranks);
+    ``tta``: none, flip or crops (probabilities averaged over test-time views)."""
     idx = distributed.eval_shard(len(ds), rank, world_size)
     logits = predict_parent_logits(model, strategy, ds, batch_size=batch_size, device=device, mean=mean,
-                                   std=std, precision=precision, indices=idx)
+                                   std=std, precision=precision, indices=idx, tta=tta)
     cm = confusion_matrix(ds.labels[idx], logits.argmax(1).cpu(), ds.num_classes)
     cm = distributed.all_reduce_sum(cm.to(logits.device if world_size > 1 else "cpu")).cpu()
     return metrics_from_confusion(cm, ds.class_names)
@@ -250,6 +259,8 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     train = data.train
     counts = train.class_counts()
     strategy = create_strategy(cfg.method.name, counts, cfg.method.options, class_names=list(train.class_names))
+    strategy.set_label_smoothing(cfg.train.label_smoothing)
+    judged = with_posthoc(strategy, cfg.eval.logit_adjust)   # what validation and test see
     model = create_model(cfg.model.name, strategy.num_outputs, in_channels=train.channels, width=cfg.model.width,
                          head_type=strategy.head_type, dropout=cfg.model.dropout,
                          pretrained=cfg.model.pretrained).to(device)
@@ -303,6 +314,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     total_steps = steps_per_epoch * cfg.train.epochs
     eval_kw = dict(batch_size=cfg.train.eval_batch_size, device=device, mean=cfg.augment.mean, std=cfg.augment.std,
                    precision=precision)
+    mixup = float(cfg.augment.mixup)
 
     def log_record(record: dict) -> None:
         if main:
@@ -340,11 +352,15 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
             lr = learning_rate(cfg.optim, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = precision.prepare_input(augment(x.to(device, non_blocking=True)))
+            x = augment(x.to(device, non_blocking=True))
             y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
+            if mixup > 0:
+                x, perm, lam = augment.mix(x)
             with precision.autocast():
-                logits = ddp_model(x)
+                logits = ddp_model(precision.prepare_input(x))
             loss = strategy.loss(logits.float(), y, idx)
+            if mixup > 0:   # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
+                loss = lam * loss + (1.0 - lam) * strategy.loss(logits.float(), y[perm], idx[perm])
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -368,7 +384,8 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
                   "time_hook": round(t_hook, 3), "time_train": round(t_train, 3)}
         improved = False
         if data.val is not None:
-            vm = evaluate(model, strategy, data.val, rank=dinfo.rank, world_size=dinfo.world_size, **eval_kw)
+            vm = evaluate(model, judged, data.val, rank=dinfo.rank, world_size=dinfo.world_size, tta=cfg.eval.tta,
+                          **eval_kw)
             record.update({"val_accuracy": vm["accuracy"], "val_mean_class_accuracy": vm["mean_class_accuracy"],
                            "val_macro_f1": vm["macro_f1"]})
             improved = best is None or vm["mean_class_accuracy"] > best
@@ -398,7 +415,8 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     model.load_state_dict(ckpt["model"])
     strategy.load_state_dict(ckpt["strategy"]["state"])
     if data.test is not None:
-        final = evaluate(model, strategy, data.test, rank=dinfo.rank, world_size=dinfo.world_size, **eval_kw)
+        final = evaluate(model, judged, data.test, rank=dinfo.rank, world_size=dinfo.world_size, tta=cfg.eval.tta,
+                         **eval_kw)
         final.update({"split": cfg.data.test_split, "checkpoint": Path(ckpt["_path"]).name, "epoch": ckpt["epoch"],
                       "best_val_mean_class_accuracy": best, "method": strategy.name, "seed": cfg.train.seed,
                       "train_class_counts": [int(c) for c in counts], **precision.to_dict()})

@@ -124,6 +124,9 @@ class ImbalanceLoss(nn.Module):
         self.register_buffer("log_prior", torch.empty(0))
         self.register_buffer("weight", None)
         self._weight_spec: Any = None
+        #: label smoothing (Szegedy et al. 2016): ``(1 - eps) l(z, y) + eps * mean_j l(z, j)``,
+        #: which for cross-entropy is CE with targets ``(1 - eps) e_y + eps / C``; set by strategies
+        self.label_smoothing = 0.0
         self._update_from_counts()
         self.set_weight(weight)
 
@@ -172,7 +175,17 @@ class ImbalanceLoss(nn.Module):
                              f"got {tuple(logits.shape)}")
         logits = logits.float()
         targets = targets.to(logits.device).long()
-        return self.reduce(self.per_sample(logits, targets), targets)
+        return self.reduce(self.smoothed_per_sample(logits, targets), targets)
+
+    def smoothed_per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """:meth:`per_sample` with ``label_smoothing`` applied (the class weights and the
+        reduction still follow the true ``targets``)."""
+        per = self.per_sample(logits, targets)
+        eps = float(self.label_smoothing)
+        if eps == 0.0:
+            return per
+        every = torch.stack([self.per_sample(logits, torch.full_like(targets, j)) for j in range(self.num_classes)])
+        return (1.0 - eps) * per + eps * every.mean(0)
 
     def reduce(self, losses: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-sample losses -> the batch loss: their mean, class-weighted by ``targets`` when
@@ -349,11 +362,12 @@ def _get(name: str) -> type[ImbalanceLoss]:
     return _LOSSES[name]
 
 
-def create_loss(name: str, counts: Any, options: dict | None = None) -> ImbalanceLoss:
+def create_loss(name: str, counts: Any, options: dict | None = None, *, label_smoothing: float = 0.0) -> ImbalanceLoss:
     """Build the loss ``name`` for columns with sample counts ``counts``.
 
     ``options`` are keyword arguments (see :func:`loss_options`); an unknown name or option is
-    a ``ValueError`` that lists the valid ones.
+    a ``ValueError`` that lists the valid ones. ``label_smoothing`` sets the loss's
+    :attr:`ImbalanceLoss.label_smoothing`.
     """
     cls = _get(name)
     options = dict(options or {})
@@ -362,7 +376,9 @@ def create_loss(name: str, counts: Any, options: dict | None = None) -> Imbalanc
     if unknown:
         raise ValueError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}; "
                          f"valid: {', '.join(sorted(valid))}")
-    return cls(counts, **options)
+    loss = cls(counts, **options)
+    loss.label_smoothing = float(label_smoothing)
+    return loss
 
 
 __all__ = [

@@ -45,6 +45,8 @@ def metrics_from_confusion(cm: torch.Tensor, class_names: Sequence[str]) -> dict
         },
         "confusion_matrix": cm.long().tolist(),
         "num_samples": int(total),
+        # classes with no sample here: left out of the mean class accuracy and macro-F1
+        "absent_classes": [name for i, name in enumerate(class_names) if not bool(present[i])],
     }
 
 
@@ -54,6 +56,9 @@ def format_metrics(m: dict) -> str:
              "class       recall  precision  support"]
     for name, pc in m["per_class"].items():
         lines.append(f"{name:<10} {100 * pc['recall']:7.2f}  {100 * pc['precision']:9.2f}  {pc['support']:7d}")
+    if m.get("absent_classes"):
+        lines.append(f"(not in this split: {', '.join(m['absent_classes'])}; left out of the mean class accuracy "
+                     "and macro-F1)")
     return "\n".join(lines)
 
 

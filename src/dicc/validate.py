@@ -63,9 +63,20 @@ def check_config(cfg: Config, device=None) -> None:
                          "would be chosen on the images it is then tested on; use data.val=holdout (drawn from "
                          "the training split) or another split")
     _number(a.std, "augment.std", 0.0, open_lo=True)
-    for key in ("erase", "mixup"):
-        if hasattr(a, key):
-            _number(getattr(a, key), f"augment.{key}", 0.0)
+    _number(a.erase, "augment.erase", 0.0, 1.0)
+    _number(a.rotate, "augment.rotate", 0.0, 180.0)
+    _number(a.scale, "augment.scale", 0.0, 1.0, open_hi=True)
+    _number(a.mixup, "augment.mixup", 0.0)
+    _number(t.label_smoothing, "train.label_smoothing", 0.0, 1.0, open_hi=True)
+    from .data.transforms import TTA_MODES
+
+    if cfg.eval.tta not in TTA_MODES:
+        raise ValueError(f"eval.tta: unknown test-time augmentation {cfg.eval.tta!r}; valid: {', '.join(TTA_MODES)}")
+    if cfg.eval.logit_adjust is not None:
+        _number(cfg.eval.logit_adjust, "eval.logit_adjust")
+    if a.mixup > 0 and cfg.method.name == "dicc" and cfg.method.options.get("feature_source", "train") == "train":
+        raise ValueError("augment.mixup with method dicc: the features kept from training would be those of mixed "
+                         "images; set method.options.feature_source=clean")
     from .models import check_model_spec
 
     check_model_spec(m.name, m.width)

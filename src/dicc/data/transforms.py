@@ -66,6 +66,61 @@ def random_erase(x: torch.Tensor, p: float, gen: torch.Generator, scale=(0.02, 0
     return x.masked_fill(mask[:, None].to(x.device), 0.0)
 
 
+def random_affine(x: torch.Tensor, degrees: float, scale: float, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random rotation (uniform in +-``degrees``) and zoom (uniform in 1 +- ``scale``)
+    about the image centre of a float batch, bilinear, edges replicated (one ``grid_sample``)."""
+    if degrees <= 0 and scale <= 0:
+        return x
+    b = x.shape[0]
+    ang = (torch.rand(b, generator=gen) * 2 - 1) * (degrees * torch.pi / 180.0)
+    zoom = 1 + (torch.rand(b, generator=gen) * 2 - 1) * scale
+    cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def mix_batch(x: torch.Tensor, alpha: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al., ICLR 2018): ``lam * x + (1 - lam) * x[perm]`` with ``lam ~ Beta(alpha,
+    alpha)`` drawn once for the batch; returns ``(mixed, perm, lam)``. The loss is then
+    ``lam * loss(y) + (1 - lam) * loss(y[perm])``."""
+    lam = _beta(alpha, gen)
+    perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
+    return lam * x + (1.0 - lam) * x[perm], perm, lam
+
+
+def _beta(alpha: float, gen: torch.Generator) -> float:
+    """One draw of Beta(alpha, alpha), seeded from ``gen`` (so it is part of its state)."""
+    import numpy as np
+
+    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def tta_views(x: torch.Tensor, mode: str, shift: int = 2) -> list[torch.Tensor]:
+    """Test-time views of a batch (any dtype, ``[B, C, H, W]``): ``"none"`` the batch itself;
+    ``"flip"`` it and its mirror image; ``"crops"`` ten views: the centre and the four corner
+    shifts by ``shift`` pixels (edge-replicated, the shifts training's padded crops make), each
+    also mirrored. The caller averages the class probabilities over the views."""
+    if mode in (None, "none"):
+        return [x]
+    if mode == "flip":
+        return [x, x.flip(-1)]
+    if mode == "crops":
+        h, w = x.shape[-2:]
+        p = F.pad(x.float(), (shift,) * 4, mode="replicate").to(x.dtype) if shift > 0 else x
+        views = []
+        for dy, dx in ((shift, shift), (0, 0), (0, 2 * shift), (2 * shift, 0), (2 * shift, 2 * shift)):
+            v = p[..., dy:dy + h, dx:dx + w]
+            views += [v, v.flip(-1)]
+        return views
+    raise ValueError(f"unknown test-time augmentation {mode!r}; valid: {', '.join(TTA_MODES)}")
+
+
+TTA_MODES = ("none", "flip", "crops")
+
+
 class BatchAugment:
     """Training-time augmentation of a uint8 batch, returning a normalised float batch."""
 
@@ -79,9 +134,14 @@ class BatchAugment:
         if cfg.flip:
             x = random_flip(x, self.gen)
         x = x.float() / 255.0
+        x = random_affine(x, getattr(cfg, "rotate", 0.0), getattr(cfg, "scale", 0.0), self.gen)
         x = color_jitter(x, cfg.brightness, cfg.contrast, self.gen)
         x = random_erase(x, cfg.erase, self.gen)
         return (x - cfg.mean) / cfg.std
+
+    def mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """:func:`mix_batch` with ``cfg.mixup`` as alpha, from this augmenter's generator."""
+        return mix_batch(x, float(self.cfg.mixup), self.gen)
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.get_state()}

@@ -84,6 +84,22 @@ class Strategy:
             raise ValueError(f"{self.name}: the training data has no samples of {', '.join(empty)} (every class of "
                              f"the label space needs some; counts: {self.format_counts()})")
         self.options = options if options is not None else self.Options()
+        #: label smoothing of every training loss (``train.label_smoothing``; set_label_smoothing)
+        self.label_smoothing = 0.0
+
+    def set_label_smoothing(self, eps: float) -> None:
+        """Spread ``eps`` of each target's mass over all classes in every training loss."""
+        eps = float(eps)
+        if not 0.0 <= eps < 1.0:
+            raise ValueError(f"train.label_smoothing must lie in [0, 1), got {eps}")
+        self.label_smoothing = eps
+        for loss in self.loss_modules():
+            loss.label_smoothing = eps
+
+    def loss_modules(self) -> list:
+        """The :class:`dicc.losses.ImbalanceLoss` modules the training loss uses (for options
+        that apply to all of them, such as label smoothing)."""
+        return []
 
     def class_name(self, c: int) -> str:
         return self.class_names[c] if self.class_names is not None else f"class {c}"
@@ -118,7 +134,7 @@ class Strategy:
         pass
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits, targets)
+        return nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
     # -- evaluation ----------------------------------------------------------------------
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:

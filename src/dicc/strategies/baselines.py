@@ -49,6 +49,9 @@ class _LossStrategy(Strategy):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return self.criterion(logits, targets)
 
+    def loss_modules(self) -> list:
+        return [self.criterion]
+
 
 # -- re-weighting ------------------------------------------------------------------------------
 @register_strategy

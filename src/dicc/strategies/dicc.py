@@ -241,6 +241,8 @@ class DICC(Strategy):
         else:  # the live rows are a C-way classifier: the sub-class space is the class space
             self._base = create_loss(o.base_loss, counts, o.base_loss_options)
         self._parent = create_loss(o.parent_loss, counts, o.parent_loss_options) if o.parent_weight else None
+        for loss in self.loss_modules():
+            loss.label_smoothing = getattr(self, "label_smoothing", 0.0)
         self._merge = _Merge(self.plan, o.merge, self.split)
         self._pseudo_dev: dict[torch.device, torch.Tensor] = {}
         self._sibling_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -273,12 +275,12 @@ class DICC(Strategy):
         o, kk = off[sub_t], k[sub_t]
         local = sub_t - o
         eps_i = (kk > 1).to(logits.dtype) * eps
-        per = (1.0 - eps_i) * base.per_sample(logits, sub_t)
+        per = (1.0 - eps_i) * base.smoothed_per_sample(logits, sub_t)
         share = eps_i / (kk - 1).clamp_min(1).to(logits.dtype)
         for j in range(1, max(self.plan.k)):
             valid = j < kk
             sib = torch.where(valid, o + (local + j) % kk.clamp_min(1), sub_t)
-            per = per + torch.where(valid, share, torch.zeros_like(share)) * base.per_sample(logits, sib)
+            per = per + torch.where(valid, share, torch.zeros_like(share)) * base.smoothed_per_sample(logits, sib)
         return base.reduce(per, sub_t)
 
     # -- training --------------------------------------------------------------------------
@@ -507,6 +509,9 @@ class DICC(Strategy):
         if pw:
             out = (out + pw * self._parent(self._merge(logits), targets)) / (1.0 + pw)
         return out
+
+    def loss_modules(self) -> list:
+        return [m for m in (self._base, self._parent) if m is not None]
 
     # -- evaluation ------------------------------------------------------------------------
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
