@@ -106,6 +106,14 @@ def test_iou_and_tracker_keep_ids_while_boxes_move():
         IouTracker(iou=0)
 
 
+def test_tracker_follows_a_fast_face_by_its_centre():
+    t, strict = IouTracker(), IouTracker(max_shift=0)
+    assert t.update([[0, 0, 40, 40]]) == strict.update([[0, 0, 40, 40]]) == [0]
+    assert t.update([[30, 0, 40, 40]]) == [0] and strict.update([[30, 0, 40, 40]]) == [1]  # IoU 0.14, 0.75 widths
+    assert t.update([[90, 0, 40, 40]]) == [1]    # 1.5 widths away: another face
+    assert t.update([[95, 0, 100, 100]]) == [2]  # near, but 2.5x the size: another face
+
+
 def test_ema_smoother_per_face():
     s = EmaSmoother(0.25)
     a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])

@@ -246,21 +246,23 @@ class Recognizer:
         return [self.faces(b, p) for b, p in self.analyze(images, detect=detect, bgr=bgr)]
 
     def predict_video(self, source, *, every: int = 1, smooth: float = 1.0, iou: float = 0.3, max_missed: int = 5,
-                      detect: bool = True, chunk: int = 32, should_stop=None, with_images: bool = False):
+                      max_shift: float = 1.0, detect: bool = True, chunk: int = 32, should_stop=None, with_images: bool = False):
         """A :class:`dicc.predict.video.VideoPrediction` of a video file (a path) or a camera (an
         int index): iterate it for ``{"frame", "time_s", "faces": [{"face_id", "box", "emotions",
         "dominant"}]}`` per processed frame (every ``every``-th); afterwards ``.summary()`` (per
         face: dominant emotion over time, share of frames per emotion) and ``.bad_frames``.
 
         ``smooth``: weight of the newest frame in each face's moving average of probabilities
-        (1: none). ``iou``, ``max_missed``: a face keeps its id while its box overlaps the last
-        one by at least ``iou`` and it is missing from at most ``max_missed`` processed frames in
-        a row. ``chunk``: frames per batch (use 1 for a camera). ``should_stop``: polled before
+        (1: none). ``iou``, ``max_shift``, ``max_missed``: a face keeps its id while its box
+        overlaps its last one by at least ``iou`` (or, failing that, its centre moved at most
+        ``max_shift`` box widths at a similar size) and it is missing from at most ``max_missed``
+        processed frames in a row. ``chunk``: frames per batch (use 1 for a camera). ``should_stop``: polled before
         each frame; True ends the video cleanly. ``with_images``: each record also holds the
         frame's RGB array under "image"."""
         from .inputs import VideoReader
         from .video import VideoPrediction
 
         reader = VideoReader(source, every, should_stop=should_stop)
-        return VideoPrediction(self, reader, smooth=smooth, iou=iou, max_missed=max_missed, chunk=chunk,
+        return VideoPrediction(self, reader, smooth=smooth, iou=iou, max_missed=max_missed, max_shift=max_shift,
+                               chunk=chunk,
                                detect=detect, with_images=with_images)

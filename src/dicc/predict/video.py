@@ -1,8 +1,10 @@
 """Video timelines: face ids kept across frames by box overlap, per-face smoothing, and per-face summaries.
 
 :class:`IouTracker` gives each face box of a frame an id: the id of the previous frames' track
-whose last box overlaps it most (intersection over union at least ``iou``), else a new one; a
-track unseen for ``max_missed`` processed frames ends. :class:`EmaSmoother` averages each
+whose last box overlaps it most (intersection over union at least ``iou``); failing that, of the
+nearest remaining track whose box has a similar size and whose centre is at most ``max_shift``
+box widths away (a fast face, or ``--every N``); else a new id. A track unseen for
+``max_missed`` processed frames ends. :class:`EmaSmoother` averages each
 face's probabilities over time (exponential moving average, ``alpha`` the weight of the newest
 frame). :class:`FaceSummary` accumulates what one face did; :func:`summarize` turns it into the
 dominant emotion over time (segments) and the share of frames per emotion.
@@ -35,12 +37,14 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class IouTracker:
     """Face ids across frames by greedy box matching (highest IoU first)."""
 
-    def __init__(self, iou: float = 0.3, max_missed: int = 5) -> None:
+    def __init__(self, iou: float = 0.3, max_missed: int = 5, max_shift: float = 1.0) -> None:
         if not 0.0 < iou <= 1.0:
             raise ValueError(f"iou must be in (0, 1], got {iou}")
         if max_missed < 0:
             raise ValueError(f"max_missed must be >= 0, got {max_missed}")
-        self.iou, self.max_missed = float(iou), int(max_missed)
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.iou, self.max_missed, self.max_shift = float(iou), int(max_missed), float(max_shift)
         self.tracks: dict[int, tuple[np.ndarray, int]] = {}  # id -> (last box, frames missed)
         self.next_id = 0
         self.ended: list[int] = []  # ids whose track ended at the last update
@@ -52,12 +56,15 @@ class IouTracker:
         ious = iou_matrix(boxes, np.stack([self.tracks[i][0] for i in ids])) if ids and len(boxes) else None
         out: list[int | None] = [None] * len(boxes)
         if ious is not None:
-            for flat in np.argsort(-ious, axis=None, kind="stable"):
-                r, c = divmod(int(flat), len(ids))
-                if ious[r, c] < self.iou:
-                    break
-                if out[r] is None and ids[c] is not None:
-                    out[r], ids[c] = ids[c], None
+            self._greedy(-ious, -self.iou, ids, out)
+            if self.max_shift > 0 and None in out and any(i is not None for i in ids):
+                last = np.stack([self.tracks[i][0] if i is not None else np.zeros(4) for i in ids]).astype(float)
+                b = boxes.astype(float)
+                shift = np.hypot(*((b[:, None, :2] + b[:, None, 2:] / 2) - (last[None, :, :2] + last[None, :, 2:] / 2)
+                                   ).transpose(2, 0, 1)) / np.maximum((b[:, None, 2] + last[None, :, 2]) / 2, 1)
+                ratio = b[:, None, 2] / np.maximum(last[None, :, 2], 1)
+                shift[(ratio < 0.5) | (ratio > 2)] = np.inf
+                self._greedy(shift, self.max_shift, ids, out)
         seen = set()
         for r, box in enumerate(boxes):
             if out[r] is None:
@@ -75,6 +82,17 @@ class IouTracker:
                 else:
                     self.tracks[tid] = (box, missed + 1)
         return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _greedy(cost: np.ndarray, limit: float, ids: list, out: list) -> None:
+        """Pair rows (boxes) and columns (tracks) by increasing ``cost`` up to ``limit``; a paired
+        track's slot in ``ids`` becomes None."""
+        for flat in np.argsort(cost, axis=None, kind="stable"):
+            r, c = divmod(int(flat), len(ids))
+            if cost[r, c] > limit:
+                break
+            if out[r] is None and ids[c] is not None:
+                out[r], ids[c] = ids[c], None
 
 
 class EmaSmoother:
@@ -148,13 +166,13 @@ class VideoPrediction:
     ``chunk`` at a time (one batched forward over all their faces)."""
 
     def __init__(self, rec: "Recognizer", reader: "VideoReader", *, smooth: float = 1.0, iou: float = 0.3,
-                 max_missed: int = 5, chunk: int = 32, detect: bool = True,
+                 max_missed: int = 5, max_shift: float = 1.0, chunk: int = 32, detect: bool = True,
                  with_images: bool = False) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.rec, self.reader, self.chunk, self.detect = rec, reader, int(chunk), detect
         self.with_images = with_images
-        self.tracker = IouTracker(iou, max_missed)
+        self.tracker = IouTracker(iou, max_missed, max_shift)
         self.smoother = EmaSmoother(smooth)
         self.faces: dict[int, FaceSummary] = {}
 
