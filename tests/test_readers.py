@@ -38,7 +38,8 @@ def affectnet_tree(root: Path, rows: dict[str, list[int]], lists_dir: str = "") 
         for i, code in enumerate(codes):
             rel = f"{100 + i % 3}/{split}{i:04d}.jpg"
             write_image(root / "Manually_Annotated_Images" / rel, rng.integers(0, 256, (64, 80, 3), dtype=np.uint8))
-            lines.append(f'{rel},10,12,50,40,"1.5;2.5;3.5",{code},0.25,-0.5\n')
+            landmarks = '"1.5;2.5;3.5"' if i % 2 else "1.5;2.5;3.5"  # quoted or not: both occur
+            lines.append(f"{rel},10,12,50,40,{landmarks},{code},0.25,-0.5\n")
             files[split].append(rel)
         csv.write_text("".join(lines))
     return files
@@ -244,3 +245,15 @@ def test_flat_folders_seeded_stratified_split(tmp_path):
     with pytest.raises(ValueError, match="test_fraction applies to a flat layout"):
         load_split(nested, "train", fmt="imagefolder:test_fraction=0.5")
     assert set(FORMATS["imagefolder"].options) == {"test_fraction", "split_seed", "group"}
+
+
+def test_own_class_names_with_an_explicit_format(tmp_path):
+    class_tree(tmp_path / "flat", {"pain": 4, "no_pain": 6})
+    class_tree(tmp_path / "split" / "train", {"pain": 2, "no_pain": 2})
+    kw = dict(fmt="imagefolder", classes=["no_pain", "pain"], cache_dir=False)
+    assert list_splits(tmp_path / "flat", "imagefolder") == ["all", "train", "test"]
+    flat = load_split(tmp_path / "flat", "train", **kw)
+    assert flat.class_names == ("no_pain", "pain") and flat.class_counts() == [5, 3]
+    assert load_split(tmp_path / "split", "train", **kw).class_counts() == [2, 2]
+    with pytest.raises(ValueError, match="unknown class name 'pain'.*expected one of no_pain"):
+        load_split(tmp_path / "flat", "all", fmt="imagefolder", classes=["no_pain"], cache_dir=False)

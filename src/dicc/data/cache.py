@@ -29,7 +29,7 @@ import torch
 from ..checkpoint import save_atomic
 from .decode import decode_array
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: large JPEGs are decoded at a reduced DCT scale (decode.py)
 _PARALLEL_MIN_FILES = 2000  # below this, a process pool costs more than it saves
 
 

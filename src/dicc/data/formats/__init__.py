@@ -70,7 +70,7 @@ def get_format(path: str | os.PathLike, fmt: str = "auto") -> Format:
 
 
 def _resolve(path, fmt: str, options: dict | None) -> tuple[Path, Format, dict]:
-    p = existing(path)
+    p = existing(path).absolute()  # so every path a reader builds is absolute (sample identities)
     f, given = _lookup(p, fmt)
     return p, f, check_options(f, {**given, **(options or {})})
 

@@ -147,7 +147,7 @@ def files_format(name: str, description: str, detect: Callable[[Path], bool],
         source = f"{root}:{split}"
         labs = labels_tensor(fl.labels)
         common = dict(labels=labs, class_names=classes, source=source, extras=fl.extras,
-                      ids=[os.path.abspath(p) for p in fl.paths], dropped=dict(fl.dropped))
+                      ids=[p if os.path.isabs(p) else os.path.abspath(p) for p in fl.paths], dropped=dict(fl.dropped))
         if in_memory == "auto":
             in_memory = image_size <= IN_MEMORY_MAX_SIZE
         if not in_memory:

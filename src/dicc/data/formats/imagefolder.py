@@ -45,16 +45,19 @@ OPTIONS = {
 
 
 def is_flat(root: Path) -> bool:
-    """True for ``root/<class>/*`` (no split level): a sub-folder is a class name."""
-    return any(is_class_name(n) for n in subdirs(root))
+    """True for ``root/<class>/*`` (no split level): a sub-folder is an emotion name, or no
+    sub-folder has sub-folders of its own (class folders of a user's own label space, e.g.
+    ``pain/``, ``no_pain/``; auto-detection only knows emotion names, ``--format imagefolder``
+    reads any)."""
+    names = subdirs(root)
+    return any(is_class_name(n) for n in names) or (bool(names) and not any(subdirs(root / n) for n in names))
 
 
 def _detect(root: Path) -> bool:
     if not root.is_dir():
         return False
-    if is_flat(root):
-        return True
-    return any(is_class_name(c) for s in subdirs(root) for c in subdirs(root / s))
+    names = subdirs(root)  # detection is strict: emotion names (or aliases) only
+    return any(is_class_name(n) for n in names) or any(is_class_name(c) for s in names for c in subdirs(root / s))
 
 
 def _splits(root: Path) -> list[str]:
