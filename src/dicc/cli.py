@@ -83,6 +83,34 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--confusion", help="also save the confusion matrix as this PNG")
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--tta", choices=("none", "flip", "crops"), default=None,
+                   help="test-time augmentation: average the probabilities over the image and its mirror (flip) "
+                        "or over 10 shifted and mirrored views (crops); default: the run's eval.tta")
+
+
+def _add_rebalance(sub) -> None:
+    p = sub.add_parser("rebalance", help="re-balance a finished run's classifier (cRT, tau-norm, post-hoc logit "
+                       "adjustment), chosen on its validation hold-out, into a new run directory")
+    p.add_argument("run_dir", help="a finished run directory")
+    p.add_argument("--stage", required=True, choices=("crt", "tau_norm", "logit_adjust"))
+    p.add_argument("--out", required=True, help="the new run directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="stage option, e.g. --set epochs=5 --set tau=1.0 --set space=subclass (see dicc.rebalance)")
+
+
+def _rebalance(args) -> int:
+    from .config import _parse_value
+    from .rebalance import rebalance
+
+    stage = {"name": args.stage}
+    for item in args.overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        stage[key.strip()] = _parse_value(value)
+    rebalance(args.run_dir, stage, args.out)
+    print(f"run directory: {args.out}")
+    return 0
 
 
 def _evaluate(args) -> int:
@@ -105,8 +133,9 @@ def _evaluate(args) -> int:
         ds = build_run_data(dcfg, need_test=False).val
     else:
         ds = open_split(dcfg, args.split)
-    m = evaluate(model, strategy, ds, batch_size=args.batch_size, mean=norm["mean"], std=norm["std"])
-    m.update({"split": args.split, "checkpoint": ckpt["_path"]})
+    tta = args.tta or (ckpt["config"].get("eval") or {}).get("tta", "none")
+    m = evaluate(model, strategy, ds, batch_size=args.batch_size, mean=norm["mean"], std=norm["std"], tta=tta)
+    m.update({"split": args.split, "checkpoint": ckpt["_path"], "tta": tta})
     if args.confusion:
         save_confusion_png(m["confusion_matrix"], ds.class_names, args.confusion, title=f"{args.split}")
     print(json.dumps(m, indent=2) if args.json else format_metrics(m))
@@ -204,7 +233,8 @@ def _compare(args) -> int:
 
 
 COMMANDS = {"train": _train, "evaluate": _evaluate, "data": _data, "methods": _methods,
-            "subclasses": _subclasses, "compare": _compare, "predict": _predict, "export": _export}
+            "subclasses": _subclasses, "compare": _compare, "predict": _predict, "export": _export,
+            "rebalance": _rebalance}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_rebalance(sub)
     _add_data(sub)
     _add_subclasses(sub)
     from .compare import add_compare_parser

@@ -26,6 +26,9 @@ cRT epochs) is made on the same hold-out, the test split is evaluated once at th
     ``parent`` divides all rows of a class by the mean norm of that class's rows (to the power
     tau), keeping the sub-classes' relative scales. LDAM's cosine head has unit rows: tau-norm
     changes nothing there.
+``checkpoint`` (every stage): ``best`` (default: the parent's checkpoint chosen on validation)
+or ``last``.
+
 ``logit_adjust``
     post-hoc logit adjustment (Menon et al., ICLR 2021): parent logits ``- tau * log pi`` with
     the training prior ``pi``; ``tau`` auto (chosen on validation from ``taus``, default 0, 0.25,
@@ -53,9 +56,9 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, save_atomic, wri
 from .config import Config, from_dict, save_config
 
 STAGES = ("crt", "tau_norm", "logit_adjust")
-_OPTIONS = {"crt": {"epochs", "lr", "views", "space", "batch_size", "weight_decay"},
-            "tau_norm": {"tau", "taus", "space"},
-            "logit_adjust": {"tau", "taus"}}
+_OPTIONS = {"crt": {"epochs", "lr", "views", "space", "batch_size", "weight_decay", "checkpoint"},
+            "tau_norm": {"tau", "taus", "space", "checkpoint"},
+            "logit_adjust": {"tau", "taus", "checkpoint"}}
 logger = logging.getLogger("dicc")
 
 
@@ -70,6 +73,8 @@ def check_stage(stage: dict) -> dict:
     if unknown:
         raise ValueError(f"stage {name}: unknown option(s) {', '.join(unknown)}; valid: "
                          f"{', '.join(sorted(_OPTIONS[name]))}")
+    if stage.get("checkpoint", "best") not in ("best", "last"):
+        raise ValueError(f"stage {name}: checkpoint must be best or last, got {stage['checkpoint']!r}")
     if "space" in stage and stage["space"] not in ("parent", "subclass"):
         raise ValueError(f"stage {name}: space must be parent or subclass, got {stage['space']!r}")
     tau = stage.get("tau", "auto")
@@ -148,7 +153,7 @@ def _train_head(feats: torch.Tensor, targets: torch.Tensor, num_outputs: int, gr
             loss.backward()
             opt.step()
             step += 1
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
         on_epoch(epoch, head, loss_sum / (steps * batch_size))
     return head
 
@@ -169,8 +174,8 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
     stage = check_stage(stage)
     name = stage["name"]
     parent = Path(parent_run_dir)
-    src = parent / "checkpoints" / "best.pt"
-    ckpt = load_checkpoint(src if src.is_file() else parent)
+    src = parent / "checkpoints" / f"{stage.get('checkpoint', 'best')}.pt"
+    ckpt = load_checkpoint(src)
     cfg = from_dict(Config, ckpt["config"])
     data = build_run_data(cfg.data)
     if data.val is None:
