@@ -166,7 +166,7 @@ class MtcnnDetector(Detector):
         min_score: keep faces whose final-stage probability is at least this (default 0.9).
         thresholds: the three stages' thresholds (default MTCNN's 0.6, 0.7, 0.7).
         factor: image pyramid step (default 0.709).
-        device: torch device (default "cpu").
+        device: torch device (default None: "cuda" when available, else "cpu").
         batch_size: images of one size per forward pass (default 16).
     """
 
@@ -174,7 +174,7 @@ class MtcnnDetector(Detector):
     has_landmarks = True
 
     def __init__(self, min_size: int = 20, min_score: float = 0.9, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, device: str = "cpu", batch_size: int = 16) -> None:
+                 factor: float = 0.709, device: str | None = None, batch_size: int = 16) -> None:
         self.min_size = min_size
         self.min_score = min_score
         self.thresholds = tuple(thresholds)
@@ -207,6 +207,10 @@ class MtcnnDetector(Detector):
         except ImportError as err:
             raise ImportError(f"the mtcnn face detector needs facenet-pytorch 2.5: {MTCNN_INSTALL_HINT} "
                               f"({err})") from None
+        import torch
+
+        if self.device in (None, "auto"):
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=int(self.min_size),
                             thresholds=list(self.thresholds), factor=float(self.factor), device=self.device)
         return self._mtcnn

@@ -13,6 +13,8 @@ from ..faces import DETECTORS, create_detector, load_image
 from .outputs import RECORD_KEYS, Annotator, open_writer, records, summary_lines, write_json_atomic
 from .recognizer import ALIGN_MODES, DEFAULT_ALIGN, Recognizer
 
+VIDEO_CHUNK = 16  # video frames held at once (a 1080p RGB frame is 6 MB)
+
 EPILOG = f"""\
 CHECKPOINT is a .pt checkpoint, a run directory, or a .onnx file from `dicc export`.
 INPUT is any mix of image files, video files (.mp4 .avi .mov .mkv .webm) and folders
@@ -65,8 +67,8 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
                      "probabilities: weight of the newest frame, in (0, 1] (default 1: none)")
     vid.add_argument("--track-iou", type=float, default=0.3, help="a face keeps its id while its box overlaps its "
                      "last one by this IoU (default 0.3)")
-    p.add_argument("--batch-size", type=int, default=64, help="faces (and video frames) per forward pass "
-                   "(default 64)")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass (default 64); video "
+                   f"frames are detected and classified up to {VIDEO_CHUNK} at a time (a camera's one by one)")
     p.add_argument("--device", default="auto", help="torch device for a .pt checkpoint (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -172,7 +174,7 @@ class _Runner:
         try:
             total = 0 if camera else video_frame_count(source)
             run = self.rec.predict_video(source, every=args.every, smooth=args.smooth, iou=args.track_iou,
-                                         detect=self.detect, chunk=1 if camera else args.batch_size,
+                                         detect=self.detect, chunk=1 if camera else min(args.batch_size, VIDEO_CHUNK),
                                          should_stop=self.stop, with_images=self.annotator is not None)
             with self.progress(total=-(-total // args.every) if total else None, unit="frame", desc=Path(name).name,
                                disable=no_bar, file=sys.stderr, leave=False) as bar:
@@ -200,7 +202,7 @@ def _detector(args):
     if args.detector == "haar":
         options.update(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors)
     elif args.detector == "mtcnn":
-        options.update(min_score=args.min_score)
+        options.update(min_score=args.min_score, device=args.device)
     return create_detector(args.detector, **options)
 
 
