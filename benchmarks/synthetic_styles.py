@@ -44,9 +44,9 @@ from dicc.models import create_model
 
 
 def cluster(features: torch.Tensor, labels: torch.Tensor, plan, opts: dict) -> torch.Tensor:
-    fitted = SubclassClusterer(backend=opts.get("backend", "torch"), n_init=int(opts.get("n_init", 3)),
+    fitted = SubclassClusterer(plan, backend=opts.get("backend", "torch"), n_init=int(opts.get("n_init", 3)),
                                max_iter=int(opts.get("max_iter", 100)), seed=int(opts.get("seed", 0)),
-                               min_cluster_size=int(opts.get("min_cluster_size", 0))).fit(features, labels, plan)
+                               min_cluster_size=int(opts.get("min_cluster_size", 0))).fit(features, labels)
     return fitted.assign_.cpu()
 
 

@@ -165,7 +165,7 @@ facts["resumed_final"] = res.final
 dump("cut")
 
 # 3. the clustering fails on rank 0 only: every rank raises (rank 1 does not wait in the broadcast)
-import dicc.strategies.dicc as dicc_strategy  # noqa: E402
+import dicc.strategies.dicc.strategy as dicc_strategy  # noqa: E402
 
 _Clusterer = dicc_strategy.SubclassClusterer
 

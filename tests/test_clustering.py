@@ -163,7 +163,7 @@ def test_clusterer_recovers_hidden_styles(backend):
     counts = [600, 120, 900]
     plan = SubclassPlan(counts=counts, k=[2, 1, 3], size=300.0)
     x, y, style = styled_classes(counts, styles=[2, 1, 3], seed=0)
-    cl = SubclassClusterer(backend=backend, n_init=3, seed=0).fit(x, y, plan)
+    cl = SubclassClusterer(plan, backend=backend, n_init=3, seed=0).fit(x, y)
     assert cl.assign_.shape == (sum(counts),)
     assert (plan.sub_to_parent[cl.assign_] == y).all()          # stays inside the parent
     assert (cl.assign_[y == 1] == plan.offsets[1]).all()         # unsplit class: its one id
@@ -186,8 +186,8 @@ def test_backends_reach_the_same_inertia():
     plan = SubclassPlan(counts=counts, k=[4, 3], size=200.0)
     # overlapping styles: a harder case
     x, y, _ = styled_classes(counts, styles=[4, 3], seed=1, style_spread=0.25, noise=0.4)
-    a = SubclassClusterer(backend="torch", n_init=5, seed=0).fit(x, y, plan)
-    b = SubclassClusterer(backend="sklearn", n_init=5, seed=0).fit(x, y, plan)
+    a = SubclassClusterer(plan, backend="torch", n_init=5, seed=0).fit(x, y)
+    b = SubclassClusterer(plan, backend="sklearn", n_init=5, seed=0).fit(x, y)
     for c in (0, 1):
         assert a.class_inertia_[c] == pytest.approx(b.class_inertia_[c], rel=0.01)
 
@@ -196,12 +196,12 @@ def test_stable_matching_gives_back_previous_ids():
     counts = [600, 900]
     plan = SubclassPlan(counts=counts, k=[3, 4], size=200.0)
     x, y, _ = styled_classes(counts, styles=[3, 4], seed=2)
-    first = SubclassClusterer(seed=0).fit(x, y, plan)
+    first = SubclassClusterer(plan, seed=0).fit(x, y)
     # relabel the previous clustering with permuted ids inside each class
     perm = torch.tensor([2, 0, 1, 5, 3, 6, 4])  # global old id -> new id (within-class permutations)
     prev = SimpleNamespace(assign_=perm[first.assign_], centroids_=torch.empty_like(first.centroids_))
     prev.centroids_[perm] = first.centroids_
-    again = SubclassClusterer(seed=123).fit(x, y, plan, previous=prev)
+    again = SubclassClusterer(plan, init=prev.centroids_, previous_labels=prev.assign_, seed=123).fit(x, y)
     assert torch.equal(again.assign_, prev.assign_)
     assert torch.allclose(again.centroids_, prev.centroids_, atol=1e-5)
     assert again.nmi_ == {0: pytest.approx(1.0), 1: pytest.approx(1.0)}
@@ -213,10 +213,10 @@ def test_matching_follows_drifting_features():
     counts = [900]
     plan = SubclassPlan(counts=counts, k=[3], size=300.0)
     x, y, style = styled_classes(counts, styles=[3], seed=3)
-    first = SubclassClusterer(seed=0).fit(x, y, plan)
+    first = SubclassClusterer(plan, seed=0).fit(x, y)
     g = torch.Generator().manual_seed(0)
     x2 = torch.nn.functional.normalize(x + 0.01 * torch.randn(x.shape, generator=g), dim=1)
-    second = SubclassClusterer(seed=1).fit(x2, y, plan, previous=first)
+    second = SubclassClusterer(plan, init=first.cluster_centers_, previous_labels=first.labels_, seed=1).fit(x2, y)
     assert (second.assign_ == first.assign_).float().mean() > 0.98
     assert second.nmi_[0] > 0.9
 
@@ -225,7 +225,7 @@ def test_feature_sample_assigns_everyone():
     counts = [2000]
     plan = SubclassPlan(counts=counts, k=[2], size=1000.0)
     x, y, style = styled_classes(counts, styles=[2], seed=4)
-    cl = SubclassClusterer(feature_sample=200, seed=0).fit(x, y, plan)
+    cl = SubclassClusterer(plan, feature_sample=200, seed=0).fit(x, y)
     assert cl.assign_.shape == (2000,)
     assert adjusted_rand_score(style.numpy(), cl.assign_.numpy()) >= 0.9
     assert torch.equal(cl.predict(x, y), cl.assign_)
@@ -236,7 +236,10 @@ def test_clusterer_errors():
     x = torch.randn(6, 4)
     y = torch.tensor([0, 0, 0, 1, 1, 1])
     with pytest.raises(ValueError, match="torch, sklearn"):
-        SubclassClusterer(backend="faiss").fit(x, y, plan)
-    with pytest.raises(ValueError, match="previous centroids"):
-        SubclassClusterer().fit(x, y, plan, previous=SimpleNamespace(centroids_=torch.zeros(2, 4), assign_=None))
-    assert SubclassClusterer(n_init=7).get_params()["n_init"] == 7
+        SubclassClusterer(plan, backend="faiss").fit(x, y)
+    with pytest.raises(ValueError, match="init centroids"):
+        SubclassClusterer(plan, init=torch.zeros(2, 4)).fit(x, y)
+    params = SubclassClusterer(plan, n_init=7).get_params()
+    assert params["n_init"] == 7 and params["plan"] is plan and params["init"] is None
+    fitted = SubclassClusterer(plan).fit(x, y)   # scikit-learn's names for the fitted attributes
+    assert fitted.labels_ is fitted.assign_ and fitted.cluster_centers_ is fitted.centroids_

@@ -48,8 +48,9 @@ class Ctx:
 
 
 def train_epoch(strat, model, ctx, epoch, order, batch_size=5, drop_last=True):
-    """What the engine does in one epoch (without the optimiser): hook, forward, loss.
-    Returns {index: expected feature} of the (augmented) batches it trained on."""
+    """What the engine does in one epoch (without the optimiser): epoch hook, forward (with the
+    features when the strategy wants them), loss. Returns {index: expected feature} of the
+    (augmented) batches it trained on."""
     strat.on_epoch_start(ctx(epoch))
     model.train()
     seen = {}
@@ -59,7 +60,11 @@ def train_epoch(strat, model, ctx, epoch, order, batch_size=5, drop_last=True):
     g = torch.Generator().manual_seed(100 + epoch)
     for idx in batches:
         x = ctx.images[idx] + 0.1 * torch.randn(ctx.images[idx].shape, generator=g)   # "augmented"
-        logits = model(x)
+        if strat.wants_features:
+            logits, feats = model(x, return_features=True)
+            strat.observe_features(feats.detach(), LABELS[idx], idx)
+        else:
+            logits = model(x)
         strat.loss(logits, LABELS[idx], idx).backward()
         with torch.no_grad():   # the same batch again, same train mode: the reference features
             ref = F.normalize(model.features(x), dim=1)
@@ -77,16 +82,12 @@ def test_kept_features_are_the_penultimate_features_of_the_augmented_batch():
     order = torch.randperm(N, generator=torch.Generator().manual_seed(0))
     seen = train_epoch(strat, model, ctx, 0, order)
     assert len(seen) == 20                     # 24 samples, batches of 5, drop_last: 4 left over
+    bank = strat.bank
     for i, ref in seen.items():
-        assert torch.allclose(strat._kept[i], ref, atol=1e-5)
-        assert int(strat._kept_epoch[i]) == 0 and int(strat._kept_label[i]) == int(LABELS[i])
+        assert torch.allclose(bank.feats[i], ref, atol=1e-5)
+        assert int(bank.epochs[i]) == 0 and int(bank.labels[i]) == int(LABELS[i])
     left = [i for i in range(N) if i not in seen]
-    assert (strat._kept_epoch[left] == -1).all()
-    # evaluation passes (eval mode) are not kept
-    model.eval()
-    with torch.no_grad():
-        model(ctx.images[:3])
-    assert strat._pending is None
+    assert (bank.epochs[left] == -1).all()
 
 
 def test_every_index_gets_a_feature_newest_first_then_clean():
@@ -103,7 +104,7 @@ def test_every_index_gets_a_feature_newest_first_then_clean():
     assert 0 not in seen0 and 0 not in seen1 and 1 in seen0 and 1 not in seen1
     never = [i for i in range(N) if i not in seen0 and i not in seen1]
     ctx.calls.clear()
-    feats, labels, counts = strat._train_features(ctx(2))
+    feats, labels, counts = strat.bank.for_clustering(ctx(2))
     assert feats.shape == (N, model.head.in_features) and torch.equal(labels, LABELS)
     assert counts == {"train": 20, "older": N - 20 - len(never), "clean": len(never)}
     assert len(ctx.calls) == 1 and ctx.calls[0].tolist() == never   # a clean pass over those only
@@ -162,7 +163,7 @@ def test_state_round_trips_and_a_resumed_run_starts_from_a_clean_pass(tmp_path):
     assert fresh.rounds == 2 and torch.equal(fresh.plan.sub_to_parent[fresh.pseudo], LABELS)
 
 
-def test_options_and_hook_lifetime():
+def test_options_and_capture_lifetime():
     with pytest.raises(ValueError, match="feature_source.*clean, train"):
         create_strategy("dicc", COUNTS, {"feature_source": "augmented"})
     # the default keeps the training features; the clean pass has no hook on the model
@@ -172,14 +173,14 @@ def test_options_and_hook_lifetime():
     model = create_model("vgg_fer", strat.num_outputs, width=4)
     ctx = Ctx(model, images())
     train_epoch(strat, model, ctx, 0, torch.arange(N))
-    assert not model.dropout._forward_pre_hooks and strat._kept is None
+    assert not strat.wants_features and strat.bank.empty
     # clustering once (recluster_every=0): nothing is kept after the split
     strat, model = make({"recluster_every": 0, "warmup_epochs": 1})
     ctx = Ctx(model, images())
     train_epoch(strat, model, ctx, 0, torch.arange(N))
-    assert len(model.dropout._forward_pre_hooks) == 1
+    assert strat.wants_features and not strat.bank.empty
     train_epoch(strat, model, ctx, 1, torch.arange(N))
-    assert strat.split and not model.dropout._forward_pre_hooks and strat._kept is None
+    assert strat.split and not strat.wants_features and strat.bank.empty
 
 
 def test_ranks_gather_their_kept_rows_by_index():
@@ -210,7 +211,7 @@ def test_ranks_gather_their_kept_rows_by_index():
 
     def work(rank):
         s, m = runs[rank]
-        out[rank] = s._train_features(ctxs[rank](2, rank=rank, world_size=2, gather=gather(rank)))
+        out[rank] = s.bank.for_clustering(ctxs[rank](2, rank=rank, world_size=2, gather=gather(rank)))
 
     threads = [threading.Thread(target=work, args=(r,)) for r in range(2)]
     for t in threads:

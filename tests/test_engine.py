@@ -112,9 +112,9 @@ def test_dicc_split_gets_the_training_optimizer(tiny_config, monkeypatch):
     seen = []
     split_head = DICC.split_head
 
-    def spy(self, model, optimizer=None):
-        seen.append(optimizer)
-        return split_head(self, model, optimizer)
+    def spy(self, ctx):
+        seen.append(ctx.optimizer)
+        return split_head(self, ctx)
 
     monkeypatch.setattr(DICC, "split_head", spy)
     made = []

@@ -356,8 +356,12 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
             y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
             if mixup > 0:
                 x, perm, lam = augment.mix(x)
+            keep = strategy.wants_features
             with precision.autocast():
-                logits = ddp_model(precision.prepare_input(x))
+                out = ddp_model(precision.prepare_input(x), return_features=keep)
+            logits = out[0] if keep else out
+            if keep:
+                strategy.observe_features(out[1].detach(), y, idx)
             loss = strategy.loss(logits.float(), y, idx)
             if mixup > 0:   # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
                 loss = lam * loss + (1.0 - lam) * strategy.loss(logits.float(), y[perm], idx[perm])

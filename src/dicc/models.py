@@ -52,8 +52,35 @@ class FERModel(nn.Module):
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(feats))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.features(x))
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Logits; with ``return_features`` also the penultimate features ``(logits, feats)``
+        (the engine hands them to strategies that keep them, e.g. DICC)."""
+        feats = self.features(x)
+        logits = self.forward_head(feats)
+        return (logits, feats) if return_features else logits
+
+
+@torch.no_grad()
+def copy_head_rows(head: nn.Module, pairs, bias_add: dict[int, float] | None = None,
+                   optimizer: torch.optim.Optimizer | None = None) -> None:
+    """In place: for every ``(src, dst)`` in ``pairs`` copy row ``src`` of the head's weight and
+    bias into row ``dst``, then add ``bias_add[j]`` to bias row ``j``. With ``optimizer``, every
+    per-row state tensor of those parameters (SGD's momentum, Adam's moments: the state shaped
+    like the parameter) is copied the same way, so a copied row continues its source's
+    optimisation. The parameters stay the same objects (DDP keeps hooks on them)."""
+    weight, bias = head.weight, getattr(head, "bias", None)
+    params = [p for p in (weight, bias) if p is not None]
+    states = [[t for t in optimizer.state.get(p, {}).values() if torch.is_tensor(t) and t.shape == p.shape]
+              if optimizer is not None else [] for p in params]
+    for src, dst in pairs:
+        for p, tensors in zip(params, states):
+            p[dst].copy_(p[src])
+            for t in tensors:
+                t[dst].copy_(t[src])
+    if bias is not None:
+        for j, v in (bias_add or {}).items():
+            if v:
+                bias[j] += v
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:

@@ -57,6 +57,13 @@ class EpochContext:
     # strategy that switches phase when the schedule has annealed)
     lr: Callable[[int], float] = lambda epoch: float("nan")
 
+    def copy_head_rows(self, pairs, bias_add: dict | None = None) -> None:
+        """Rewrite the head in place: row ``src`` copied to ``dst`` for each pair (with the
+        optimizer's per-row state), ``bias_add[j]`` added to bias ``j`` (dicc.models.copy_head_rows)."""
+        from ..models import copy_head_rows
+
+        copy_head_rows(self.model.head, pairs, bias_add, self.optimizer)
+
 
 @dataclass
 class NoOptions:
@@ -132,6 +139,15 @@ class Strategy:
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
         pass
+
+    @property
+    def wants_features(self) -> bool:
+        """Whether the engine should hand this batch's penultimate features to
+        :meth:`observe_features` (asked before every training forward)."""
+        return False
+
+    def observe_features(self, features: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
+        """The penultimate features of a training batch (its dataset ``indices``), detached."""
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
