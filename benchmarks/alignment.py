@@ -16,7 +16,9 @@ rate, accuracy over all faces (a missed face counts as wrong) and accuracy over 
 ones; plus the accuracy on the original 48x48 faces (no detection), the ceiling.
 
     python benchmarks/alignment.py template PATH/fer2013 --n 2000
-    python benchmarks/alignment.py measure PATH/fer2013 RUN_DIR --n 1000 --out benchmarks/alignment.md
+    python benchmarks/alignment.py measure PATH/fer2013 RUN_DIR --n 1000 --out alignment_tables.md
+
+Results and the model's training command: ``benchmarks/alignment.md``.
 """
 from __future__ import annotations
 
