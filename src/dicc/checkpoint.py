@@ -87,8 +87,13 @@ def model_from_checkpoint(ckpt: dict):
     strategy = create_strategy(ckpt["strategy"]["name"], ckpt["class_counts"], ckpt["strategy"]["options"],
                                class_names=ckpt["class_names"])
     strategy.load_state_dict(ckpt["strategy"]["state"])
+    if str(spec["name"]).startswith("user:"):
+        raise ValueError(f"{ckpt.get('_path', 'checkpoint')}: holds a user-supplied model ({spec['name'][5:]}); rebuild "
+                         "it yourself and load ckpt['model'] into dicc.models.adapt_model(YourModule(), "
+                         "num_outputs) (or use the model dicc.fit returned)")
     model = create_model(spec["name"], spec["num_outputs"], in_channels=spec["in_channels"],
-                         width=spec["width"], head_type=spec["head_type"], dropout=spec.get("dropout", 0.0))
+                         width=spec["width"], head_type=spec["head_type"], dropout=spec.get("dropout", 0.0),
+                         image_size=spec.get("image_size"))
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:

@@ -21,7 +21,7 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/<method>-seed<seed>)")
-    p.add_argument("--longtail", help="long-tailed training subset: preset, exp:IF, step:IF or 7 counts")
+    p.add_argument("--longtail", help="long-tailed training subset: preset, exp:IF, step:IF or one count per class")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set optim.lr=0.1 --set method.options.k_max=3")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -151,12 +151,17 @@ def _add_data(sub) -> None:
     info.add_argument("--format", default="auto")
     info.add_argument("--json", action="store_true")
     info.add_argument("--chart", help="save a bar chart of the counts to this PNG")
+    info.add_argument("--classes", help="label space: emotions7 (default), emotions8 (+ contempt) or a "
+                      "comma-separated list of class names")
 
 
 def _data(args) -> int:
     from .data.info import data_info, format_info, save_count_chart
 
-    info = data_info(args.path, split=args.split, fmt=args.format)
+    classes = args.classes
+    if classes and "," in classes:
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    info = data_info(args.path, split=args.split, fmt=args.format, classes=classes)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     if args.chart:
         save_count_chart(info, args.chart)

@@ -41,8 +41,8 @@ class AugmentConfig:
     rotate: float = 0.0              # random rotation, uniform in +- degrees
     scale: float = 0.0               # random zoom, uniform in 1 +- scale
     mixup: float = 0.0               # mixup alpha (Zhang et al. 2018): lambda ~ Beta(alpha, alpha); 0 = off
-    mean: float = 0.5                # normalisation: (x/255 - mean) / std
-    std: float = 0.25
+    mean: Any = "auto"               # normalisation (x/255 - mean) / std: a number, one per channel, or auto
+    std: Any = "auto"                # (auto: 0.5 / 0.25 for the compact CNNs, the weights' own for timm/torchvision)
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ModelConfig:
     name: str = "vgg_fer"
     width: int | None = None         # channel width (vgg_fer: 32 when null; resnet18: 64 only)
     dropout: float = 0.0
-    pretrained: str | None = None    # local path to weights (never downloaded)
+    pretrained: str | None = None    # "imagenet" (timm/torchvision, downloaded and cached) or a local weights file
 
 
 @dataclass

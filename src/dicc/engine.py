@@ -22,9 +22,9 @@ from .config import Config, config_differences, flatten
 from .data.base import FERDataset
 from .data.build import build_run_data
 from .data.loader import iterate_batches
-from .data.transforms import BatchAugment, normalize, tta_views
+from .data.transforms import BatchAugment, normalize, resolve_normalization, tta_views
 from .metrics import confusion_matrix, format_metrics, metrics_from_confusion, save_confusion_png
-from .models import FERModel, create_model
+from .models import FERModel, create_model, default_normalization
 from .precision import Precision, resolve_precision
 from .rundir import RunDirectory, environment
 from .strategies import EpochContext, Strategy, create_strategy
@@ -158,7 +158,8 @@ def _rank_states(augment, strategy: Strategy, dinfo: distributed.DistInfo) -> li
 
 
 def _state(model, strategy, optimizer, augment, cfg: Config, epoch: int, step: int, best: float | None,
-           train: FERDataset, rank_states: list[dict] | None = None, scaler=None, precision=None) -> dict:
+           train: FERDataset, rank_states: list[dict] | None = None, scaler=None, precision=None,
+           normalization: tuple | None = None) -> dict:
     net = _unwrap(model)
     return {
         "format": FORMAT, "version": VERSION, "epoch": epoch, "step": step, "best_val": best,
@@ -169,8 +170,9 @@ def _state(model, strategy, optimizer, augment, cfg: Config, epoch: int, step: i
         "model_spec": {"name": cfg.model.name, "width": cfg.model.width, "num_outputs": strategy.num_outputs,
                        "head_type": strategy.head_type, "in_channels": train.channels,
                        "image_size": train.image_size, "dropout": cfg.model.dropout},
-        "normalization": {"mean": cfg.augment.mean, "std": cfg.augment.std, "image_size": train.image_size,
-                          "channels": train.channels},
+        "normalization": {"mean": (normalization or (cfg.augment.mean, cfg.augment.std))[0],
+                          "std": (normalization or (cfg.augment.mean, cfg.augment.std))[1],
+                          "image_size": train.image_size, "channels": train.channels},
         "strategy": {"name": strategy.name, "options": cfg.method.options, "state": strategy.state_dict()},
         "optimizer": optimizer.state_dict(), "augment": augment.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
@@ -263,12 +265,14 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     judged = with_posthoc(strategy, cfg.eval.logit_adjust)   # what validation and test see
     model = create_model(cfg.model.name, strategy.num_outputs, in_channels=train.channels, width=cfg.model.width,
                          head_type=strategy.head_type, dropout=cfg.model.dropout,
-                         pretrained=cfg.model.pretrained).to(device)
+                         pretrained=cfg.model.pretrained, image_size=train.image_size).to(device)
+    mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels,
+                                      default_normalization(cfg.model.name, cfg.model.pretrained))
     precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, device, model.convolutional)
     precision.prepare_model(model)
     optimizer = make_optimizer(cfg.optim, model.parameters())
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + dinfo.rank)
+    augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + dinfo.rank, mean=mean, std=std)
     start_epoch, step, best = 0, 0, None
 
     if resume:
@@ -312,8 +316,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
     bs = cfg.train.batch_size
     steps_per_epoch = per_rank // bs if per_rank >= bs else 1
     total_steps = steps_per_epoch * cfg.train.epochs
-    eval_kw = dict(batch_size=cfg.train.eval_batch_size, device=device, mean=cfg.augment.mean, std=cfg.augment.std,
-                   precision=precision)
+    eval_kw = dict(batch_size=cfg.train.eval_batch_size, device=device, mean=mean, std=std, precision=precision)
     mixup = float(cfg.augment.mixup)
 
     def log_record(record: dict) -> None:
@@ -404,7 +407,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
         rank_states = _rank_states(augment, strategy, dinfo)
         if main:
             state = _state(model, strategy, optimizer, augment, cfg, epoch + 1, step, best, train, rank_states,
-                           scaler, precision)
+                           scaler, precision, (mean, std))
             save_atomic(state, rd.last)
             if improved or data.val is None:
                 save_atomic(state, rd.best)

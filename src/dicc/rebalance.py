@@ -232,7 +232,8 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
                        "val_mean_class_accuracy": scores})
     else:  # crt
         views = int(stage.get("views", 2))
-        augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + 17)
+        norm = ckpt["normalization"]
+        augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + 17, mean=norm["mean"], std=norm["std"])
         idx = torch.arange(len(train))
         feats = torch.cat([_features(model, train, idx, eval_kw, augment if v else None) for v in range(views)])
         if space == "subclass":

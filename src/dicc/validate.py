@@ -62,7 +62,11 @@ def check_config(cfg: Config, device=None) -> None:
         raise ValueError(f"data.val={d.val!r} is the test split (data.test_split={d.test_split!r}): the checkpoint "
                          "would be chosen on the images it is then tested on; use data.val=holdout (drawn from "
                          "the training split) or another split")
-    _number(a.std, "augment.std", 0.0, open_lo=True)
+    for key in ("mean", "std"):
+        v = getattr(a, key)
+        vals = v if isinstance(v, (list, tuple)) else ([] if v == "auto" else [v])
+        for u in vals:
+            _number(u, f"augment.{key}", 0.0 if key == "std" else None, open_lo=key == "std")
     _number(a.erase, "augment.erase", 0.0, 1.0)
     _number(a.rotate, "augment.rotate", 0.0, 180.0)
     _number(a.scale, "augment.scale", 0.0, 1.0, open_hi=True)
@@ -79,7 +83,7 @@ def check_config(cfg: Config, device=None) -> None:
                          "images; set method.options.feature_source=clean")
     from .models import check_model_spec
 
-    check_model_spec(m.name, m.width)
+    check_model_spec(m.name, m.width, m.pretrained)
     _number(m.dropout, "model.dropout", 0.0, 1.0, open_hi=True)
     from .strategies.base import available_strategies, build_options
 

@@ -9,9 +9,37 @@ import torch
 import torch.nn.functional as F
 
 
-def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 -> float ``(x / 255 - mean) / std``."""
-    return (x.float() / 255.0 - mean) / std
+def _per_channel(v, x: torch.Tensor):
+    if isinstance(v, (list, tuple)):
+        return torch.tensor([float(u) for u in v], device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+    return float(v)
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 -> float ``(x / 255 - mean) / std``; ``mean``/``std`` are numbers or one per channel."""
+    return (x.float() / 255.0 - _per_channel(mean, x)) / _per_channel(std, x)
+
+
+def resolve_normalization(mean, std, channels: int, default: dict) -> tuple:
+    """``(mean, std)`` for data with ``channels`` channels: ``"auto"`` takes ``default`` (the
+    model's, :func:`dicc.models.default_normalization`); per-channel values on grayscale data are
+    averaged (the model replicates the channel); a list must have one value per channel."""
+    out = []
+    for key, v in (("mean", mean), ("std", std)):
+        if v == "auto" or v is None:
+            v = default[key]
+        if isinstance(v, (list, tuple)):
+            v = [float(u) for u in v]
+            if channels == 1:
+                v = sum(v) / len(v)
+            elif len(v) != channels:
+                raise ValueError(f"augment.{key}: {len(v)} values for {channels}-channel images")
+        else:
+            v = float(v)
+        out.append(v)
+    if any(s <= 0 for s in (out[1] if isinstance(out[1], list) else [out[1]])):
+        raise ValueError(f"augment.std must be > 0, got {out[1]}")
+    return tuple(out)
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
@@ -124,9 +152,12 @@ TTA_MODES = ("none", "flip", "crops")
 class BatchAugment:
     """Training-time augmentation of a uint8 batch, returning a normalised float batch."""
 
-    def __init__(self, cfg, seed: int = 0) -> None:
+    def __init__(self, cfg, seed: int = 0, mean=None, std=None) -> None:
         self.cfg = cfg
         self.gen = torch.Generator().manual_seed(seed)
+        # the resolved normalisation (cfg's may say "auto")
+        self.mean = cfg.mean if mean is None else mean
+        self.std = cfg.std if std is None else std
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -137,7 +168,7 @@ class BatchAugment:
         x = random_affine(x, getattr(cfg, "rotate", 0.0), getattr(cfg, "scale", 0.0), self.gen)
         x = color_jitter(x, cfg.brightness, cfg.contrast, self.gen)
         x = random_erase(x, cfg.erase, self.gen)
-        return (x - cfg.mean) / cfg.std
+        return (x - _per_channel(self.mean, x)) / _per_channel(self.std, x)
 
     def mix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """:func:`mix_batch` with ``cfg.mixup`` as alpha, from this augmenter's generator."""

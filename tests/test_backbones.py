@@ -1,0 +1,126 @@
+"""timm and torchvision backbones with local weights on an eight-class dataset (contempt), a
+user's own module, and the offline errors for ImageNet weights (issue 15)."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from data_helpers import class_tree
+from dicc.cli import main
+from dicc.models import adapt_model, create_model
+
+EIGHT = {"anger": 6, "contempt": 6, "disgust": 6, "fear": 6, "happy": 6, "sadness": 6, "surprise": 6, "neutral": 6}
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eight")
+    class_tree(root / "train", EIGHT, seed=0, size=32)
+    class_tree(root / "test", {k: 3 for k in EIGHT}, seed=1, size=32)
+    return root
+
+
+def test_data_info_lists_all_eight_classes(eight, capsys):
+    assert main(["data", "info", str(eight), "--classes", "emotions8", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["classes"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt"]
+    assert info["splits"]["train"]["counts"]["contempt"] == 6
+
+
+def _train(eight, tmp_path, name, weights, capsys):
+    out = tmp_path / name.replace("/", "_")
+    code = main(["train", "--data", str(eight), "--set", "data.classes=emotions8", "--set", "data.image_size=32",
+                 "--set", f"model.name={name}", "--set", f"model.pretrained={weights}", "--epochs", "1",
+                 "--set", "train.batch_size=16", "--set", "data.val_fraction=0.2", "--no-progress",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    final = json.loads((out / "final.json").read_text())
+    assert list(final["per_class"]) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt"]
+    assert sum(final["per_class"][c]["support"] for c in final["per_class"]) == 24
+    return out, final
+
+
+def test_timm_resnet18_with_a_local_state_dict(eight, tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ref = timm.create_model("resnet18")
+    weights = tmp_path / "timm_resnet18.pt"
+    torch.save(ref.state_dict(), weights)
+    model = create_model("timm/resnet18", 8, in_channels=1, pretrained=weights)
+    for k, v in ref.state_dict().items():       # every tensor but the classifier came from the file
+        if not k.startswith("fc."):
+            assert torch.equal(model.body.state_dict()[k], v), k
+    assert model.expand_channels == 3 and model.head.out_features == 8
+    out, _ = _train(eight, tmp_path, "timm/resnet18", weights, capsys)
+    ckpt = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["normalization"]["mean"] == pytest.approx(sum((0.485, 0.456, 0.406)) / 3)   # gray: averaged
+
+
+def test_torchvision_resnet18_with_a_local_state_dict(eight, tmp_path, capsys):
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tv_resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    out, _ = _train(eight, tmp_path, "torchvision/resnet18", weights, capsys)
+    from dicc.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model, strategy = model_from_checkpoint(load_checkpoint(out))   # rebuilt without any download
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 8)
+
+
+def test_a_file_of_another_model_is_one_clear_error(tmp_path):
+    weights = tmp_path / "other.pt"
+    torch.save({"foo.weight": torch.zeros(3)}, weights)
+    with pytest.raises(ValueError, match="no tensor of this file matches torchvision's resnet18"):
+        create_model("torchvision/resnet18", 7, pretrained=weights)
+
+
+def test_imagenet_offline_says_where_to_put_the_file(monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.models, "get_model", lambda name, weights=None: offline() if weights else None)
+    with pytest.raises(ValueError, match=r"model.pretrained=imagenet: could not download.*put resnet18-.*\.pth"):
+        create_model("torchvision/resnet18", 7, pretrained="imagenet")
+    timm = pytest.importorskip("timm")
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda *a, pretrained=False, **k: offline() if pretrained else real(*a, **k))
+    with pytest.raises(ValueError, match=r"could not get timm's resnet18 weights.*model.pretrained=FILE"):
+        create_model("timm/resnet18", 7, pretrained="imagenet")
+
+
+def test_bad_model_names_are_checked_before_anything(tmp_path, capsys):
+    for args, fragment in ((["--set", "model.name=torchvision/vgg11"], "valid torchvision models"),
+                           (["--set", "model.pretrained=imagenet"], "vgg_fer has no ImageNet weights"),
+                           (["--set", "model.name=timm/resnet18", "--set", "model.width=8"], "own architecture")):
+        assert main(["train", *args, "--out", str(tmp_path / "r")]) == 2
+        assert fragment in capsys.readouterr().err
+        assert not (tmp_path / "r").exists()
+
+
+class TinyNet(nn.Module):
+    def __init__(self, classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def test_a_user_module_behind_the_seam():
+    net = TinyNet(7)
+    fc = net.fc
+    m = adapt_model(net, 7)
+    assert m.head is fc and m.feature_dim == 4 and m.convolutional     # its own head kept: right size
+    assert adapt_model(TinyNet(7), 12).head.out_features == 12          # resized for DICC's sub-classes
+    x = torch.randn(2, 1, 8, 8)
+    assert m(x).shape == (2, 7) and m.features(x).shape == (2, 4)
+    with pytest.raises(ValueError, match="no usable head"):
+        adapt_model(nn.Sequential(nn.Flatten(), nn.ReLU()), 7)
