@@ -1,4 +1,4 @@
-"""Does aligning faces by their landmarks change accuracy? FER2013 faces rotated by known angles, detected, cropped, classified.
+"""Does aligning faces by their landmarks change accuracy? Rotated FER2013 faces, detected, cropped, classified.
 
 Two commands (the data path is an argument; nothing here reads a fixed location):
 

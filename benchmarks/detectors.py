@@ -1,4 +1,4 @@
-"""Face detectors compared: how many faces of real photos each finds, and frames/s and faces/s on a video built from real photos.
+"""Face detectors compared: faces found in real photos, and frames/s and faces/s on a video built from real photos.
 
 Photos (all ship in scikit-image's wheel; faces counted by hand):
 - ``lfw_subset.npy``: 100 LFW face crops and 100 non-face patches (25x25 gray), each upscaled 4x

@@ -1,4 +1,4 @@
-"""Video timelines: face ids across frames, smoothing, summaries, JSON Lines / CSV, bad frames, a camera and Ctrl-C."""
+"""Video timelines: face ids across frames, smoothing, summaries, JSON Lines / CSV, bad frames, camera, Ctrl-C."""
 from __future__ import annotations
 
 import argparse
@@ -15,8 +15,8 @@ cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
 from dicc import EMOTIONS  # noqa: E402
-from dicc.predict import (RECORD_KEYS, EmaSmoother, IouTracker, Recognizer, VideoReader, add_predict_parser,  # noqa: E402
-                          run_predict, summarize)
+from dicc.predict import (RECORD_KEYS, EmaSmoother, IouTracker, Recognizer, VideoReader,  # noqa: E402
+                          add_predict_parser, run_predict, summarize)
 from dicc.predict import inputs as inputs_module  # noqa: E402
 from dicc.predict.video import FaceSummary, iou_matrix  # noqa: E402
 

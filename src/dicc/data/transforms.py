@@ -155,9 +155,9 @@ class BatchAugment:
     def __init__(self, cfg, seed: int = 0, mean=None, std=None) -> None:
         self.cfg = cfg
         self.gen = torch.Generator().manual_seed(seed)
-        # the resolved normalisation (cfg's may say "auto")
-        self.mean = cfg.mean if mean is None else mean
-        self.std = cfg.std if std is None else std
+        # the resolved normalisation (cfg's may say "auto": the compact CNNs' 0.5 / 0.25 here)
+        self.mean = mean if mean is not None else (0.5 if cfg.mean == "auto" else cfg.mean)
+        self.std = std if std is not None else (0.25 if cfg.std == "auto" else cfg.std)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg

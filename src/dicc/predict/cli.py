@@ -1,4 +1,4 @@
-"""The ``dicc predict`` command: its parser and the runner that feeds images, videos and a camera through a Recognizer."""
+"""The ``dicc predict`` command: its parser, and the runner that feeds images, videos and a camera to a Recognizer."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""Outputs of ``dicc predict``: records, their writers (text table, JSON, JSON Lines, CSV), per-face summaries, annotated images.
+"""Outputs of ``dicc predict``: records, writers (table, JSON, JSON Lines, CSV), face summaries, annotated images.
 
 One record per face per image or processed frame (:data:`RECORD_KEYS`); an image or frame
 without a face gives one record with ``face`` = None. The text table, CSV and JSON Lines writers

@@ -246,7 +246,8 @@ class Recognizer:
         return [self.faces(b, p) for b, p in self.analyze(images, detect=detect, bgr=bgr)]
 
     def predict_video(self, source, *, every: int = 1, smooth: float = 1.0, iou: float = 0.3, max_missed: int = 5,
-                      max_shift: float = 1.0, detect: bool = True, chunk: int = 32, should_stop=None, with_images: bool = False):
+                      max_shift: float = 1.0, detect: bool = True, chunk: int = 32, should_stop=None,
+                      with_images: bool = False):
         """A :class:`dicc.predict.video.VideoPrediction` of a video file (a path) or a camera (an
         int index): iterate it for ``{"frame", "time_s", "faces": [{"face_id", "box", "emotions",
         "dominant"}]}`` per processed frame (every ``every``-th); afterwards ``.summary()`` (per
