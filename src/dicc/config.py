@@ -81,6 +81,7 @@ class TrainConfig:
     threads: int | None = None       # torch CPU threads (None: library default)
     label_smoothing: float = 0.0     # mass spread over all classes in every loss (Szegedy et al. 2016)
     progress: bool = True
+    log: str = "none"                # none or tensorboard (event files in RUN/tensorboard; extra dicc[tensorboard])
     out: str = "runs/default"
 
     def __post_init__(self) -> None:
@@ -113,7 +114,7 @@ class Config:
 #: keys that cannot change a run's numbers: a resumed run may set them anew (all others must
 #: equal the run's own ``config.yaml``)
 INCIDENTAL_KEYS = frozenset({"train.out", "train.progress", "train.threads", "train.eval_batch_size",
-                             "data.workers", "data.cache_dir"})
+                             "train.log", "data.workers", "data.cache_dir"})
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

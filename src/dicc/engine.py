@@ -20,11 +20,11 @@ from . import distributed
 from .checkpoint import FORMAT, VERSION, load_checkpoint, save_atomic
 from .config import Config, config_differences, flatten
 from .data.base import FERDataset
-from .data.build import build_run_data
+from .data.build import RunData, build_run_data
 from .data.loader import iterate_batches
 from .data.transforms import BatchAugment, normalize, resolve_normalization, tta_views
 from .metrics import confusion_matrix, format_metrics, metrics_from_confusion, save_confusion_png
-from .models import FERModel, create_model, default_normalization
+from .models import FER_NORMALIZATION, FERModel, adapt_model, check_forward, create_model, default_normalization
 from .precision import Precision, resolve_precision
 from .rundir import RunDirectory, environment
 from .strategies import EpochContext, Strategy, create_strategy
@@ -120,10 +120,14 @@ def predict_parent_logits(model: nn.Module, strategy: Strategy, ds: FERDataset, 
     the log of the probabilities averaged over the test-time views."""
     net = _unwrap(model)
     device = device or next(net.parameters()).device
+    was_training = net.training
     net.eval()
     idx = torch.arange(len(ds)) if indices is None else indices
-    return _forward_shard(net, ds, idx, batch_size, device, mean, std, precision,
-                          lambda x: strategy.parent_logits(net(x).float()), tta)
+    try:
+        return _forward_shard(net, ds, idx, batch_size, device, mean, std, precision,
+                              lambda x: strategy.parent_logits(net(x).float()), tta)
+    finally:
+        net.train(was_training)
 
 
 def evaluate(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512, device=None,
@@ -148,6 +152,7 @@ class RunResult:
     model: nn.Module | None = None        # the trained model (the evaluated checkpoint's weights), eval mode
     strategy: Strategy | None = None
     precision: Precision | None = None
+    normalization: tuple | None = None    # (mean, std) of the model's input: (x / 255 - mean) / std
 
 
 def _rank_states(augment, strategy: Strategy, dinfo: distributed.DistInfo) -> list[dict]:
@@ -204,7 +209,8 @@ def _default_log(*args, **kwargs) -> None:
     logger.info(" ".join(str(a) for a in args))
 
 
-def fit(cfg: Config, *, resume: bool = False, log=None) -> RunResult:
+def fit(cfg: Config, *, resume: bool = False, log=None, data: RunData | None = None,
+        model: nn.Module | None = None) -> RunResult:
     """Train according to ``cfg``; write the run directory; return the final test metrics.
 
     The run directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch, plus
@@ -213,12 +219,18 @@ def fit(cfg: Config, *, resume: bool = False, log=None) -> RunResult:
     ``checkpoints/last.pt``; ``cfg`` must then equal the run's own ``config.yaml`` in every
     key that can change the result (``dicc.config.INCIDENTAL_KEYS`` may differ). Progress
     goes to ``log`` (default: the ``dicc`` logger at INFO level; the library never prints).
+
+    ``data`` (a :class:`~dicc.data.build.RunData`) and ``model`` (any ``nn.Module`` with features
+    and a head, :func:`dicc.models.adapt_model`) replace what ``cfg.data`` / ``cfg.model`` would
+    build (``dicc.fit`` passes a user's own); ``cfg`` still says how to train.
     """
     # under torchrun the process group is started on the first call and kept for the process's
     # life (destroyed at exit; torch cannot start a second one), so several fits can follow
     # each other; a group the caller set up is used and left alone
-    check_config(cfg)   # before the process group, any data or any file
-    return _fit(cfg, distributed.setup(cfg.train.device), resume, log or _default_log)
+    if model is not None:
+        cfg.model.name = f"user:{type(model).__name__}"
+    check_config(cfg, user_model=model is not None)   # before the process group, any data or any file
+    return _fit(cfg, distributed.setup(cfg.train.device), resume, log or _default_log, data, model)
 
 
 def _check_run_dir(rd: RunDirectory, cfg: Config, resume: bool, dinfo: distributed.DistInfo) -> None:
@@ -245,7 +257,8 @@ def _check_run_dir(rd: RunDirectory, cfg: Config, resume: bool, dinfo: distribut
     distributed.raise_if_any(err)
 
 
-def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResult:
+def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunData | None = None,
+         user_model: nn.Module | None = None) -> RunResult:
     main = dinfo.is_main
     say = log if main else (lambda *a, **k: None)
     device = dinfo.device
@@ -253,21 +266,27 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
         torch.set_num_threads(cfg.train.threads)
     elif dinfo.enabled:  # share this node's cores among its processes (torchrun's default is 1 each)
         torch.set_num_threads(distributed.default_threads(dinfo))
-    rd = RunDirectory(cfg.train.out)
+    rd = RunDirectory(cfg.train.out, tensorboard=cfg.train.log == "tensorboard" and main)
     _check_run_dir(rd, cfg, resume, dinfo)
 
     torch.manual_seed(cfg.train.seed)
-    data = build_run_data(cfg.data)
+    data = data if data is not None else build_run_data(cfg.data)
     train = data.train
     counts = train.class_counts()
     strategy = create_strategy(cfg.method.name, counts, cfg.method.options, class_names=list(train.class_names))
     strategy.set_label_smoothing(cfg.train.label_smoothing)
     judged = with_posthoc(strategy, cfg.eval.logit_adjust)   # what validation and test see
-    model = create_model(cfg.model.name, strategy.num_outputs, in_channels=train.channels, width=cfg.model.width,
-                         head_type=strategy.head_type, dropout=cfg.model.dropout,
-                         pretrained=cfg.model.pretrained, image_size=train.image_size).to(device)
-    mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels,
-                                      default_normalization(cfg.model.name, cfg.model.pretrained))
+    if user_model is not None:
+        model = adapt_model(user_model, strategy.num_outputs, strategy.head_type).to(device)
+        norm_default = FER_NORMALIZATION
+    else:
+        model = create_model(cfg.model.name, strategy.num_outputs, in_channels=train.channels,
+                             width=cfg.model.width, head_type=strategy.head_type, dropout=cfg.model.dropout,
+                             pretrained=cfg.model.pretrained, image_size=train.image_size).to(device)
+        norm_default = default_normalization(cfg.model.name, cfg.model.pretrained)
+    mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels, norm_default)
+    if user_model is not None:   # a model that cannot take the data fails now, in one line
+        check_forward(model, normalize(train.get_batch(range(min(2, len(train)))).to(device), mean, std))
     precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, device, model.convolutional)
     precision.prepare_model(model)
     optimizer = make_optimizer(cfg.optim, model.parameters())
@@ -416,6 +435,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
 
     if main:
         rd.write_curves()
+        rd.close()
     final = None
     best_path = rd.best if (not main or rd.best.exists()) else rd.last
     ckpt = _load_on_rank0(best_path, dinfo, keys=("model", "strategy", "epoch", "_path"))
@@ -434,4 +454,4 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log) -> RunResu
             say(f"test ({cfg.data.test_split}, {Path(ckpt['_path']).name} from epoch {ckpt['epoch']}):")
             say(format_metrics(final))
     model.eval()
-    return RunResult(rd.path, final, best, model, strategy, precision)
+    return RunResult(rd.path, final, best, model, strategy, precision, (mean, std))

@@ -59,8 +59,10 @@ def environment(precision=None) -> dict:
 class RunDirectory:
     """Paths of one run directory and the writes the engine makes into it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, tensorboard: bool = False) -> None:
         self.path = Path(path)
+        self._tensorboard = tensorboard
+        self._writer = None
         self.checkpoints = self.path / "checkpoints"
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
@@ -120,6 +122,29 @@ class RunDirectory:
     def log(self, record: dict) -> None:
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self._tensorboard:
+            self._tensorboard_log(record)
+
+    def _tensorboard_log(self, record: dict) -> None:
+        """Epoch lines as scalars (``train/loss``, ``val/accuracy``, ...), events as text."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        step = int(record.get("epoch", 0))
+        if "event" in record:
+            self._writer.add_text(f"event/{record['event']}", json.dumps(record), step)
+        else:
+            for key, value in record.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    group, _, name = key.partition("_") if key.startswith(("val_", "train_", "time_")) else ("", "", key)
+                    self._writer.add_scalar(f"{group}/{name}" if group else key, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def epoch_records(self) -> list[dict]:
         return [r for r in self.records() if "event" not in r and "train_loss" in r]

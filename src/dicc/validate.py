@@ -34,7 +34,7 @@ def _number(value, key: str, lo: float | None = None, hi: float | None = None, *
         raise ValueError(f"{key}: expected a number{' ' + rng if rng else ''}, got {value!r}")
 
 
-def check_config(cfg: Config, device=None) -> None:
+def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     """Raise ``ValueError`` for the first problem found in ``cfg`` (see the module docstring).
 
     ``device`` is the resolved torch device when the caller has one (else ``train.device`` is
@@ -45,6 +45,14 @@ def check_config(cfg: Config, device=None) -> None:
     _positive_int(t.eval_batch_size, "train.eval_batch_size")
     if t.threads is not None:
         _positive_int(t.threads, "train.threads")
+    if t.log not in ("none", "tensorboard"):
+        raise ValueError(f"train.log: expected none or tensorboard, got {t.log!r}")
+    if t.log == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError("train.log=tensorboard needs TensorBoard: pip install 'dicc[tensorboard]' "
+                             "(or pip install tensorboard)") from None
     if o.name not in OPTIMIZERS:
         raise ValueError(f"optim.name: unknown optimizer {o.name!r}; valid: {', '.join(OPTIMIZERS)}")
     if o.schedule not in SCHEDULES:
@@ -55,7 +63,7 @@ def check_config(cfg: Config, device=None) -> None:
     _number(o.warmup_fraction, "optim.warmup_fraction", 0.0, 1.0, open_hi=True)
     _positive_int(d.workers, "data.workers", 0)
     _positive_int(d.image_size, "data.image_size", 8)
-    if d.channels not in (1, 3):
+    if d.format != "user" and d.channels not in (1, 3):
         raise ValueError(f"data.channels: expected 1 (grayscale) or 3 (RGB), got {d.channels!r}")
     _number(d.val_fraction, "data.val_fraction", 0.0, 1.0, open_lo=True, open_hi=True)
     if d.val is not None and d.test_split is not None and d.val == d.test_split:
@@ -83,7 +91,8 @@ def check_config(cfg: Config, device=None) -> None:
                          "images; set method.options.feature_source=clean")
     from .models import check_model_spec
 
-    check_model_spec(m.name, m.width, m.pretrained)
+    if not user_model:   # a user's own module is checked when it meets the data (dicc.models.check_forward)
+        check_model_spec(m.name, m.width, m.pretrained)
     _number(m.dropout, "model.dropout", 0.0, 1.0, open_hi=True)
     from .strategies.base import available_strategies, build_options
 

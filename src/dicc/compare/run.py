@@ -4,6 +4,7 @@ report."""
 from __future__ import annotations
 
 import copy
+import logging
 import json
 import os
 import shlex
@@ -18,14 +19,18 @@ from .records import config_differences, epoch_records, run_status, write_stage_
 from .report import write_report
 
 
-def fit(cfg: Config, *, resume: bool = False, log: Callable = print):
+def _info(*args, **kwargs) -> None:
+    logging.getLogger("dicc").info(" ".join(str(a) for a in args))
+
+
+def fit(cfg: Config, *, resume: bool = False, log: Callable = _info):
     """:func:`dicc.engine.fit`, imported on first use (keeps ``import dicc.compare`` light)."""
     from ..engine import fit as engine_fit
 
     return engine_fit(cfg, resume=resume, log=log)
 
 
-def rebalance(parent_run_dir: Path, stage: dict, out: Path, *, log: Callable = print) -> dict:
+def rebalance(parent_run_dir: Path, stage: dict, out: Path, *, log: Callable = _info) -> dict:
     """:func:`dicc.rebalance.rebalance` (a second stage applied to a finished run, written as a run
     directory ``out``), imported on first use."""
     from ..rebalance import rebalance as stage_fn
@@ -107,7 +112,7 @@ class GridOutcome:
 
 def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, settings: list[str] | None = None,
              seeds: list[int] | None = None, overrides: list[str] | None = None, dry_run: bool = False, keep_going: bool = False,
-             report: bool = True, log: Callable = print) -> GridOutcome:
+             report: bool = True, log: Callable = _info) -> GridOutcome:
     """Run every unfinished run of ``grid`` in order, then write the report into ``out``.
 
     Finished runs (``final.json``) are skipped, runs with ``checkpoints/last.pt`` but no

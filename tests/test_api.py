@@ -1,0 +1,138 @@
+"""The public API with a user's own Dataset and nn.Module (issue 18): training, DICC's head split
+on the user's head, the returned model's metrics against dicc.evaluate, the files of a run, bad
+input before training, and the README's example run as written."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+import dicc
+from dicc.data.synthetic import make_synthetic
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+class Faces(Dataset):
+    """A user's dataset: float images in [0, 1], int labels (the built-in faces as stand-in)."""
+
+    def __init__(self, split, counts, seed=0):
+        ds = make_synthetic(split=split, counts=counts, seed=seed)
+        self.x, self.y = ds.images.float() / 255.0, ds.labels
+        self.classes = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+class Net(nn.Module):
+    """A user's network: convolutions, then a final nn.Linear called classifier."""
+
+    def __init__(self, classes=7):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
+                                  nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.classifier(self.body(x))
+
+
+COUNTS = [24, 8, 24, 64, 32, 16, 48]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return Faces("train", COUNTS), Faces("val", [10] * 7), Faces("test", [10] * 7, seed=1)
+
+
+@pytest.mark.parametrize("method", ["ce", "dicc"])
+def test_fit_with_a_user_dataset_and_module(data, tmp_path, method):
+    train, val, test = data
+    net = Net()
+    options = {"warmup_epochs": 1, "n_init": 1} if method == "dicc" else None
+    res = dicc.fit(train=train, val=val, test=test, model=net, method=method, method_options=options, epochs=2,
+                   out=str(tmp_path / method), **{"train.batch_size": 32, "train.progress": False, "optim.lr": 0.05})
+    assert isinstance(res.model, nn.Module) and not res.model.training
+    # the user's layers are what was trained (not a copy), behind the features + head seam
+    assert res.model.body.module is net
+    if method == "dicc":
+        assert res.model.head.out_features == res.strategy.num_outputs > 7   # the user's head, resized
+        recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in recs if r.get("event") == "recluster"] == [2]
+    again = dicc.evaluate(res, test)
+    assert again["confusion_matrix"] == res.final["confusion_matrix"]
+    assert again["mean_class_accuracy"] == res.final["mean_class_accuracy"]
+    for name in ("curves.png", "metrics.csv", "final.json", "config.yaml", "checkpoints/best.pt"):
+        assert (res.run_dir / name).is_file(), name
+    rows = (res.run_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,") and len(rows) == 3
+    assert res.model.training is False and list(res.final["per_class"]) == train.classes
+
+
+def test_evaluate_leaves_the_model_in_its_mode(data):
+    model = Net()
+    model.train()
+    m = dicc.evaluate(model, data[2])
+    assert model.training and 0 <= m["accuracy"] <= 1 and m["num_samples"] == 70
+
+
+def test_tensors_as_data_and_holdout_without_val(tmp_path):
+    ds = make_synthetic(split="train", counts=COUNTS)
+    res = dicc.fit(train=(ds.images, ds.labels), test=(ds.images[:50], ds.labels[:50]), epochs=1,
+                   out=str(tmp_path / "t"), **{"model.width": 4, "train.progress": False})
+    assert res.final["num_samples"] == 50 and res.best_val is not None
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (lambda d: [(torch.zeros(1, 8, 8), 0), (torch.zeros(1, 9, 9), 1)], "train[1]: image of shape (1, 9, 9)"),
+    (lambda d: [(torch.zeros(1, 8, 8), 0), (torch.zeros(1, 8, 8), 9)], "train[1]: label 9 is outside the class list"),
+    (lambda d: [(torch.zeros(5, 8, 8), 0)], "train[0]: expected an image of shape [C, H, W]"),
+])
+def test_bad_user_data_fails_before_training(tmp_path, bad, fragment):
+    with pytest.raises(ValueError) as err:
+        dicc.fit(train=bad(None), model=Net(), class_names=[f"c{i}" for i in range(7)], out=str(tmp_path / "x"))
+    assert fragment in str(err.value) and len(str(err.value).splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_model_that_cannot_take_the_data_fails_before_training(data, tmp_path):
+    class RGBOnly(Net):
+        def __init__(self):
+            super().__init__()
+            self.body[0] = nn.Conv2d(3, 8, 3, padding=1)
+
+    with pytest.raises(ValueError, match=r"model: RGBOnly does not take the training images \[B, 1, 48, 48\]"):
+        dicc.fit(train=data[0], model=RGBOnly(), epochs=1, out=str(tmp_path / "x"))
+    with pytest.raises(ValueError, match="no usable head"):
+        dicc.fit(train=data[0], model=nn.Sequential(nn.Flatten()), epochs=1, out=str(tmp_path / "y"))
+
+
+def test_methods_and_lazy_exports():
+    assert "dicc" in dicc.methods() and "balanced_softmax" in dicc.methods()
+    assert dicc.Recognizer.__name__ == "Recognizer"
+    with pytest.raises(AttributeError):
+        dicc.nope  # noqa: B018
+
+
+def test_tensorboard_log(tmp_path):
+    pytest.importorskip("tensorboard")
+    res = dicc.fit(epochs=1, out=str(tmp_path / "tb"),
+                   **{"data.longtail": COUNTS, "model.width": 4, "train.log": "tensorboard", "train.progress": False})
+    assert list((res.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_the_readme_api_example_runs(tmp_path, monkeypatch):
+    text = README.read_text()
+    block = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
+    assert block, "README has no api-example block"
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), scope)   # noqa: S102 - the documented example, as written
+    assert scope["result"].final is not None
