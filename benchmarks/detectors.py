@@ -72,7 +72,7 @@ def make_video(path: Path, frames: int) -> Path:
     from PIL import Image
     from skimage import data
 
-    w, h = SIZE
+    w = SIZE[0]
     background = np.asarray(Image.fromarray(data.coffee()).resize(SIZE, Image.Resampling.BILINEAR))
     head = np.asarray(Image.fromarray(data.astronaut()[6:221, 117:332]).resize((150, 150)))
     lfw = _lfw()

@@ -57,7 +57,7 @@ def test_mtcnn_finds_the_astronaut_with_landmarks(mtcnn, astronaut):
     x, y, w, h = found.boxes[0]
     assert 160 < x < 200 and 40 < y < 90 and 70 < w < 110 and 90 < h < 130
     assert found.scores[0] > 0.99 and found.boxes.dtype == np.int64
-    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = found.landmarks[0]
+    (lx, ly), (rx, _), (nx, ny), (_, mly), _ = found.landmarks[0]
     assert x < lx < nx < rx < x + w and ly < ny < mly  # eyes, then nose, then mouth, inside the box
     assert abs(eye_angle(found.landmarks[0])) < 6
 

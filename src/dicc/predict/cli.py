@@ -51,8 +51,8 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     det.add_argument("--detector", choices=list(DETECTORS), default="haar", help="haar (OpenCV, default) or "
                      "mtcnn (facenet-pytorch: finds rotated and smaller faces, gives eye landmarks)")
     det.add_argument("--align", choices=ALIGN_MODES, default=DEFAULT_ALIGN, help="with landmarks (mtcnn): rotate "
-                     f"the eyes level and frame the face as in training (rotate, default), frame only, or crop the "
-                     f"box + margin (box)")
+                     "the eyes level and frame the face as in training (rotate, default), frame only, or crop the "
+                     "box + margin (box)")
     det.add_argument("--margin", type=float, default=0.1, help="grow each detected box by this fraction on every "
                      "side before cropping (default 0.1; box crops)")
     det.add_argument("--min-face", type=int, default=None, help="smallest face in pixels (default: haar 30, "
