@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -226,6 +227,10 @@ def _check_options(args) -> None:
 def run_predict(args) -> int:
     """``dicc predict``; see :data:`EPILOG` for the outputs and the exit status."""
     _check_options(args)
+    # OpenCV's and FFmpeg's own log lines repeat, in many lines, what is reported here in one (a
+    # video that cannot be opened, frames that cannot be decoded); a user's own setting wins
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from tqdm import tqdm
 
     try:

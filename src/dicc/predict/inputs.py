@@ -83,7 +83,7 @@ class VideoReader:
             raise ValueError(f"every must be >= 1, got {every}")
         self.camera = isinstance(source, int)
         self.source = source if self.camera else os.fspath(source)
-        self.name = f"camera {source}" if self.camera else self.source
+        self.name = f"camera:{source}" if self.camera else self.source
         self.every = int(every)
         self.should_stop = should_stop or (lambda: False)
         self.frames_read = self.bad_frames = 0
@@ -98,7 +98,8 @@ class VideoReader:
         cap = open_capture(self.source)
         try:
             if not cap.isOpened():
-                raise ValueError(f"{self.name}: cannot open " + ("the camera" if self.camera else "video"))
+                raise ValueError(f"{self.name}: cannot open " + ("the camera" if self.camera else
+                                                                 "the video (not a video, or an unsupported codec)"))
             fps = cap.get(cv2.CAP_PROP_FPS)
             self.fps = fps if fps and math.isfinite(fps) and fps > 0 else None
             n = 0 if self.camera else cap.get(cv2.CAP_PROP_FRAME_COUNT)
