@@ -325,3 +325,11 @@ def test_cli_needs_an_input_or_a_camera(ckpt):
         run_cli([ckpt])
     with pytest.raises(ValueError, match="--smooth"):
         run_cli([ckpt, "x.mp4", "--smooth", "0"])
+
+
+def test_cli_a_camera_that_cannot_be_opened_is_one_line(ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(inputs_module, "open_capture", lambda source: cv2.VideoCapture())  # opens nothing
+    assert run_cli([ckpt, "--camera", "2", "--csv", tmp_path / "none.csv"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "camera:2" in line]
+    assert err == ["dicc predict: camera:2: cannot open the camera; skipped"]
+    assert (tmp_path / "none.csv").read_text().startswith("file,frame,time_s,face,face_id")
