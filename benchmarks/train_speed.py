@@ -168,8 +168,19 @@ def main() -> None:
     for spec in args.models.split(","):
         name, _, w = spec.partition(":")
         models.append((name, int(w) if w else None))
+    from dicc.models import create_model
+
     for name, width in models:
-        for mode in args.modes.split(","):
+        modes = args.modes.split(",")
+        auto = _resolve("auto", create_model(name, 7, width=width))
+        print(f"{name} w{width}: auto resolves to {auto.describe()} on this machine", flush=True)
+        if "auto" in modes:   # measured once: the mode it resolves to (or as its own when it is another)
+            same = {"fp32": (None, False), "fp32-cl": (None, True)}
+            twin = next((m for m in modes if m in same and same[m] == (auto.dtype, auto.channels_last)), None)
+            if twin is not None:
+                modes = [m for m in modes if m != "auto"]
+                print(f"  (auto = {twin}: reported under {twin})", flush=True)
+        for mode in modes:
             hands, engines, ratios = [], [], []
             for r in range(args.repeats):
                 order = ("hand", "engine") if r % 2 == 0 else ("engine", "hand")

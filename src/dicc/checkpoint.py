@@ -46,9 +46,24 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+#: the model dicc ships (``default`` wherever a checkpoint is taken): see dicc/assets/MODEL_CARD.md
+DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default_model.pt"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``"default"`` -> the bundled model's file; anything else as a path."""
+    if str(path) == "default":
+        if not DEFAULT_MODEL.is_file():
+            raise FileNotFoundError(f"the bundled model is missing from this installation ({DEFAULT_MODEL}); "
+                                    "reinstall dicc or pass a checkpoint")
+        return DEFAULT_MODEL
+    return Path(path)
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load and sanity-check a dicc checkpoint (``weights_only=True``: no code is run)."""
-    path = Path(path)
+    """Load and sanity-check a dicc checkpoint (``weights_only=True``: no code is run); ``path``
+    is a ``.pt`` file, a run directory, or ``"default"`` (the bundled model)."""
+    path = resolve_checkpoint(path)
     if path.is_dir():  # a run directory
         for name in ("best.pt", "last.pt"):
             if (path / "checkpoints" / name).is_file():
@@ -95,7 +110,7 @@ def model_from_checkpoint(ckpt: dict):
                          width=spec["width"], head_type=spec["head_type"], dropout=spec.get("dropout", 0.0),
                          image_size=spec.get("image_size"))
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     except RuntimeError as err:
         raise ValueError(f"{ckpt.get('_path', 'checkpoint')}: weights do not fit model {spec['name']!r}: {err}") from None
     model.eval()

@@ -9,7 +9,9 @@ from pathlib import Path
 
 
 def _is_rank0() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    from .distributed import is_main_process
+
+    return is_main_process()
 
 
 def _add_train(sub) -> None:

@@ -27,6 +27,12 @@ import torch.distributed as dist
 from torch import nn
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun launch (or not under torchrun at all), from
+    the environment, before or without a process group."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 @dataclass
 class DistInfo:
     rank: int = 0

@@ -1,7 +1,9 @@
-"""Training and evaluation as plain functions over a :class:`~dicc.strategies.Strategy`.
+"""Training as one plain function over a :class:`~dicc.strategies.Strategy`: :func:`fit`.
 
 One code path for CPU, CUDA (with AMP) and torchrun/DDP. The engine never branches on a
-method's name: everything method-specific is behind the strategy.
+method's name: everything method-specific is behind the strategy. Inference (features, logits,
+metrics) is :mod:`dicc.inference`, re-exported here; the run directory's files are
+:mod:`dicc.rundir`; a checkpoint's contents :mod:`dicc.training_state`.
 """
 from __future__ import annotations
 
@@ -13,33 +15,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .checkpoint import FORMAT, VERSION, load_checkpoint, save_atomic
+from .checkpoint import save_atomic
 from .config import Config, config_differences, flatten
-from .data.base import FERDataset
 from .data.build import RunData, build_run_data
 from .data.loader import iterate_batches
-from .data.transforms import BatchAugment, normalize, resolve_normalization, tta_views
-from .metrics import confusion_matrix, format_metrics, metrics_from_confusion, save_confusion_png
-from .models import FER_NORMALIZATION, FERModel, adapt_model, check_forward, create_model, default_normalization
+from .data.transforms import BatchAugment, normalize, resolve_normalization
+from .inference import evaluate, extract_features, predict_parent_logits  # noqa: F401 (the engine's API)
+from .metrics import format_metrics, save_confusion_png
+from .models import FER_NORMALIZATION, adapt_model, check_forward, create_model, default_normalization
 from .precision import Precision, resolve_precision
 from .rundir import RunDirectory, environment
 from .strategies import EpochContext, Strategy, create_strategy
 from .strategies.posthoc import with_posthoc
+from .training_state import load_on_rank0, rank_states, training_state
 from .validate import check_config
 
 logger = logging.getLogger("dicc")
-
-
-def _unwrap(model: nn.Module) -> FERModel:
-    return model.module if hasattr(model, "module") else model
-
-
-def _fp32(device: torch.device) -> Precision:
-    return Precision(torch.device(device).type)
 
 
 def learning_rate(cfg, step: int, total: int) -> float:
@@ -71,79 +65,6 @@ def make_optimizer(cfg, params) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.name!r}; valid: sgd, adamw")
 
 
-@torch.no_grad()
-def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batch_size: int,
-                   device: torch.device, mean: float, std: float, precision: Precision | None, fn,
-                   tta: str = "none") -> torch.Tensor:
-    """``fn`` of every normalised batch; with ``tta`` (logits only) the log of the class
-    probabilities averaged over the test-time views (:func:`dicc.data.transforms.tta_views`)."""
-    prec = precision or _fp32(device)
-    outs = []
-    for x, _, _ in iterate_batches(ds, indices, batch_size):
-        x = x.to(device, non_blocking=True)
-        views = tta_views(x, tta)
-        with prec.autocast():
-            out = [fn(prec.prepare_input(normalize(v, mean, std))).float() for v in views]
-        outs.append(out[0] if len(out) == 1 else torch.stack([o.softmax(1) for o in out]).mean(0).log())
-    if not outs:  # an empty shard (fewer samples than ranks): an empty batch keeps the trailing shape
-        x = torch.zeros(0, ds.channels, ds.image_size, ds.image_size, dtype=torch.uint8, device=device)
-        outs.append(fn(normalize(x, mean, std)).float())
-    return torch.cat(outs)
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, ds: FERDataset, *, batch_size: int = 512, device=None,
-                     mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
-                     world_size: int = 1, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised penultimate features of every image of ``ds`` (eval mode, no
-    augmentation), ordered by dataset index (only those of ``indices``, in that order, if
-    given); under DDP each rank computes its shard and the result is gathered so every rank
-    holds all of it."""
-    net = _unwrap(model)
-    device = device or next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    subset = torch.arange(len(ds)) if indices is None else torch.as_tensor(indices).long().cpu()
-    pos = distributed.eval_shard(len(subset), rank, world_size)
-    feats = _forward_shard(net, ds, subset[pos], batch_size, device, mean, std, precision, net.features)
-    feats = F.normalize(feats, dim=1)
-    feats = distributed.gather_by_index(feats, pos.to(device), len(subset))
-    net.train(was_training)
-    return feats, ds.labels[subset].to(device)
-
-
-@torch.no_grad()
-def predict_parent_logits(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512,
-                          device=None, mean: float = 0.5, std: float = 0.25, precision: Precision | None = None,
-                          indices: torch.Tensor | None = None, tta: str = "none") -> torch.Tensor:
-    """Parent-class logits ``[len(indices), num_classes]`` (what evaluation sees); with ``tta``
-    the log of the probabilities averaged over the test-time views."""
-    net = _unwrap(model)
-    device = device or next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    idx = torch.arange(len(ds)) if indices is None else indices
-    try:
-        return _forward_shard(net, ds, idx, batch_size, device, mean, std, precision,
-                              lambda x: strategy.parent_logits(net(x).float()), tta)
-    finally:
-        net.train(was_training)
-
-
-def evaluate(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512, device=None,
-             mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
-             world_size: int = 1, tta: str = "none") -> dict:
-    """Metrics of ``model`` on all of ``ds`` from one confusion matrix (summed across ranks);
-    ``tta``: none, flip or crops (probabilities averaged over test-time views)."""
-    idx = distributed.eval_shard(len(ds), rank, world_size)
-    logits = predict_parent_logits(model, strategy, ds, batch_size=batch_size, device=device, mean=mean,
-                                   std=std, precision=precision, indices=idx, tta=tta)
-    cm = confusion_matrix(ds.labels[idx], logits.argmax(1).cpu(), ds.num_classes)
-    cm = distributed.all_reduce_sum(cm.to(logits.device if world_size > 1 else "cpu")).cpu()
-    return metrics_from_confusion(cm, ds.class_names)
-
-
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class RunResult:
     run_dir: Path
@@ -153,56 +74,6 @@ class RunResult:
     strategy: Strategy | None = None
     precision: Precision | None = None
     normalization: tuple | None = None    # (mean, std) of the model's input: (x / 255 - mean) / std
-
-
-def _rank_states(augment, strategy: Strategy, dinfo: distributed.DistInfo) -> list[dict]:
-    """Every rank's augmentation, torch RNG and per-rank strategy state (collective), so a
-    resumed run continues each rank's random streams and state exactly."""
-    return distributed.all_gather_object({"augment": augment.state_dict(), "rng": torch.get_rng_state(),
-                                          "strategy": strategy.rank_state_dict()})
-
-
-def _state(model, strategy, optimizer, augment, cfg: Config, epoch: int, step: int, best: float | None,
-           train: FERDataset, rank_states: list[dict] | None = None, scaler=None, precision=None,
-           normalization: tuple | None = None) -> dict:
-    net = _unwrap(model)
-    return {
-        "format": FORMAT, "version": VERSION, "epoch": epoch, "step": step, "best_val": best,
-        "config": cfg.to_dict(), "class_names": list(train.class_names), "class_counts": train.class_counts(),
-        # fp32, in the standard memory format, whatever the run computed in
-        "model": {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
-                  for k, v in net.state_dict().items()},
-        "model_spec": {"name": cfg.model.name, "width": cfg.model.width, "num_outputs": strategy.num_outputs,
-                       "head_type": strategy.head_type, "in_channels": train.channels,
-                       "image_size": train.image_size, "dropout": cfg.model.dropout},
-        "normalization": {"mean": (normalization or (cfg.augment.mean, cfg.augment.std))[0],
-                          "std": (normalization or (cfg.augment.mean, cfg.augment.std))[1],
-                          "image_size": train.image_size, "channels": train.channels},
-        "strategy": {"name": strategy.name, "options": cfg.method.options, "state": strategy.state_dict()},
-        "optimizer": optimizer.state_dict(), "augment": augment.state_dict(),
-        "rng": {"torch": torch.get_rng_state()},
-        "environment": environment(precision),
-        **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-        **({"rank_states": rank_states} if rank_states else {}),
-    }
-
-
-def _load_on_rank0(path: Path, dinfo: distributed.DistInfo, keys: tuple[str, ...] | None = None) -> dict:
-    """Rank 0 loads the checkpoint at ``path`` (only ``keys`` of it, if given) and sends it to
-    the other ranks, which need no access to the file."""
-    ckpt, err = None, None
-    if dinfo.is_main:
-        try:
-            ckpt = load_checkpoint(path, map_location="cpu")
-            missing = [k for k in (keys or ()) if k not in ckpt]
-            if missing:
-                raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)} (not written by dicc's training?)")
-            if keys is not None:
-                ckpt = {k: ckpt[k] for k in keys}
-        except Exception as e:  # noqa: BLE001 - re-raised on every rank
-            err = e
-    distributed.raise_if_any(err)
-    return distributed.broadcast_object(ckpt)
 
 
 def _default_log(*args, **kwargs) -> None:
@@ -295,7 +166,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
     start_epoch, step, best = 0, 0, None
 
     if resume:
-        ckpt = _load_on_rank0(rd.last, dinfo)
+        ckpt = load_on_rank0(rd.last, dinfo)
         try:
             model.load_state_dict(ckpt["model"])
             strategy.load_state_dict(ckpt["strategy"]["state"])
@@ -423,9 +294,9 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
                    if data.val is not None else "")
         say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}{val_txt}  "
             f"({record['time_epoch']:.1f}s)")
-        rank_states = _rank_states(augment, strategy, dinfo)
+        states = rank_states(augment, strategy, dinfo)
         if main:
-            state = _state(model, strategy, optimizer, augment, cfg, epoch + 1, step, best, train, rank_states,
+            state = training_state(model, strategy, optimizer, augment, cfg, epoch + 1, step, best, train, states,
                            scaler, precision, (mean, std))
             save_atomic(state, rd.last)
             if improved or data.val is None:
@@ -438,7 +309,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
         rd.close()
     final = None
     best_path = rd.best if (not main or rd.best.exists()) else rd.last
-    ckpt = _load_on_rank0(best_path, dinfo, keys=("model", "strategy", "epoch", "_path"))
+    ckpt = load_on_rank0(best_path, dinfo, keys=("model", "strategy", "epoch", "_path"))
     model.load_state_dict(ckpt["model"])
     strategy.load_state_dict(ckpt["strategy"]["state"])
     if data.test is not None:

@@ -187,7 +187,7 @@ def export_model_onnx(model: nn.Module, strategy, out_path: str | os.PathLike, *
 
         proto = onnx.load(tmp)
         meta = {"format": ONNX_FORMAT, "class_names": json.dumps(list(class_names)),
-                "mean": repr(float(normalization["mean"])), "std": repr(float(normalization["std"])),
+                "mean": json.dumps(normalization["mean"]), "std": json.dumps(normalization["std"]),
                 "image_size": str(size), "channels": str(channels), "output": OUTPUT_NAME, "merge": merge}
         meta.update({k: str(v) for k, v in (metadata or {}).items()})
         del proto.metadata_props[:]

@@ -72,7 +72,9 @@ def _unmet_text(run: GridRun) -> str:
 
 
 def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    from ..distributed import is_main_process
+
+    return is_main_process()
 
 
 def _derive(run: GridRun, outcome: "GridOutcome", log: Callable) -> None:

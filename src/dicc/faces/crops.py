@@ -55,10 +55,14 @@ def face_pixels(face: np.ndarray, image_size: int, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def normalize_batch(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """``uint8 [N, C, S, S]`` -> ``float32 (x / 255 - mean) / std`` (as training's normalise)."""
-    x = pixels.astype(np.float32) / np.float32(255.0)
-    return (x - np.float32(mean)) / np.float32(std)
+def normalize_batch(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """``uint8 [N, C, S, S]`` -> ``float32 (x / 255 - mean) / std``: training's own
+    :func:`dicc.data.transforms.normalize` (``mean``/``std`` numbers or one per channel)."""
+    import torch
+
+    from ..data.transforms import normalize
+
+    return normalize(torch.from_numpy(np.ascontiguousarray(pixels)), mean, std).numpy()
 
 
 def prepare_faces(faces: Sequence[np.ndarray], image_size: int, channels: int, mean: float,

@@ -21,25 +21,31 @@ def auto_device(device) -> str:
 
 
 class TorchBackend:
-    """A torch model + strategy on ``device``."""
+    """A torch model + strategy on ``device``, in the precision and memory format ``amp`` /
+    ``channels_last`` resolve to there (:func:`dicc.precision.resolve_precision`: bf16 only on
+    hardware that computes it natively)."""
 
-    def __init__(self, model, strategy, device) -> None:
+    def __init__(self, model, strategy, device, amp: str = "auto", channels_last: str = "auto") -> None:
         import torch
+
+        from ..precision import resolve_precision
 
         self.torch = torch
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.precision = resolve_precision(amp, channels_last, self.device, getattr(model, "convolutional", True))
+        self.model = self.precision.prepare_model(model.to(self.device).eval())
         self.strategy = strategy
 
     def __repr__(self) -> str:
-        return f"TorchBackend(device={str(self.device)!r})"
+        return f"TorchBackend(device={str(self.device)!r}, {self.precision.describe()})"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision.autocast():
             # the merge runs on the CPU: [N, outputs] is tiny, and strategies keep their tensors there
-            logits = self.model(torch.from_numpy(x).to(self.device)).float().cpu()
-            return torch.softmax(self.strategy.parent_logits(logits), dim=1).numpy()
+            xt = self.precision.prepare_input(torch.from_numpy(x).to(self.device))
+            logits = self.model(xt).float().cpu()
+        return torch.softmax(self.strategy.parent_logits(logits), dim=1).numpy()
 
 
 class OnnxBackend:

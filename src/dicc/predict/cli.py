@@ -17,7 +17,8 @@ from .recognizer import ALIGN_MODES, DEFAULT_ALIGN, Recognizer
 VIDEO_CHUNK = 16  # video frames held at once (a 1080p RGB frame is 6 MB)
 
 EPILOG = f"""\
-CHECKPOINT is a .pt checkpoint, a run directory, or a .onnx file from `dicc export`.
+CHECKPOINT is a .pt checkpoint, a run directory, a .onnx file from `dicc export`, or
+`default` (the model dicc ships, also used when CHECKPOINT is left out).
 INPUT is any mix of image files, video files (.mp4 .avi .mov .mkv .webm) and folders
 (searched recursively, in sorted order); --camera INDEX reads a webcam until Ctrl-C.
 Output: one line/record/row per face per image or processed frame; an image or frame without
@@ -36,8 +37,12 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("predict", help="faces and emotion probabilities in images, folders, videos, a camera",
                               description="Detect faces and predict their emotion probabilities.", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint .pt, run directory, or exported .onnx model")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default="default",
+                   help="checkpoint .pt, run directory, exported .onnx model, or 'default' (the bundled model; also "
+                        "used when the first argument is an image, a video or a folder of them)")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, video files or folders")
+    p.add_argument("--tta", choices=("none", "flip", "crops"), default="none",
+                   help="test-time augmentation: average over each face and its mirror (flip) or 10 views (crops)")
     p.add_argument("--camera", type=int, metavar="INDEX", help="also read this webcam (0: the first) until Ctrl-C")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
@@ -224,8 +229,19 @@ def _check_options(args) -> None:
         raise ValueError("nothing to predict: give INPUT files or folders, or --camera INDEX")
 
 
+def _is_model(arg: str) -> bool:
+    """Whether the first positional argument names a model (else it is an input)."""
+    p = Path(arg)
+    if arg == "default" or p.suffix.lower() in (".pt", ".pth", ".onnx"):
+        return True
+    return p.is_dir() and ((p / "checkpoints").is_dir() or (p / "config.yaml").is_file())
+
+
 def run_predict(args) -> int:
     """``dicc predict``; see :data:`EPILOG` for the outputs and the exit status."""
+    if args.checkpoint != "default" and not _is_model(args.checkpoint):   # `dicc predict photo.jpg`
+        args.inputs = [args.checkpoint, *args.inputs]
+        args.checkpoint = "default"
     _check_options(args)
     # OpenCV's and FFmpeg's own log lines repeat, in many lines, what is reported here in one (a
     # video that cannot be opened, frames that cannot be decoded); a user's own setting wins
@@ -236,7 +252,7 @@ def run_predict(args) -> int:
     try:
         detector = _detector(args)
         rec = Recognizer.load(args.checkpoint, device=args.device, detector=detector, align=args.align,
-                              margin=args.margin, batch_size=args.batch_size)
+                              margin=args.margin, batch_size=args.batch_size, tta=args.tta)
         if not args.no_detect:
             detector.load()  # fail now (missing OpenCV, cascade or facenet-pytorch), not once per file
         annotator = Annotator(args.annotate) if args.annotate else None

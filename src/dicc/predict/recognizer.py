@@ -62,19 +62,28 @@ class Recognizer:
       False = "box";
     - ``margin``: a detected box is grown by this fraction of its size on every side before
       cropping (clipped to the image; default 0.1). Reported boxes are the detector's;
-    - ``batch_size``: faces per forward pass (default 64).
+    - ``batch_size``: faces per forward pass (default 64);
+    - ``tta``: test-time augmentation, ``"none"`` (default), ``"flip"`` (each face and its
+      mirror image) or ``"crops"`` (10 shifted and mirrored views); the probabilities are the
+      mean over the views, nothing else changes.
     """
 
-    def __init__(self, backend, class_names: Sequence[str], *, mean: float, std: float, image_size: int,
+    def __init__(self, backend, class_names: Sequence[str], *, mean, std, image_size: int,
                  channels: int, detector: str | Detector | None = None, align: str | bool | None = None,
-                 margin: float = 0.1, batch_size: int = 64, source: str = "") -> None:
+                 margin: float = 0.1, batch_size: int = 64, source: str = "", tta: str = "none") -> None:
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend = backend
         self.class_names = tuple(class_names)
-        self.mean, self.std = float(mean), float(std)
+        from ..data.transforms import TTA_MODES
+
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta: unknown test-time augmentation {tta!r}; valid: {', '.join(TTA_MODES)}")
+        self.tta = tta
+        self.mean = [float(v) for v in mean] if isinstance(mean, (list, tuple)) else float(mean)
+        self.std = [float(v) for v in std] if isinstance(std, (list, tuple)) else float(std)
         self.image_size, self.channels = int(image_size), int(channels)
         self.detector = create_detector(detector)
         self.align = _align_mode(align)
@@ -89,9 +98,10 @@ class Recognizer:
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path, *, device=None, **options) -> "Recognizer":
-        """From a checkpoint file, a run directory, or an already loaded checkpoint dict.
-        ``device``: "cpu", "cuda", ... (default: CUDA when available)."""
+    def from_checkpoint(cls, path="default", *, device=None, **options) -> "Recognizer":
+        """From a checkpoint file, a run directory, ``"default"`` (the model dicc ships), or an
+        already loaded checkpoint dict. ``device``: "cpu", "cuda", ... (default: CUDA when
+        available)."""
         from ..checkpoint import load_checkpoint, model_from_checkpoint
 
         ckpt = path if isinstance(path, dict) else load_checkpoint(path)
@@ -126,14 +136,14 @@ class Recognizer:
         if missing:
             raise ValueError(f"{path}: the ONNX metadata lacks {', '.join(missing)}; export the model with "
                              f"`dicc export CHECKPOINT --onnx FILE`")
-        return cls(OnnxBackend(session), json.loads(meta["class_names"]), mean=float(meta["mean"]),
-                   std=float(meta["std"]), image_size=int(meta["image_size"]), channels=int(meta["channels"]),
+        return cls(OnnxBackend(session), json.loads(meta["class_names"]), mean=json.loads(meta["mean"]),
+                   std=json.loads(meta["std"]), image_size=int(meta["image_size"]), channels=int(meta["channels"]),
                    source=str(path), **options)
 
     @classmethod
-    def load(cls, path, **options) -> "Recognizer":
+    def load(cls, path="default", **options) -> "Recognizer":
         """:meth:`from_onnx` for a ``.onnx`` file, :meth:`from_checkpoint` otherwise (``device``
-        only applies to checkpoints)."""
+        only applies to checkpoints); no path, or ``"default"``: the model dicc ships."""
         if str(path).lower().endswith(".onnx"):
             options.pop("device", None)
             return cls.from_onnx(path, **options)
@@ -208,8 +218,16 @@ class Recognizer:
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities of model-sized ``uint8 [N, C, S, S]`` faces (the one place every
-        face goes through on its way to the backend)."""
-        return self.predict_proba(self.preprocess(pixels))
+        face goes through on its way to the backend); with ``tta`` the mean over the views."""
+        if self.tta == "none" or not len(pixels):
+            return self.predict_proba(self.preprocess(pixels))
+        import torch
+
+        from ..data.transforms import tta_views
+
+        views = tta_views(torch.from_numpy(np.ascontiguousarray(pixels)), self.tta)
+        probs = [self.predict_proba(self.preprocess(v.numpy())) for v in views]
+        return np.mean(probs, axis=0).astype(np.float32)
 
     def analyze(self, images: Iterable, *, detect: bool = True, bgr: bool = False
                 ) -> list[tuple[np.ndarray, np.ndarray]]:

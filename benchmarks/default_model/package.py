@@ -1,0 +1,130 @@
+"""Package the bundled model: the long run's best checkpoint, with the choices select.py made on
+validation, as ``src/dicc/assets/default_model.pt`` (a plain weights_only checkpoint without
+optimizer state), and its model card ``src/dicc/assets/MODEL_CARD.md`` with PublicTest metrics.
+
+    python benchmarks/default_model/package.py --run benchmarks/default_model/run \\
+        --selection benchmarks/default_model/selection.json --data PATH/fer2013
+
+fp16 storage is used only if it changes no validation prediction's class (measured here and
+written into the card); otherwise the weights stay fp32.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+ASSETS = Path(__file__).resolve().parents[2] / "src" / "dicc" / "assets"
+KEEP = ("format", "version", "epoch", "class_names", "class_counts", "model", "model_spec", "normalization",
+        "strategy", "config", "environment")
+
+
+def main() -> None:
+    from dicc.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic, write_text_atomic
+    from dicc.config import Config, from_dict
+    from dicc.data.build import build_run_data
+    from dicc.inference import evaluate, predict_parent_logits
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--selection", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", default=str(ASSETS / "default_model.pt"))
+    args = ap.parse_args()
+    run, sel = Path(args.run), json.loads(Path(args.selection).read_text())
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    slim = {k: ckpt[k] for k in KEEP if k in ckpt}
+    cfg = from_dict(Config, ckpt["config"])
+    cfg.data.path = None                          # a user's machine has its own copy of the data
+    cfg.train.out = "default"
+    cfg.eval.logit_adjust = sel["logit_adjust"]
+    cfg.eval.tta = sel["tta"]
+    slim["config"] = cfg.to_dict()
+    dcfg = from_dict(Config, ckpt["config"]).data
+    dcfg.path = args.data
+    data = build_run_data(dcfg)
+    norm = ckpt["normalization"]
+
+    def metrics_of(state: dict, ds):
+        model, strategy = model_from_checkpoint(state)
+        return evaluate(model, strategy, ds, mean=norm["mean"], std=norm["std"], tta=cfg.eval.tta)
+
+    fp32 = {**slim, "model": {k: v.float() if v.is_floating_point() else v for k, v in slim["model"].items()}}
+    half = {**slim, "model": {k: v.half() if v.is_floating_point() else v for k, v in slim["model"].items()}}
+    preds = []
+    for state in (fp32, half):
+        m, s = model_from_checkpoint(state)
+        preds.append(predict_parent_logits(m, s, data.val, mean=norm["mean"], std=norm["std"],
+                                           tta=cfg.eval.tta).argmax(1))
+    changed = int((preds[0] != preds[1]).sum())
+    use_half = changed == 0
+    chosen = half if use_half else fp32
+    test = metrics_of(chosen, data.test)
+    val = metrics_of(chosen, data.val)
+    card = {"storage": "fp16" if use_half else "fp32", "fp16_changed_val_predictions": changed,
+            "val": {k: val[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")},
+            "test_publictest": {k: test[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1", "num_samples")},
+            "test_recall": {c: test["per_class"][c]["recall"] for c in test["per_class"]},
+            "selection": {k: sel[k] for k in ("tta", "logit_adjust")}, "epoch": ckpt.get("epoch"),
+            "source_run": str(run), "git_commit": (ckpt.get("environment") or {}).get("git_commit")}
+    chosen["model_card"] = card
+    save_atomic(chosen, args.out)
+    (run / "package.json").write_text(json.dumps({**card, "test_confusion": test["confusion_matrix"]}, indent=2))
+    write_text_atomic(ASSETS / "MODEL_CARD.md", model_card(ckpt, cfg, card, Path(args.out)))
+    print(json.dumps(card, indent=1))
+
+
+def model_card(ckpt: dict, cfg, card: dict, path: Path) -> str:
+    spec, norm = ckpt["model_spec"], ckpt["normalization"]
+    a, o, t = cfg.augment, cfg.optim, cfg.train
+    recall = " | ".join(f"{100 * card['test_recall'][c]:.1f}" for c in ckpt["class_names"])
+    tm = card["test_publictest"]
+    size = path.stat().st_size / 1e6
+    return f"""# The bundled emotion model (`default`)
+
+`dicc predict photo.jpg`, `Recognizer.load()`, `dicc evaluate default ...` and `dicc export default
+--onnx m.onnx` use this model ({path.name}, {size:.1f} MB, weights stored in {card['storage']}).
+
+- **Task**: the 7 basic emotions of a face crop, as probabilities.
+- **Label order** (output index 0-6): {', '.join(ckpt['class_names'])} (FER2013's order).
+- **Input**: {norm['channels']} channel (grayscale), {norm['image_size']}x{norm['image_size']} pixels,
+  `(x / 255 - {norm['mean']}) / {norm['std']}`; `Recognizer` crops, converts and resizes faces
+  itself.
+- **Architecture**: `{spec['name']}` width {spec['width']} ({sum(v.numel() for k, v in ckpt['model'].items()
+                                                                  if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))):,} parameters).
+- **Training data**: FER2013 `train/` (Goodfellow et al., ICML 2013 challenge), 28,709 images, of
+  which 10 % of every class were held out to select the checkpoint and every choice below; the
+  test split (PublicTest, `test/`) was used only for the numbers in this card.
+- **Recipe** (chosen on the validation hold-out: `benchmarks/default_model/README.md`): method
+  `{cfg.method.name}`, {t.epochs} epochs, batch {t.batch_size}, SGD (Nesterov) lr {o.lr} one-cycle, weight
+  decay {o.weight_decay}; augmentation: random crops after {a.crop_padding}-pixel padding (shifts),
+  horizontal flips{', rotations of +-' + str(a.rotate) + ' degrees' if a.rotate else ''}{', zooms of +-' + str(a.scale) if a.scale else ''}{', random erasing p=' + str(a.erase) if a.erase else ''};
+  post-hoc logit adjustment tau = {card['selection']['logit_adjust'] or 0}; test-time augmentation: {card['selection']['tta']}.
+- **Trained by**: `bash benchmarks/default_model/train.sh PATH/fer2013` (dicc's own engine, on a
+  2-core CPU; epoch {card['epoch']} selected; git commit {card['git_commit']}).
+
+## PublicTest (3,589 images)
+
+| accuracy | mean class accuracy | macro-F1 | {' | '.join('recall ' + c for c in ckpt['class_names'])} |
+|---:|---:|---:|{'---:|' * len(ckpt['class_names'])}
+| {100 * tm['accuracy']:.2f} | {100 * tm['mean_class_accuracy']:.2f} | {100 * tm['macro_f1']:.2f} | {recall} |
+
+Validation (the hold-out): accuracy {100 * card['val']['accuracy']:.2f}, mean class accuracy
+{100 * card['val']['mean_class_accuracy']:.2f}. fp16 storage changed {card['fp16_changed_val_predictions']} of the
+validation predictions.
+
+## Limits and terms
+
+FER2013 faces are 48x48 grayscale crops from web images, labelled by one annotator each (about
+65 % human agreement on hard cases); the model inherits its biases (age, ethnicity, posed vs
+spontaneous expressions) and is not fit for decisions about people. FER2013 was released for the
+ICML 2013 representation-learning challenge for research use; its images come from web searches
+and their copyright stays with their owners: check the dataset's terms before any commercial use
+of a model trained on it. The model's weights are released under dicc's MIT license.
+"""
+
+
+if __name__ == "__main__":
+    main()

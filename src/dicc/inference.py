@@ -1,0 +1,105 @@
+"""Inference over a :class:`~dicc.data.base.FERDataset`: features, parent logits, metrics.
+
+Eval mode, no augmentation, batched, sharded across DDP ranks where asked; the model's
+train/eval mode is left as it was. ``tta`` averages the class probabilities over test-time views
+(:func:`dicc.data.transforms.tta_views`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed
+from .data.base import FERDataset
+from .data.loader import iterate_batches
+from .data.transforms import normalize, tta_views
+from .metrics import confusion_matrix, metrics_from_confusion
+from .precision import Precision
+from .strategies import Strategy
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _fp32(device: torch.device) -> Precision:
+    return Precision(torch.device(device).type)
+
+
+@torch.no_grad()
+def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batch_size: int,
+                   device: torch.device, mean: float, std: float, precision: Precision | None, fn,
+                   tta: str = "none") -> torch.Tensor:
+    """``fn`` of every normalised batch; with ``tta`` (logits only) the log of the class
+    probabilities averaged over the test-time views (:func:`dicc.data.transforms.tta_views`)."""
+    prec = precision or _fp32(device)
+    outs = []
+    for x, _, _ in iterate_batches(ds, indices, batch_size):
+        x = x.to(device, non_blocking=True)
+        views = tta_views(x, tta)
+        with prec.autocast():
+            out = [fn(prec.prepare_input(normalize(v, mean, std))).float() for v in views]
+        outs.append(out[0] if len(out) == 1 else torch.stack([o.softmax(1) for o in out]).mean(0).log())
+    if not outs:  # an empty shard (fewer samples than ranks): an empty batch keeps the trailing shape
+        x = torch.zeros(0, ds.channels, ds.image_size, ds.image_size, dtype=torch.uint8, device=device)
+        outs.append(fn(normalize(x, mean, std)).float())
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, ds: FERDataset, *, batch_size: int = 512, device=None,
+                     mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
+                     world_size: int = 1, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised penultimate features of every image of ``ds`` (eval mode, no
+    augmentation), ordered by dataset index (only those of ``indices``, in that order, if
+    given); under DDP each rank computes its shard and the result is gathered so every rank
+    holds all of it."""
+    net = _unwrap(model)
+    device = device or next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    subset = torch.arange(len(ds)) if indices is None else torch.as_tensor(indices).long().cpu()
+    pos = distributed.eval_shard(len(subset), rank, world_size)
+    feats = _forward_shard(net, ds, subset[pos], batch_size, device, mean, std, precision, net.features)
+    feats = F.normalize(feats, dim=1)
+    feats = distributed.gather_by_index(feats, pos.to(device), len(subset))
+    net.train(was_training)
+    return feats, ds.labels[subset].to(device)
+
+
+@torch.no_grad()
+def predict_parent_logits(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512,
+                          device=None, mean: float = 0.5, std: float = 0.25, precision: Precision | None = None,
+                          indices: torch.Tensor | None = None, tta: str = "none") -> torch.Tensor:
+    """Parent-class logits ``[len(indices), num_classes]`` (what evaluation sees); with ``tta``
+    the log of the probabilities averaged over the test-time views."""
+    net = _unwrap(model)
+    device = device or next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    idx = torch.arange(len(ds)) if indices is None else indices
+    try:
+        return _forward_shard(net, ds, idx, batch_size, device, mean, std, precision,
+                              lambda x: strategy.parent_logits(net(x).float()), tta)
+    finally:
+        net.train(was_training)
+
+
+def evaluate(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512, device=None,
+             mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
+             world_size: int = 1, tta: str = "none") -> dict:
+    """Metrics of ``model`` on all of ``ds`` from one confusion matrix (summed across ranks);
+    ``tta``: none, flip or crops (probabilities averaged over test-time views)."""
+    idx = distributed.eval_shard(len(ds), rank, world_size)
+    logits = predict_parent_logits(model, strategy, ds, batch_size=batch_size, device=device, mean=mean,
+                                   std=std, precision=precision, indices=idx, tta=tta)
+    cm = confusion_matrix(ds.labels[idx], logits.argmax(1).cpu(), ds.num_classes)
+    cm = distributed.all_reduce_sum(cm.to(logits.device if world_size > 1 else "cpu")).cpu()
+    return metrics_from_confusion(cm, ds.class_names)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+__all__ = ["evaluate", "extract_features", "predict_parent_logits"]
