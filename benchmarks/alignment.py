@@ -20,6 +20,7 @@ ones; plus the accuracy on the original 48x48 faces (no detection), the ceiling.
 
 Results and the model's training command: ``benchmarks/alignment.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +75,7 @@ def template(args) -> None:
     images = [np.pad(_upscale(_gray(p), side), pad, mode="edge") for p, _ in files]
     t0 = time.perf_counter()
     for at in range(0, len(images), 32):
-        for found in det.detect_many(images[at:at + 32]):
+        for found in det.detect_many(images[at : at + 32]):
             if not len(found):
                 continue
             centre = found.boxes[:, :2] + found.boxes[:, 2:] / 2
@@ -131,7 +132,7 @@ def measure(args) -> None:
         for name, det in (("haar", haar), ("mtcnn", mtcnn)):
             found[name] = []
             for at in range(0, len(images), 32):
-                found[name] += det.detect_many(images[at:at + 32])
+                found[name] += det.detect_many(images[at : at + 32])
         for name, _, mode in modes:
             rec.align = mode
             pixels, hit = [], []
@@ -140,32 +141,52 @@ def measure(args) -> None:
                     continue
                 c = f.boxes[:, :2] + f.boxes[:, 2:] / 2
                 k = int(np.argmin(np.hypot(*(c - centre).T)))
-                one = Detections(f.boxes[k:k + 1], None if f.scores is None else f.scores[k:k + 1],
-                                 None if f.landmarks is None else f.landmarks[k:k + 1])
+                one = Detections(
+                    f.boxes[k : k + 1],
+                    None if f.scores is None else f.scores[k : k + 1],
+                    None if f.landmarks is None else f.landmarks[k : k + 1],
+                )
                 pixels.append(rec.crop(img, one)[0])
                 hit.append(i)
             hit = np.array(hit, dtype=np.int64)
             pred = rec.classify(np.stack(pixels)).argmax(1) if len(pixels) else np.zeros(0, np.int64)
             correct = int((pred == labels[hit]).sum())
             same = float((base[hit] == labels[hit]).mean()) if len(hit) else 0.0  # the 48x48 originals of these faces
-            rows.append((angle, f"{name} {mode}", len(hit) / len(files), correct / len(files),
-                         correct / max(len(hit), 1), same))
-            print(f"angle {angle:+5.0f}  {name:>5} {mode:<6}  detected {len(hit) / len(files):6.1%}  "
-                  f"accuracy {correct / len(files):6.1%} (of detected {correct / max(len(hit), 1):6.1%}; their "
-                  f"48x48 originals {same:6.1%})  [{time.perf_counter() - t0:.0f} s]", flush=True)
-    lines = [f"FER2013 PublicTest sample: {len(files)} faces (seed {args.seed}); model {args.run} "
-             f"(accuracy on the original 48x48 faces, no detection: {ceiling:.1%}); {args.threads} thread(s).", "",
-             "| angle | detector + crop | detected | accuracy (all faces) | accuracy (detected) | "
-             "the detected faces' 48x48 originals |", "|---|---|---|---|---|---|"]
-    lines += [f"| {a:+.0f}° | {m} | {d:.1%} | {acc:.1%} | {accd:.1%} | {same:.1%} |"
-              for a, m, d, acc, accd, same in rows]
+            rows.append(
+                (angle, f"{name} {mode}", len(hit) / len(files), correct / len(files), correct / max(len(hit), 1), same)
+            )
+            print(
+                f"angle {angle:+5.0f}  {name:>5} {mode:<6}  detected {len(hit) / len(files):6.1%}  "
+                f"accuracy {correct / len(files):6.1%} (of detected {correct / max(len(hit), 1):6.1%}; their "
+                f"48x48 originals {same:6.1%})  [{time.perf_counter() - t0:.0f} s]",
+                flush=True,
+            )
+    lines = [
+        f"FER2013 PublicTest sample: {len(files)} faces (seed {args.seed}); model {args.run} "
+        f"(accuracy on the original 48x48 faces, no detection: {ceiling:.1%}); {args.threads} thread(s).",
+        "",
+        "| angle | detector + crop | detected | accuracy (all faces) | accuracy (detected) | "
+        "the detected faces' 48x48 originals |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {a:+.0f}° | {m} | {d:.1%} | {acc:.1%} | {accd:.1%} | {same:.1%} |" for a, m, d, acc, accd, same in rows
+    ]
     means: dict[str, list] = {}
     for a, m, *v in rows:
         means.setdefault(m, []).append(v)
-    lines += ["", "Mean over the angles:", "", "| detector + crop | detected | accuracy (all faces) | "
-              "accuracy (detected) | the detected faces' 48x48 originals |", "|---|---|---|---|---|"]
-    lines += [f"| {m} | " + " | ".join(f"{np.mean([v[j] for v in vs]):.1%}" for j in range(4)) + " |"
-              for m, vs in means.items()]
+    lines += [
+        "",
+        "Mean over the angles:",
+        "",
+        "| detector + crop | detected | accuracy (all faces) | "
+        "accuracy (detected) | the detected faces' 48x48 originals |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {m} | " + " | ".join(f"{np.mean([v[j] for v in vs]):.1%}" for j in range(4)) + " |"
+        for m, vs in means.items()
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out:

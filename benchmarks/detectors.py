@@ -16,6 +16,7 @@ with 1 and 2 threads (``torch.set_num_threads`` and ``cv2.setNumThreads``).
 
     python benchmarks/detectors.py --threads 1 2 --out benchmarks/detectors.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def _lfw() -> np.ndarray:
 def _up(gray01: np.ndarray, side: int) -> np.ndarray:
     from PIL import Image
 
-    return np.asarray(Image.fromarray((gray01 * 255).round().astype(np.uint8)).resize((side, side),
-                                                                                       Image.Resampling.BICUBIC))
+    return np.asarray(
+        Image.fromarray((gray01 * 255).round().astype(np.uint8)).resize((side, side), Image.Resampling.BICUBIC)
+    )
 
 
 def _rotate(image: np.ndarray, angle: float) -> np.ndarray:
@@ -57,13 +59,22 @@ def photo_sets() -> dict[str, tuple[list[np.ndarray], int]]:
     lfw = _lfw()
     faces = [np.pad(_up(f, 100), 50, mode="edge") for f in lfw[:100]]
     others = [np.pad(_up(f, 100), 50, mode="edge") for f in lfw[100:]]
-    no_face = [data.coffee(), data.chelsea(), data.rocket(), data.stereo_motorcycle()[0], data.hubble_deep_field(),
-               data.coins()]
-    return {"LFW faces, upright (100 images)": (faces, 100),
-            "LFW faces, turned 25° (100 images)": ([_rotate(f, 25) for f in faces], 100),
-            "LFW non-faces (100 patches)": (others, 0),
-            "astronaut": ([data.astronaut()], 1), "camera (cameraman)": ([data.camera()], 1),
-            "6 photos without faces": (no_face, 0)}
+    no_face = [
+        data.coffee(),
+        data.chelsea(),
+        data.rocket(),
+        data.stereo_motorcycle()[0],
+        data.hubble_deep_field(),
+        data.coins(),
+    ]
+    return {
+        "LFW faces, upright (100 images)": (faces, 100),
+        "LFW faces, turned 25° (100 images)": ([_rotate(f, 25) for f in faces], 100),
+        "LFW non-faces (100 patches)": (others, 0),
+        "astronaut": ([data.astronaut()], 1),
+        "camera (cameraman)": ([data.camera()], 1),
+        "6 photos without faces": (no_face, 0),
+    }
 
 
 def make_video(path: Path, frames: int) -> Path:
@@ -84,11 +95,11 @@ def make_video(path: Path, frames: int) -> Path:
         u = i / max(frames - 1, 1)
         f = background.copy()
         ax, ay = int(10 + u * (w - 170)), 20
-        f[ay:ay + 150, ax:ax + 150] = head
+        f[ay : ay + 150, ax : ax + 150] = head
         bx, by = int(w - 130 - u * (w - 300)), 300
-        f[by:by + 120, bx:bx + 120] = faces[0]
+        f[by : by + 120, bx : bx + 120] = faces[0]
         cx, cy = 470, int(10 + u * 150)
-        f[cy:cy + 120, cx:cx + 120] = _rotate(faces[1], 20 * np.sin(2 * np.pi * u))
+        f[cy : cy + 120, cx : cx + 120] = _rotate(faces[1], 20 * np.sin(2 * np.pi * u))
         writer.write(np.ascontiguousarray(f[:, :, ::-1]))
     writer.release()
     return path
@@ -128,7 +139,7 @@ def time_video(video: Path, ckpt: Path, detector: str, threads: int, repeats: in
         frames = [f.image for f in VideoReader(video)]
         found = []
         for at in range(0, len(frames), 8):
-            found += rec.detector.detect_many(frames[at:at + 8])
+            found += rec.detector.detect_many(frames[at : at + 8])
         best_det, cpu_det = min(best_det, time.perf_counter() - t0), min(cpu_det, time.process_time() - c0)
         t0, c0 = time.perf_counter(), time.process_time()
         records = list(rec.predict_video(video, chunk=8))
@@ -136,9 +147,18 @@ def time_video(video: Path, ckpt: Path, detector: str, threads: int, repeats: in
         faces = sum(len(r["faces"]) for r in records)
         ids = {f["face_id"] for r in records for f in r["faces"]}
     n = len(records)
-    return {"detector": detector, "threads": threads, "frames": n, "faces": faces, "ids": len(ids),
-            "det_fps": n / best_det, "fps": n / best_all, "faces_s": faces / best_all,
-            "det_cpu": n / cpu_det, "cpu": n / cpu_all}
+    return {
+        "detector": detector,
+        "threads": threads,
+        "frames": n,
+        "faces": faces,
+        "ids": len(ids),
+        "det_fps": n / best_det,
+        "fps": n / best_all,
+        "faces_s": faces / best_all,
+        "det_cpu": n / cpu_det,
+        "cpu": n / cpu_all,
+    }
 
 
 def main(argv=None) -> None:
@@ -159,28 +179,59 @@ def main(argv=None) -> None:
     video = make_video(Path(args.keep_video) if args.keep_video else tmp / "faces.avi", args.frames)
     torch.manual_seed(0)
     model = create_model("vgg_fer", 7, width=8)
-    ckpt = save_atomic({"format": FORMAT, "version": VERSION, "class_names": list(EMOTIONS), "class_counts": [1] * 7,
-                        "model": model.state_dict(), "config": {}, "epoch": 0,
-                        "model_spec": {"name": "vgg_fer", "width": 8, "num_outputs": 7, "head_type": "linear",
-                                       "in_channels": 1, "image_size": 48, "dropout": 0.0},
-                        "normalization": {"mean": 0.5, "std": 0.25, "image_size": 48, "channels": 1},
-                        "strategy": {"name": "ce", "options": {}, "state": {}}}, tmp / "w8.pt")
+    ckpt = save_atomic(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "class_names": list(EMOTIONS),
+            "class_counts": [1] * 7,
+            "model": model.state_dict(),
+            "config": {},
+            "epoch": 0,
+            "model_spec": {
+                "name": "vgg_fer",
+                "width": 8,
+                "num_outputs": 7,
+                "head_type": "linear",
+                "in_channels": 1,
+                "image_size": 48,
+                "dropout": 0.0,
+            },
+            "normalization": {"mean": 0.5, "std": 0.25, "image_size": 48, "channels": 1},
+            "strategy": {"name": "ce", "options": {}, "state": {}},
+        },
+        tmp / "w8.pt",
+    )
     load = os.getloadavg()[0]
     counts = count_faces(1)
-    lines = [f"Machine: {os.cpu_count()} CPU cores, load average {load:.2f} at the start; torch "
-             f"{torch.__version__}.", "", "### Faces found in real photos (scikit-image's)", "",
-             "| photos | faces (by hand) | images | haar found | mtcnn found |", "|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {os.cpu_count()} CPU cores, load average {load:.2f} at the start; torch {torch.__version__}.",
+        "",
+        "### Faces found in real photos (scikit-image's)",
+        "",
+        "| photos | faces (by hand) | images | haar found | mtcnn found |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {n} | {t} | {k} | {a} | {b} |" for n, t, k, a, b in counts]
     print("\n".join(lines), flush=True)
     rows = [time_video(video, ckpt, d, t, args.repeats) for t in args.threads for d in ("haar", "mtcnn")]
-    lines += ["", f"### Speed on the generated video ({args.frames} frames of 640x480, 3 real faces per frame)", "",
-              "Wall-clock rates are the best of the timed passes; CPU rates are frames per CPU-second of this "
-              "process (all its threads), which a busy machine disturbs less.", "",
-              "| detector | threads | faces found (of {}) | face ids | detection only, frames/s | full pipeline, "
-              "frames/s | full pipeline, faces/s | detection only, frames per CPU-s | full pipeline, frames per CPU-s "
-              "|".format(3 * args.frames), "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['detector']} | {r['threads']} | {r['faces']} | {r['ids']} | {r['det_fps']:.1f} | "
-              f"{r['fps']:.1f} | {r['faces_s']:.1f} | {r['det_cpu']:.1f} | {r['cpu']:.1f} |" for r in rows]
+    lines += [
+        "",
+        f"### Speed on the generated video ({args.frames} frames of 640x480, 3 real faces per frame)",
+        "",
+        "Wall-clock rates are the best of the timed passes; CPU rates are frames per CPU-second of this "
+        "process (all its threads), which a busy machine disturbs less.",
+        "",
+        "| detector | threads | faces found (of {}) | face ids | detection only, frames/s | full pipeline, "
+        "frames/s | full pipeline, faces/s | detection only, frames per CPU-s | full pipeline, frames per CPU-s "
+        "|".format(3 * args.frames),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['detector']} | {r['threads']} | {r['faces']} | {r['ids']} | {r['det_fps']:.1f} | "
+        f"{r['fps']:.1f} | {r['faces_s']:.1f} | {r['det_cpu']:.1f} | {r['cpu']:.1f} |"
+        for r in rows
+    ]
     load1 = os.getloadavg()[0]
     lines += ["", f"Load average at the end: {load1:.2f} (other jobs shared the 2 cores)."]
     text = "\n".join(lines)

@@ -30,6 +30,7 @@ Variants (``--variants``, comma-separated names):
         --config configs/fer2013-lt.yaml --epochs 6 --warmup 2 --repeats 1 --variants clean,train \\
         --set train.threads=1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,13 @@ from dicc.engine import fit
 
 VARIANTS = {
     "ce": ["method.name=ce"],
-    "default": ["method.name=dicc"],       # DICC's defaults (feature_source=train since this round)
+    "default": ["method.name=dicc"],  # DICC's defaults (feature_source=train since this round)
     "clean": ["method.name=dicc", "method.options.feature_source=clean"],
-    "clean-sample": ["method.name=dicc", "method.options.feature_source=clean", "method.options.feature_sample={sample}"],
+    "clean-sample": [
+        "method.name=dicc",
+        "method.options.feature_source=clean",
+        "method.options.feature_sample={sample}",
+    ],
     "clean-every2": ["method.name=dicc", "method.options.feature_source=clean", "method.options.recluster_every=2"],
     "clean-every5": ["method.name=dicc", "method.options.feature_source=clean", "method.options.recluster_every=5"],
     "train": ["method.name=dicc", "method.options.feature_source=train"],
@@ -76,15 +81,20 @@ def style_ari(run_dir: Path, styles) -> float | None:
 def read_run(run_dir: Path, warmup: int) -> dict:
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in recs if "event" not in r]
-    after = [r for r in epochs if r["epoch"] > warmup]   # 1-based: epoch warmup+1 holds the first split
+    after = [r for r in epochs if r["epoch"] > warmup]  # 1-based: epoch warmup+1 holds the first split
     clusters = [r for r in recs if r.get("event") == "recluster"]
     mean = lambda key: statistics.fmean(r[key] for r in after)  # noqa: E731
-    out = {"hook": mean("time_hook"), "train": mean("time_train"), "epoch": mean("time_epoch"),
-           "val_mca_last": epochs[-1].get("val_mean_class_accuracy"),
-           "val_mca_best": max((r.get("val_mean_class_accuracy") or 0.0) for r in epochs),
-           "epochs_timed": len(after), "reclusters": len(clusters),
-           "time_features": sum(r["time_features"] for r in clusters),
-           "time_cluster": sum(r["time_cluster"] for r in clusters)}
+    out = {
+        "hook": mean("time_hook"),
+        "train": mean("time_train"),
+        "epoch": mean("time_epoch"),
+        "val_mca_last": epochs[-1].get("val_mean_class_accuracy"),
+        "val_mca_best": max((r.get("val_mean_class_accuracy") or 0.0) for r in epochs),
+        "epochs_timed": len(after),
+        "reclusters": len(clusters),
+        "time_features": sum(r["time_features"] for r in clusters),
+        "time_cluster": sum(r["time_cluster"] for r in clusters),
+    }
     nmis = [v for r in clusters for v in r["nmi"].values()]
     out["nmi"] = statistics.fmean(nmis) if nmis else None
     out["hook_train"] = out["hook"] + out["train"]
@@ -110,21 +120,26 @@ def main() -> None:
         raise SystemExit(f"unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = [f"model.width={args.width}", f"train.epochs={args.epochs}", "train.progress=false",
-            "data.test_split=null", f"method.options.warmup_epochs={args.warmup}"]
+    base = [
+        f"model.width={args.width}",
+        f"train.epochs={args.epochs}",
+        "train.progress=false",
+        "data.test_split=null",
+        f"method.options.warmup_epochs={args.warmup}",
+    ]
     if args.data:
         base.append(f"data.path={args.data}")
     base += args.set
 
     results: dict[str, list[dict]] = {v: [] for v in names}
-    styles = None   # (labels, style) of the training set; False: the data has no styles
+    styles = None  # (labels, style) of the training set; False: the data has no styles
     for rep in range(args.repeats):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for v in order:
             run_dir = out / f"{v}-r{rep}"
             if not (run_dir / "metrics.jsonl").exists() or not (run_dir / "checkpoints" / "last.pt").exists():
                 over = [o.format(sample=args.sample) for o in VARIANTS[v]]
-                if v == "ce":   # CE has no DICC options
+                if v == "ce":  # CE has no DICC options
                     over_base = [b for b in base if not b.startswith("method.options.")]
                 else:
                     over_base = base
@@ -134,7 +149,7 @@ def main() -> None:
                 print(f"{run_dir}: {time.perf_counter() - t:.0f} s", flush=True)
             results[v].append(read_run(run_dir, args.warmup))
             if styles is not False:
-                if styles is None:   # the training set of the runs, with its hidden styles if it has them
+                if styles is None:  # the training set of the runs, with its hidden styles if it has them
                     from dicc.data.build import build_run_data
 
                     train = build_run_data(load_config(args.config, base).data, need_test=False).train
@@ -144,30 +159,42 @@ def main() -> None:
                     results[v][-1]["style_ari"] = style_ari(run_dir, styles)
 
     ce = results["ce"]
-    lines = ["| variant | time_hook (s) | time_train (s) | time_epoch (s) | (hook+train) / CE | epoch / CE | "
-             "(hook+train) / train | val MCA last | val MCA best | re-clusterings | NMI with previous | style ARI |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | time_hook (s) | time_train (s) | time_epoch (s) | (hook+train) / CE | epoch / CE | "
+        "(hook+train) / train | val MCA last | val MCA best | re-clusterings | NMI with previous | style ARI |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     summary = {}
     for v in names:
         rs = results[v]
         r1 = [r["hook_train"] / c["hook_train"] for r, c in zip(rs, ce)]
         r2 = [r["epoch"] / c["epoch"] for r, c in zip(rs, ce)]
         r3 = [r["hook_train"] / r["train"] for r in rs]
-        m = {k: statistics.fmean(r[k] for r in rs) for k in ("hook", "train", "epoch", "val_mca_last",
-                                                               "val_mca_best", "reclusters")}
-        summary[v] = {**m, "ratio_hook_train": statistics.fmean(r1), "ratio_epoch": statistics.fmean(r2),
-                      "ratio_self": statistics.fmean(r3),
-                      "ratio_hook_train_range": [min(r1), max(r1)], "ratio_epoch_range": [min(r2), max(r2)],
-                      "per_repeat": rs}
+        m = {
+            k: statistics.fmean(r[k] for r in rs)
+            for k in ("hook", "train", "epoch", "val_mca_last", "val_mca_best", "reclusters")
+        }
+        summary[v] = {
+            **m,
+            "ratio_hook_train": statistics.fmean(r1),
+            "ratio_epoch": statistics.fmean(r2),
+            "ratio_self": statistics.fmean(r3),
+            "ratio_hook_train_range": [min(r1), max(r1)],
+            "ratio_epoch_range": [min(r2), max(r2)],
+            "per_repeat": rs,
+        }
         for key in ("nmi", "style_ari"):
             vals = [r[key] for r in rs if r.get(key) is not None]
             m[key] = summary[v][key] = statistics.fmean(vals) if vals else None
         rng = lambda r: f" ({min(r):.2f}-{max(r):.2f})" if len(r) > 1 else ""  # noqa: E731
         opt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-        lines.append(f"| {v} | {m['hook']:.2f} | {m['train']:.2f} | {m['epoch']:.2f} | "
-                     f"{statistics.fmean(r1):.3f}{rng(r1)} | {statistics.fmean(r2):.3f}{rng(r2)} | "
-                     f"{statistics.fmean(r3):.3f} | {100 * m['val_mca_last']:.2f} | {100 * m['val_mca_best']:.2f} | {m['reclusters']:.0f} | "
-                     f"{opt(m['nmi'])} | {opt(m['style_ari'])} |")
+        lines.append(
+            f"| {v} | {m['hook']:.2f} | {m['train']:.2f} | {m['epoch']:.2f} | "
+            f"{statistics.fmean(r1):.3f}{rng(r1)} | {statistics.fmean(r2):.3f}{rng(r2)} | "
+            f"{statistics.fmean(r3):.3f} | {100 * m['val_mca_last']:.2f} | {100 * m['val_mca_best']:.2f} | "
+            f"{m['reclusters']:.0f} | "
+            f"{opt(m['nmi'])} | {opt(m['style_ari'])} |"
+        )
     table = "\n".join(lines)
     print(table)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "summary": summary, "table": table}, indent=2))

@@ -11,6 +11,7 @@ FER2013-IF100-shaped features (7 classes, 10739 x 256) for each backend.
     python benchmarks/kmeans_speed.py                  # CPU, and CUDA when available
     python benchmarks/kmeans_speed.py --threads 2 --devices cpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,13 +71,18 @@ def main() -> None:
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     cuda = "cuda" in devices
     sync = torch.cuda.synchronize if cuda else None
-    print(f"# torch {torch.__version__}, scikit-learn {sklearn.__version__}, python {platform.python_version()}, "
-          f"{torch.get_num_threads()} torch CPU threads"
-          + (f", GPU {torch.cuda.get_device_name(0)}" if cuda else ""))
+    print(
+        f"# torch {torch.__version__}, scikit-learn {sklearn.__version__}, python {platform.python_version()}, "
+        f"{torch.get_num_threads()} torch CPU threads" + (f", GPU {torch.cuda.get_device_name(0)}" if cuda else "")
+    )
     print(f"# n_init={args.n_init}, max_iter={args.max_iter}, tol=1e-4, median of {args.repeats} runs\n")
 
-    cols = ["shape", "k", "sklearn s", "torch cpu s"] + (["torch cuda s"] if cuda else []) + \
-        ["inertia torch/sklearn"] + (["inertia cuda/sklearn"] if cuda else [])
+    cols = (
+        ["shape", "k", "sklearn s", "torch cpu s"]
+        + (["torch cuda s"] if cuda else [])
+        + ["inertia torch/sklearn"]
+        + (["inertia cuda/sklearn"] if cuda else [])
+    )
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     if cuda:  # initialise CUDA outside the timings
@@ -87,13 +93,16 @@ def main() -> None:
         for k in (int(v) for v in args.ks.split(",")):
             x = clustered(n, dim, styles=2 * k + 1, seed=n + k)
             xn = x.numpy()
-            t_sk, km = timed(lambda: KMeans(n_clusters=k, n_init=args.n_init, max_iter=args.max_iter,
-                                            random_state=0).fit(xn), args.repeats)
+            t_sk, km = timed(
+                lambda: KMeans(n_clusters=k, n_init=args.n_init, max_iter=args.max_iter, random_state=0).fit(xn),
+                args.repeats,
+            )
             row = [shape, str(k), f"{t_sk:.3f}"]
             ratios = []
             if "cpu" in devices:
-                t_cpu, res = timed(lambda: kmeans(x, k, n_init=args.n_init, max_iter=args.max_iter, generator=0),
-                                   args.repeats)
+                t_cpu, res = timed(
+                    lambda: kmeans(x, k, n_init=args.n_init, max_iter=args.max_iter, generator=0), args.repeats
+                )
                 row.append(f"{t_cpu:.3f}")
                 ratios.append(f"{res[2] / km.inertia_:.4f}")
             else:
@@ -101,8 +110,9 @@ def main() -> None:
                 ratios.append("-")
             if cuda:
                 xc = x.cuda()
-                t_gpu, res = timed(lambda: kmeans(xc, k, n_init=args.n_init, max_iter=args.max_iter, generator=0),
-                                   args.repeats, sync)
+                t_gpu, res = timed(
+                    lambda: kmeans(xc, k, n_init=args.n_init, max_iter=args.max_iter, generator=0), args.repeats, sync
+                )
                 row.append(f"{t_gpu:.3f}")
                 ratios.append(f"{res[2] / km.inertia_:.4f}")
             print("| " + " | ".join(row + ratios) + " |", flush=True)
@@ -111,8 +121,10 @@ def main() -> None:
     plan = plan_subclasses(FER_IF100)
     feats = torch.cat([clustered(n, 256, styles=5, seed=c) for c, n in enumerate(FER_IF100)])
     labels = torch.repeat_interleave(torch.arange(7), torch.tensor(FER_IF100))
-    print(f"\nSubclassClusterer.fit on {len(labels)}x256 (FER2013-IF100 counts, k={plan.k}), "
-          f"n_init={args.n_init}: first fit (k-means++) and a warm-started re-fit\n")
+    print(
+        f"\nSubclassClusterer.fit on {len(labels)}x256 (FER2013-IF100 counts, k={plan.k}), "
+        f"n_init={args.n_init}: first fit (k-means++) and a warm-started re-fit\n"
+    )
     print("| backend | first fit s | warm re-fit s | inertia |")
     print("|---|---|---|---|")
     runs = [("sklearn", "cpu"), ("torch", "cpu")] + ([("torch", "cuda")] if cuda else [])
@@ -121,12 +133,14 @@ def main() -> None:
             continue
         f, y = feats.to(dev), labels.to(dev)
         cl = SubclassClusterer(plan, backend=backend, n_init=args.n_init, max_iter=args.max_iter, seed=0)
-        t1, first = timed(lambda: SubclassClusterer(**cl.get_params()).fit(f, y), args.repeats,
-                          sync if dev == "cuda" else None)
+        t1, first = timed(
+            lambda: SubclassClusterer(**cl.get_params()).fit(f, y), args.repeats, sync if dev == "cuda" else None
+        )
         drift = torch.nn.functional.normalize(f + 0.01 * torch.randn_like(f), dim=1)
         warm = {**cl.get_params(), "init": first.cluster_centers_, "previous_labels": first.labels_}
-        t2, again = timed(lambda: SubclassClusterer(**warm).fit(drift, y), args.repeats,
-                          sync if dev == "cuda" else None)
+        t2, again = timed(
+            lambda: SubclassClusterer(**warm).fit(drift, y), args.repeats, sync if dev == "cuda" else None
+        )
         name = f"{backend} ({dev})"
         print(f"| {name} | {t1:.3f} | {t2:.3f} | {first.inertia_:.2f} |", flush=True)
 

@@ -22,6 +22,7 @@ every ``load_split`` and ``dicc data info`` of AffectNet does before any image i
     python benchmarks/loader_speed.py --n 2000 --size 224 --workers 0 1 2 --out benchmarks/loader_speed.md
     python benchmarks/loader_speed.py --listing-rows 287651
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,10 @@ def time_affectnet_listing(rows: int, seed: int = 0) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="dicc-affectnet-"))
     try:
         with open(tmp / "training.csv", "w") as f:
-            f.write("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
-                    "expression,valence,arousal\n")
+            f.write(
+                "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
+                "expression,valence,arousal\n"
+            )
             codes = rng.integers(0, 11, rows)
             for i in range(rows):
                 marks = ";".join(f"{v:.2f}" for v in rng.uniform(0, 400, 136))
@@ -78,8 +81,10 @@ def time_affectnet_listing(rows: int, seed: int = 0) -> str:
         took = time.perf_counter() - t0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return (f"AffectNet-style training.csv, {rows:,} rows ({mb:.0f} MB): labels read in {took:.2f} s "
-            f"({kept:,} kept in emotions7)")
+    return (
+        f"AffectNet-style training.csv, {rows:,} rows ({mb:.0f} MB): labels read in {took:.2f} s "
+        f"({kept:,} kept in emotions7)"
+    )
 
 
 def one_pass(ds, order: torch.Tensor, batch_size: int, workers: int, step_s: float = 0.0) -> tuple[float, float]:
@@ -113,13 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="read only this many images of --data per pass")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--repeats", type=int, default=3, help="timed passes per worker count")
-    p.add_argument("--step-ms", type=float, default=0.0,
-                   help="simulated GPU training step per batch (the main process sleeps)")
+    p.add_argument(
+        "--step-ms", type=float, default=0.0, help="simulated GPU training step per batch (the main process sleeps)"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
-    p.add_argument("--full-decode", action="store_true",
-                   help="decode JPEGs at full size before resizing (dicc.data.decode.JPEG_DRAFT = False)")
-    p.add_argument("--listing-rows", type=int, default=None,
-                   help="only time reading the labels of a generated AffectNet CSV of this many rows")
+    p.add_argument(
+        "--full-decode",
+        action="store_true",
+        help="decode JPEGs at full size before resizing (dicc.data.decode.JPEG_DRAFT = False)",
+    )
+    p.add_argument(
+        "--listing-rows",
+        type=int,
+        default=None,
+        help="only time reading the labels of a generated AffectNet CSV of this many rows",
+    )
     p.add_argument("--out", help="also write the results as Markdown to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -140,19 +153,22 @@ def main(argv: list[str] | None = None) -> int:
             made = time.perf_counter() - t0
             data, split, fmt = tmp, "all", "imagefolder"
             total_bytes = sum(f.stat().st_size for f in tmp.rglob("*.jpg"))
-            what = (f"{args.n} generated {args.size}x{args.size} RGB JPEGs (quality 90, mean "
-                    f"{total_bytes / args.n / 1024:.1f} KiB; written in {made:.1f} s)")
+            what = (
+                f"{args.n} generated {args.size}x{args.size} RGB JPEGs (quality 90, mean "
+                f"{total_bytes / args.n / 1024:.1f} KiB; written in {made:.1f} s)"
+            )
         else:
             data, split, fmt = Path(args.data), args.split, args.format
             what = f"`{args.data}` ({args.format}, split {args.split})"
         size = args.image_size or args.size
         t0 = time.perf_counter()
-        ds = load_split(data, split, fmt=fmt, image_size=size, channels=args.channels, in_memory=False,
-                        classes=args.classes)
+        ds = load_split(
+            data, split, fmt=fmt, image_size=size, channels=args.channels, in_memory=False, classes=args.classes
+        )
         listing = time.perf_counter() - t0
         order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
         if args.limit:
-            order = order[:args.limit]
+            order = order[: args.limit]
         n = len(order)
         load0 = os.getloadavg()[0]
         times: dict[int, list[float]] = {w: [] for w in args.workers}
@@ -163,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                 if r > 0:
                     times[w].append(t)
                     firsts[w].append(first)
-                print(f"round {r} workers={w}: {n / t:,.0f} images/s ({t:.2f} s, first batch {first:.2f} s)"
-                      + (" [warm-up]" if r == 0 else ""), file=sys.stderr)
+                print(
+                    f"round {r} workers={w}: {n / t:,.0f} images/s ({t:.2f} s, first batch {first:.2f} s)"
+                    + (" [warm-up]" if r == 0 else ""),
+                    file=sys.stderr,
+                )
         load1 = os.getloadavg()[0]
     finally:
         if tmp is not None:
@@ -177,26 +196,34 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for w in args.workers:
         rates = [n / t for t in times[w]]
-        lines.append(f"| {w} | {statistics.median(rates):,.0f} | {min(rates):,.0f} - {max(rates):,.0f} | "
-                     f"{statistics.median(times[w]):.2f} | {statistics.median(firsts[w]):.2f} |")
-    report = "\n".join([
-        f"Data: {what}; {n} images per pass decoded to {args.channels}x{size}x{size} uint8, batch "
-        f"{args.batch_size}"
-        + ("; JPEGs decoded at full size, then resized (`--full-decode`)" if args.full_decode else "")
-        + f"; `load_split` (listing the files, no decoding) took {listing:.2f} s."
-        + (f" A simulated GPU step of {args.step_ms:g} ms per batch (the main process sleeps) is "
-           f"included: {-(-n // args.batch_size)} steps, {-(-n // args.batch_size) * args.step_ms / 1000:.2f} s "
-           "of every pass." if args.step_ms else ""),
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}, Pillow {__import__('PIL').__version__}; load average (1 min) "
-        f"{load0:.1f} at the start, {load1:.1f} at the end. Median of {args.repeats} timed passes "
-        "after one warm-up pass per worker count, interleaved.",
-        "",
-        *lines,
-    ])
+        lines.append(
+            f"| {w} | {statistics.median(rates):,.0f} | {min(rates):,.0f} - {max(rates):,.0f} | "
+            f"{statistics.median(times[w]):.2f} | {statistics.median(firsts[w]):.2f} |"
+        )
+    report = "\n".join(
+        [
+            f"Data: {what}; {n} images per pass decoded to {args.channels}x{size}x{size} uint8, batch "
+            f"{args.batch_size}"
+            + ("; JPEGs decoded at full size, then resized (`--full-decode`)" if args.full_decode else "")
+            + f"; `load_split` (listing the files, no decoding) took {listing:.2f} s."
+            + (
+                f" A simulated GPU step of {args.step_ms:g} ms per batch (the main process sleeps) is "
+                f"included: {-(-n // args.batch_size)} steps, {-(-n // args.batch_size) * args.step_ms / 1000:.2f} s "
+                "of every pass."
+                if args.step_ms
+                else ""
+            ),
+            "",
+            f"Command: `{command}`",
+            "",
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, Pillow {__import__('PIL').__version__}; load average (1 min) "
+            f"{load0:.1f} at the start, {load1:.1f} at the end. Median of {args.repeats} timed passes "
+            "after one warm-up pass per worker count, interleaved.",
+            "",
+            *lines,
+        ]
+    )
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n")

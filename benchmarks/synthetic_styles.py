@@ -23,6 +23,7 @@ both. Several ``--size`` values give several DICC runs (``median`` is the defaul
     python benchmarks/synthetic_styles.py --out /tmp/styles --width 16 --epochs 14 --warmup 5 \\
         --size median --size 270 --set train.threads=1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,13 +41,18 @@ from dicc.config import load_config
 from dicc.data.build import build_run_data
 from dicc.data.synthetic import SYNTHETIC_STYLES
 from dicc.engine import extract_features, fit
-from dicc.models import create_model
+from dicc.models import model_from_spec
 
 
 def cluster(features: torch.Tensor, labels: torch.Tensor, plan, opts: dict) -> torch.Tensor:
-    fitted = SubclassClusterer(plan, backend=opts.get("backend", "torch"), n_init=int(opts.get("n_init", 3)),
-                               max_iter=int(opts.get("max_iter", 100)), seed=int(opts.get("seed", 0)),
-                               min_cluster_size=int(opts.get("min_cluster_size", 0))).fit(features, labels)
+    fitted = SubclassClusterer(
+        plan,
+        backend=opts.get("backend", "torch"),
+        n_init=int(opts.get("n_init", 3)),
+        max_iter=int(opts.get("max_iter", 100)),
+        seed=int(opts.get("seed", 0)),
+        min_cluster_size=int(opts.get("min_cluster_size", 0)),
+    ).fit(features, labels)
     return fitted.assign_.cpu()
 
 
@@ -60,6 +66,7 @@ def ari_per_class(assign: torch.Tensor, labels: torch.Tensor, style: torch.Tenso
 
 def partitions(n: int, k: int):
     """Every way to put ``n`` items into exactly ``k`` non-empty groups (restricted growth strings)."""
+
     def grow(prefix, used):
         if len(prefix) == n:
             if used == k:
@@ -67,6 +74,7 @@ def partitions(n: int, k: int):
             return
         for g in range(min(used + 1, k)):
             yield from grow(prefix + [g], max(used, g + 1))
+
     yield from grow([], 0)
 
 
@@ -104,8 +112,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=14)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--size", action="append", help="method.options.size of a DICC run (repeatable; "
-                    "default: median)")
+    ap.add_argument("--size", action="append", help="method.options.size of a DICC run (repeatable; default: median)")
     ap.add_argument("--no-ce", action="store_true", help="skip the cross-entropy reference run")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for all runs")
     args = ap.parse_args()
@@ -142,31 +149,37 @@ def main() -> None:
 
         rows = {"DICC pseudo-labels": ari_per_class(strategy.pseudo, labels, style, split)}
         feats, _ = extract_features(model, train, mean=norm["mean"], std=norm["std"])
-        rows["k-means, DICC run's final features"] = ari_per_class(cluster(feats, labels, plan, opts), labels,
-                                                                   style, split)
+        rows["k-means, DICC run's final features"] = ari_per_class(
+            cluster(feats, labels, plan, opts), labels, style, split
+        )
         if ce_feats is not None:
-            rows["k-means, CE run's final features"] = ari_per_class(cluster(ce_feats, labels, plan, opts), labels,
-                                                                     style, split)
-        torch.manual_seed(cfg.train.seed)   # the run's initialisation (fit seeds before building the model)
-        spec = ckpt["model_spec"]
-        init = create_model(spec["name"], spec["num_outputs"], in_channels=spec["in_channels"], width=spec["width"],
-                            head_type=spec["head_type"], dropout=spec.get("dropout", 0.0))
+            rows["k-means, CE run's final features"] = ari_per_class(
+                cluster(ce_feats, labels, plan, opts), labels, style, split
+            )
+        torch.manual_seed(cfg.train.seed)  # the run's initialisation (fit seeds before building the model)
+        init = model_from_spec(ckpt["model_spec"])
         ufeats, _ = extract_features(init, train, mean=norm["mean"], std=norm["std"])
-        rows["k-means, untrained network's features"] = ari_per_class(cluster(ufeats, labels, plan, opts), labels,
-                                                                      style, split)
+        rows["k-means, untrained network's features"] = ari_per_class(
+            cluster(ufeats, labels, plan, opts), labels, style, split
+        )
         pix = pixel_features(train.get_batch(range(len(train))))
         rows["k-means, raw pixels"] = ari_per_class(cluster(pix, labels, plan, opts), labels, style, split)
 
         final = json.loads((run_dir / "final.json").read_text())
-        table = [f"DICC run `size={size}` ({run_dir}); test mean class accuracy "
-                 f"{100 * final['mean_class_accuracy']:.2f}"
-                 + (f" (CE run: {100 * results['ce_final']:.2f})" if "ce_final" in results else ""), "",
-                 "| ARI per split class | " + " | ".join(f"{names[c]}" for c in split) + " |",
-                 "|---|" + "---:|" * len(split),
-                 "| k_c / hidden styles | " + " | ".join(f"{plan.k[c]} / {len(SYNTHETIC_STYLES[names[c]])}"
-                                                       for c in split) + " |",
-                 "| ceiling: best merge of the styles into k_c groups | "
-                 + " | ".join(f"{merge_ceiling(style[labels == c], plan.k[c]):.3f}" for c in split) + " |"]
+        table = [
+            f"DICC run `size={size}` ({run_dir}); test mean class accuracy "
+            f"{100 * final['mean_class_accuracy']:.2f}"
+            + (f" (CE run: {100 * results['ce_final']:.2f})" if "ce_final" in results else ""),
+            "",
+            "| ARI per split class | " + " | ".join(f"{names[c]}" for c in split) + " |",
+            "|---|" + "---:|" * len(split),
+            "| k_c / hidden styles | "
+            + " | ".join(f"{plan.k[c]} / {len(SYNTHETIC_STYLES[names[c]])}" for c in split)
+            + " |",
+            "| ceiling: best merge of the styles into k_c groups | "
+            + " | ".join(f"{merge_ceiling(style[labels == c], plan.k[c]):.3f}" for c in split)
+            + " |",
+        ]
         for what, vals in rows.items():
             table.append(f"| {what} | " + " | ".join(f"{vals[c]:.3f}" for c in split) + " |")
         text = "\n".join(table)
@@ -178,17 +191,25 @@ def main() -> None:
             m = labels == c
             k_styles = len(SYNTHETIC_STYLES[names[c]])
             mat = torch.zeros(len(r), k_styles, dtype=torch.long)
-            mat.index_put_((strategy.pseudo[m] - r.start, style[m]), torch.ones(int(m.sum()), dtype=torch.long),
-                           accumulate=True)
+            mat.index_put_(
+                (strategy.pseudo[m] - r.start, style[m]), torch.ones(int(m.sum()), dtype=torch.long), accumulate=True
+            )
             comp[names[c]] = {"styles": SYNTHETIC_STYLES[names[c]], "subclass_by_style": mat.tolist()}
             print(f"{names[c]}: sub-class x style counts ({', '.join(SYNTHETIC_STYLES[names[c]])})")
             for j, row in enumerate(mat.tolist()):
                 print(f"  #{j}: {row}")
         print()
-        results["runs"].append({"size": size, "run_dir": str(run_dir), "k": {names[c]: plan.k[c] for c in split},
-                                "ari": {w: {names[c]: v[c] for c in split} for w, v in rows.items()},
-                                "composition": comp, "test_mean_class_accuracy": final["mean_class_accuracy"],
-                                "table": text})
+        results["runs"].append(
+            {
+                "size": size,
+                "run_dir": str(run_dir),
+                "k": {names[c]: plan.k[c] for c in split},
+                "ari": {w: {names[c]: v[c] for c in split} for w, v in rows.items()},
+                "composition": comp,
+                "test_mean_class_accuracy": final["mean_class_accuracy"],
+                "table": text,
+            }
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {out / 'results.json'}")
 

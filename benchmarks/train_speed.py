@@ -23,6 +23,7 @@ median rate over repeats and ``engine/hand`` as the median of the per-repeat rat
     python benchmarks/train_speed.py --out /tmp/speed --threads 2 --repeats 2 \\
         --models vgg_fer:8,vgg_fer:24,vgg_fer:48,resnet18 --modes fp32,fp32-cl,auto,bf16-cl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,9 @@ def _resolve(mode: str, model) -> "object":
         cpu_has_native_bf16.cache_clear()
 
 
-def hand_loop(images: torch.Tensor, labels: torch.Tensor, name: str, width, mode: str, epochs: int,
-              batch: int, seed: int) -> float:
+def hand_loop(
+    images: torch.Tensor, labels: torch.Tensor, name: str, width, mode: str, epochs: int, batch: int, seed: int
+) -> float:
     """Images/s of a minimal training loop over ``images`` (epochs after the first)."""
     from dicc.config import OptimConfig
     from dicc.models import create_model
@@ -84,7 +86,7 @@ def hand_loop(images: torch.Tensor, labels: torch.Tensor, name: str, width, mode
             t_start = time.perf_counter()
         perm = torch.randperm(n, generator=g)
         for s in range(steps):
-            idx = perm[s * batch:(s + 1) * batch]
+            idx = perm[s * batch : (s + 1) * batch]
             x = images[idx]
             b, c, h, w = x.shape
             padded = F.pad(x, (4, 4, 4, 4), mode="replicate")
@@ -117,11 +119,24 @@ def engine_run(out: Path, base: list[str], name: str, width, mode: str, epochs: 
     from dicc.engine import fit
 
     amp, cl = MODES[mode]
-    cfg = load_config(None, [*base, f"model.name={name}", f"model.width={'null' if width is None else width}",
-                             f"train.amp={amp}", f"train.channels_last={cl}", f"train.epochs={epochs}",
-                             f"train.batch_size={batch}", f"train.seed={seed}", "train.progress=false",
-                             "data.val=null", "data.test_split=null", "method.name=ce",
-                             f"train.out={out}"])
+    cfg = load_config(
+        None,
+        [
+            *base,
+            f"model.name={name}",
+            f"model.width={'null' if width is None else width}",
+            f"train.amp={amp}",
+            f"train.channels_last={cl}",
+            f"train.epochs={epochs}",
+            f"train.batch_size={batch}",
+            f"train.seed={seed}",
+            "train.progress=false",
+            "data.val=null",
+            "data.test_split=null",
+            "method.name=ce",
+            f"train.out={out}",
+        ],
+    )
     if mode == "bf16-cl":
         from dicc.precision import cpu_has_native_bf16
 
@@ -143,8 +158,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="scratch folder for the engine's run directories")
     ap.add_argument("--data", help="FER2013 root (default: the built-in synthetic data)")
-    ap.add_argument("--longtail", default="[280,40,360,800,500,200,620]",
-                    help="training subset (default 2,800 images of the built-in data)")
+    ap.add_argument(
+        "--longtail",
+        default="[280,40,360,800,500,200,620]",
+        help="training subset (default 2,800 images of the built-in data)",
+    )
     ap.add_argument("--models", default="vgg_fer:8,vgg_fer:24,vgg_fer:48,resnet18")
     ap.add_argument("--modes", default="fp32,fp32-cl,auto,bf16-cl")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is not timed")
@@ -174,7 +192,7 @@ def main() -> None:
         modes = args.modes.split(",")
         auto = _resolve("auto", create_model(name, 7, width=width))
         print(f"{name} w{width}: auto resolves to {auto.describe()} on this machine", flush=True)
-        if "auto" in modes:   # measured once: the mode it resolves to (or as its own when it is another)
+        if "auto" in modes:  # measured once: the mode it resolves to (or as its own when it is another)
             same = {"fp32": (None, False), "fp32-cl": (None, True)}
             twin = next((m for m in modes if m in same and same[m] == (auto.dtype, auto.channels_last)), None)
             if twin is not None:
@@ -200,8 +218,18 @@ def main() -> None:
                 ratios.append(got["engine"] / got["hand"])
                 raw.append({"model": name, "width": width, "mode": mode, "repeat": r, **got})
                 print(json.dumps(raw[-1]), flush=True)
-            rows.append((name, width, mode, statistics.median(hands), statistics.median(engines),
-                         statistics.median(ratios), min(ratios), max(ratios)))
+            rows.append(
+                (
+                    name,
+                    width,
+                    mode,
+                    statistics.median(hands),
+                    statistics.median(engines),
+                    statistics.median(ratios),
+                    min(ratios),
+                    max(ratios),
+                )
+            )
     print()
     print("| model | mode | hand img/s | engine img/s | engine/hand (range) |")
     print("|---|---|---:|---:|---:|")

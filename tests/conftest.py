@@ -15,10 +15,19 @@ def tiny_config(tmp_path):
     """A config for a fast run on a small subset of the built-in data (width-4 CNN)."""
 
     def make(*overrides, out="run"):
-        return load_config(None, [
-            f"data.longtail={TINY_COUNTS}", "data.val=holdout", "model.width=4", "train.epochs=2",
-            "train.batch_size=32", "train.progress=false", "optim.lr=0.05", f"train.out={tmp_path / out}",
-            *overrides,
-        ])
+        return load_config(
+            None,
+            [
+                f"data.longtail={TINY_COUNTS}",
+                "data.val=holdout",
+                "model.width=4",
+                "train.epochs=2",
+                "train.batch_size=32",
+                "train.progress=false",
+                "optim.lr=0.05",
+                f"train.out={tmp_path / out}",
+                *overrides,
+            ],
+        )
 
     return make

@@ -1,4 +1,5 @@
 """Tiny dataset fixtures written with PIL into a test's tmp_path (shared by the data tests)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,14 +19,16 @@ def noise(rng: np.random.Generator, n: int, size: int = 48, rgb: bool = False) -
     return rng.integers(0, 256, shape, dtype=np.uint8)
 
 
-def class_tree(root: Path, counts: dict[str, int], seed: int = 0, prefix: str = "img",
-               ext: str = ".png", size: int = 48) -> dict[str, list[Path]]:
+def class_tree(
+    root: Path, counts: dict[str, int], seed: int = 0, prefix: str = "img", ext: str = ".png", size: int = 48
+) -> dict[str, list[Path]]:
     """root/<folder>/<prefix>_<i><ext> for each folder; returns the files per folder."""
     rng = np.random.default_rng(seed)
     out = {}
     for folder, n in counts.items():
-        out[folder] = [write_image(root / folder / f"{prefix}_{i:03d}{ext}", px)
-                       for i, px in enumerate(noise(rng, n, size))]
+        out[folder] = [
+            write_image(root / folder / f"{prefix}_{i:03d}{ext}", px) for i, px in enumerate(noise(rng, n, size))
+        ]
     return out
 
 

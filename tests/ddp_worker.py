@@ -14,6 +14,7 @@ epoch's training, then for the final test) and writes them to ``OUT/<run>/rank<r
 it observed goes to ``OUT/rank<r>.json``. Between the runs, the collective helpers are checked
 with shards of unequal and zero size.
 """
+
 from __future__ import annotations
 
 import gc
@@ -95,9 +96,16 @@ snapshots: list = []
 
 def evaluate(model, strategy, ds, **k):
     s = made["strategy"]
-    snapshots.append({"model": {n: v.detach().cpu().clone() for n, v in made["model"].state_dict().items()},
-                      "pseudo": s.pseudo, "centroids": s.centroids, "rounds": s.rounds, "n": len(ds),
-                      "head_is_wrapped_param": made["model"].head.weight is made["head_at_wrap"]})
+    snapshots.append(
+        {
+            "model": {n: v.detach().cpu().clone() for n, v in made["model"].state_dict().items()},
+            "pseudo": s.pseudo,
+            "centroids": s.centroids,
+            "rounds": s.rounds,
+            "n": len(ds),
+            "head_is_wrapped_param": made["model"].head.weight is made["head_at_wrap"],
+        }
+    )
     return _evaluate(model, strategy, ds, **k)
 
 
@@ -117,8 +125,9 @@ quiet = lambda *a, **k: None  # noqa: E731
 
 # 1. uninterrupted, from the command line; fit() starts the process group itself
 assert not dist.is_initialized()
-facts["cli_rc"] = cli.main(["train", "--no-progress", *(a for o in OVERRIDES for a in ("--set", o)),
-                            "--out", str(OUT / "full")])
+facts["cli_rc"] = cli.main(
+    ["train", "--no-progress", *(a for o in OVERRIDES for a in ("--set", o)), "--out", str(OUT / "full")]
+)
 facts["group_kept_after_fit"] = dist.is_initialized()
 facts["world_size"] = dist.get_world_size()
 facts["backend"] = dist.get_backend()
@@ -130,14 +139,17 @@ for n in (7, 1):
     idx = distributed.eval_shard(n, RANK, 2)
     vals = torch.stack([idx.float(), -idx.float()], 1) if len(idx) else torch.zeros(0, 2)
     got = distributed.gather_by_index(vals, idx, n)
-    facts[f"gather_{n}_ok"] = bool(torch.equal(got, torch.stack([torch.arange(n).float(), -torch.arange(n).float()], 1)))
+    facts[f"gather_{n}_ok"] = bool(
+        torch.equal(got, torch.stack([torch.arange(n).float(), -torch.arange(n).float()], 1))
+    )
 facts["broadcast_object"] = distributed.broadcast_object({"from": RANK})
 try:
     distributed.raise_if_any(ValueError("rank 1 says no") if RANK == 1 else None)
 except ValueError as e:
     facts["raise_if_any"] = str(e)
 
-class TwoArgError(Exception):   # pickles, but does not unpickle (its __init__ wants two arguments)
+
+class TwoArgError(Exception):  # pickles, but does not unpickle (its __init__ wants two arguments)
     def __init__(self, a, b):
         super().__init__(f"{a}/{b}")
 

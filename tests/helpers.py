@@ -1,4 +1,5 @@
 """Helpers shared by several test modules (fixtures live in conftest.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,18 @@ from dicc.strategies import create_strategy
 COUNTS = [40, 8, 20, 120, 60, 30, 90]
 
 
-def make_checkpoint(path: Path, method: str = "ce", *, counts=COUNTS, width: int = 4, mean: float = 0.5,
-                    std: float = 0.25, seed: int = 0, options: dict | None = None, state: dict | None = None) -> Path:
+def make_checkpoint(
+    path: Path,
+    method: str = "ce",
+    *,
+    counts=COUNTS,
+    width: int = 4,
+    mean: float = 0.5,
+    std: float = 0.25,
+    seed: int = 0,
+    options: dict | None = None,
+    state: dict | None = None,
+) -> Path:
     """A checkpoint in the format ``dicc.engine._state`` writes, with a tiny random model;
     ``state`` updates the strategy's state dict."""
     torch.manual_seed(seed)
@@ -26,10 +37,24 @@ def make_checkpoint(path: Path, method: str = "ce", *, counts=COUNTS, width: int
         model.head.weight.mul_(50)
         model.head.bias.copy_(torch.linspace(-1.5, 1.5, strategy.num_outputs))
     ckpt = {
-        "format": FORMAT, "version": VERSION, "epoch": 1, "step": 1, "best_val": None, "config": {},
-        "class_names": list(EMOTIONS), "class_counts": list(counts), "model": model.state_dict(),
-        "model_spec": {"name": "vgg_fer", "width": width, "num_outputs": strategy.num_outputs,
-                       "head_type": strategy.head_type, "in_channels": 1, "image_size": 48, "dropout": 0.0},
+        "format": FORMAT,
+        "version": VERSION,
+        "epoch": 1,
+        "step": 1,
+        "best_val": None,
+        "config": {},
+        "class_names": list(EMOTIONS),
+        "class_counts": list(counts),
+        "model": model.state_dict(),
+        "model_spec": {
+            "name": "vgg_fer",
+            "width": width,
+            "num_outputs": strategy.num_outputs,
+            "head_type": strategy.head_type,
+            "in_channels": 1,
+            "image_size": 48,
+            "dropout": 0.0,
+        },
         "normalization": {"mean": mean, "std": std, "image_size": 48, "channels": 1},
         "strategy": {"name": method, "options": options or {}, "state": strategy.state_dict()},
     }

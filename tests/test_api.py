@@ -1,6 +1,7 @@
 """The public API with a user's own Dataset and nn.Module (issue 18): training, DICC's head split
 on the user's head, the returned model's metrics against dicc.evaluate, the files of a run, bad
 input before training, and the README's example run as written."""
+
 import json
 import re
 from pathlib import Path
@@ -36,8 +37,15 @@ class Net(nn.Module):
 
     def __init__(self, classes=7):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
-                                  nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(4),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.classifier = nn.Linear(16, classes)
 
     def forward(self, x):
@@ -57,13 +65,22 @@ def test_fit_with_a_user_dataset_and_module(data, tmp_path, method):
     train, val, test = data
     net = Net()
     options = {"warmup_epochs": 1, "n_init": 1} if method == "dicc" else None
-    res = dicc.fit(train=train, val=val, test=test, model=net, method=method, method_options=options, epochs=2,
-                   out=str(tmp_path / method), **{"train.batch_size": 32, "train.progress": False, "optim.lr": 0.05})
+    res = dicc.fit(
+        train=train,
+        val=val,
+        test=test,
+        model=net,
+        method=method,
+        method_options=options,
+        epochs=2,
+        out=str(tmp_path / method),
+        **{"train.batch_size": 32, "train.progress": False, "optim.lr": 0.05},
+    )
     assert isinstance(res.model, nn.Module) and not res.model.training
     # the user's layers are what was trained (not a copy), behind the features + head seam
     assert res.model.body.module is net
     if method == "dicc":
-        assert res.model.head.out_features == res.strategy.num_outputs > 7   # the user's head, resized
+        assert res.model.head.out_features == res.strategy.num_outputs > 7  # the user's head, resized
         recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
         assert [r["epoch"] for r in recs if r.get("event") == "recluster"] == [2]
     again = dicc.evaluate(res, test)
@@ -85,16 +102,27 @@ def test_evaluate_leaves_the_model_in_its_mode(data):
 
 def test_tensors_as_data_and_holdout_without_val(tmp_path):
     ds = make_synthetic(split="train", counts=COUNTS)
-    res = dicc.fit(train=(ds.images, ds.labels), test=(ds.images[:50], ds.labels[:50]), epochs=1,
-                   out=str(tmp_path / "t"), **{"model.width": 4, "train.progress": False})
+    res = dicc.fit(
+        train=(ds.images, ds.labels),
+        test=(ds.images[:50], ds.labels[:50]),
+        epochs=1,
+        out=str(tmp_path / "t"),
+        **{"model.width": 4, "train.progress": False},
+    )
     assert res.final["num_samples"] == 50 and res.best_val is not None
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    (lambda d: [(torch.zeros(1, 8, 8), 0), (torch.zeros(1, 9, 9), 1)], "train[1]: image of shape (1, 9, 9)"),
-    (lambda d: [(torch.zeros(1, 8, 8), 0), (torch.zeros(1, 8, 8), 9)], "train[1]: label 9 is outside the class list"),
-    (lambda d: [(torch.zeros(5, 8, 8), 0)], "train[0]: expected an image of shape [C, H, W]"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (lambda d: [(torch.zeros(1, 8, 8), 0), (torch.zeros(1, 9, 9), 1)], "train[1]: image of shape (1, 9, 9)"),
+        (
+            lambda d: [(torch.zeros(1, 8, 8), 0), (torch.zeros(1, 8, 8), 9)],
+            "train[1]: label 9 is outside the class list",
+        ),
+        (lambda d: [(torch.zeros(5, 8, 8), 0)], "train[0]: expected an image of shape [C, H, W]"),
+    ],
+)
 def test_bad_user_data_fails_before_training(tmp_path, bad, fragment):
     with pytest.raises(ValueError) as err:
         dicc.fit(train=bad(None), model=Net(), class_names=[f"c{i}" for i in range(7)], out=str(tmp_path / "x"))
@@ -123,8 +151,11 @@ def test_methods_and_lazy_exports():
 
 def test_tensorboard_log(tmp_path):
     pytest.importorskip("tensorboard")
-    res = dicc.fit(epochs=1, out=str(tmp_path / "tb"),
-                   **{"data.longtail": COUNTS, "model.width": 4, "train.log": "tensorboard", "train.progress": False})
+    res = dicc.fit(
+        epochs=1,
+        out=str(tmp_path / "tb"),
+        **{"data.longtail": COUNTS, "model.width": 4, "train.log": "tensorboard", "train.progress": False},
+    )
     assert list((res.run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 
@@ -134,5 +165,5 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     assert block, "README has no api-example block"
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(compile(block.group(1), "README.md", "exec"), scope)   # noqa: S102 - the documented example, as written
+    exec(compile(block.group(1), "README.md", "exec"), scope)  # noqa: S102 - the documented example, as written
     assert scope["result"].final is not None

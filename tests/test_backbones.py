@@ -1,5 +1,6 @@
 """timm and torchvision backbones with local weights on an eight-class dataset (contempt), a
 user's own module, and the offline errors for ImageNet weights (issue 15)."""
+
 import json
 
 import pytest
@@ -30,10 +31,30 @@ def test_data_info_lists_all_eight_classes(eight, capsys):
 
 def _train(eight, tmp_path, name, weights, capsys):
     out = tmp_path / name.replace("/", "_")
-    code = main(["train", "--data", str(eight), "--set", "data.classes=emotions8", "--set", "data.image_size=32",
-                 "--set", f"model.name={name}", "--set", f"model.pretrained={weights}", "--epochs", "1",
-                 "--set", "train.batch_size=16", "--set", "data.val_fraction=0.2", "--no-progress",
-                 "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(eight),
+            "--set",
+            "data.classes=emotions8",
+            "--set",
+            "data.image_size=32",
+            "--set",
+            f"model.name={name}",
+            "--set",
+            f"model.pretrained={weights}",
+            "--epochs",
+            "1",
+            "--set",
+            "train.batch_size=16",
+            "--set",
+            "data.val_fraction=0.2",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     final = json.loads((out / "final.json").read_text())
     assert list(final["per_class"]) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt"]
@@ -48,13 +69,13 @@ def test_timm_resnet18_with_a_local_state_dict(eight, tmp_path, capsys):
     weights = tmp_path / "timm_resnet18.pt"
     torch.save(ref.state_dict(), weights)
     model = create_model("timm/resnet18", 8, in_channels=1, pretrained=weights)
-    for k, v in ref.state_dict().items():       # every tensor but the classifier came from the file
+    for k, v in ref.state_dict().items():  # every tensor but the classifier came from the file
         if not k.startswith("fc."):
             assert torch.equal(model.body.state_dict()[k], v), k
     assert model.expand_channels == 3 and model.head.out_features == 8
     out, _ = _train(eight, tmp_path, "timm/resnet18", weights, capsys)
     ckpt = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
-    assert ckpt["normalization"]["mean"] == pytest.approx(sum((0.485, 0.456, 0.406)) / 3)   # gray: averaged
+    assert ckpt["normalization"]["mean"] == pytest.approx(sum((0.485, 0.456, 0.406)) / 3)  # gray: averaged
 
 
 def test_torchvision_resnet18_with_a_local_state_dict(eight, tmp_path, capsys):
@@ -66,7 +87,7 @@ def test_torchvision_resnet18_with_a_local_state_dict(eight, tmp_path, capsys):
     out, _ = _train(eight, tmp_path, "torchvision/resnet18", weights, capsys)
     from dicc.checkpoint import load_checkpoint, model_from_checkpoint
 
-    model, strategy = model_from_checkpoint(load_checkpoint(out))   # rebuilt without any download
+    model, strategy = model_from_checkpoint(load_checkpoint(out))  # rebuilt without any download
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 8)
 
@@ -89,15 +110,19 @@ def test_imagenet_offline_says_where_to_put_the_file(monkeypatch):
         create_model("torchvision/resnet18", 7, pretrained="imagenet")
     timm = pytest.importorskip("timm")
     real = timm.create_model
-    monkeypatch.setattr(timm, "create_model", lambda *a, pretrained=False, **k: offline() if pretrained else real(*a, **k))
+    monkeypatch.setattr(
+        timm, "create_model", lambda *a, pretrained=False, **k: offline() if pretrained else real(*a, **k)
+    )
     with pytest.raises(ValueError, match=r"could not get timm's resnet18 weights.*model.pretrained=FILE"):
         create_model("timm/resnet18", 7, pretrained="imagenet")
 
 
 def test_bad_model_names_are_checked_before_anything(tmp_path, capsys):
-    for args, fragment in ((["--set", "model.name=torchvision/vgg11"], "valid torchvision models"),
-                           (["--set", "model.pretrained=imagenet"], "vgg_fer has no ImageNet weights"),
-                           (["--set", "model.name=timm/resnet18", "--set", "model.width=8"], "own architecture")):
+    for args, fragment in (
+        (["--set", "model.name=torchvision/vgg11"], "valid torchvision models"),
+        (["--set", "model.pretrained=imagenet"], "vgg_fer has no ImageNet weights"),
+        (["--set", "model.name=timm/resnet18", "--set", "model.width=8"], "own architecture"),
+    ):
         assert main(["train", *args, "--out", str(tmp_path / "r")]) == 2
         assert fragment in capsys.readouterr().err
         assert not (tmp_path / "r").exists()
@@ -118,8 +143,8 @@ def test_a_user_module_behind_the_seam():
     net = TinyNet(7)
     fc = net.fc
     m = adapt_model(net, 7)
-    assert m.head is fc and m.feature_dim == 4 and m.convolutional     # its own head kept: right size
-    assert adapt_model(TinyNet(7), 12).head.out_features == 12          # resized for DICC's sub-classes
+    assert m.head is fc and m.feature_dim == 4 and m.convolutional  # its own head kept: right size
+    assert adapt_model(TinyNet(7), 12).head.out_features == 12  # resized for DICC's sub-classes
     x = torch.randn(2, 1, 8, 8)
     assert m(x).shape == (2, 7) and m.features(x).shape == (2, 4)
     with pytest.raises(ValueError, match="no usable head"):

@@ -1,4 +1,5 @@
 """The baseline strategies: options, sampling, evaluation logits, DRW switch, checkpoints."""
+
 from __future__ import annotations
 
 import io
@@ -22,9 +23,14 @@ def _labels(counts=COUNTS) -> torch.Tensor:
 
 
 def _ctx(epoch: int, epochs: int, log=None) -> EpochContext:
-    return EpochContext(epoch=epoch, epochs=epochs, model=nn.Identity(), device=torch.device("cpu"),
-                        extract_features=lambda: (torch.zeros(0), torch.zeros(0)),
-                        log=log or (lambda record: None))
+    return EpochContext(
+        epoch=epoch,
+        epochs=epochs,
+        model=nn.Identity(),
+        device=torch.device("cpu"),
+        extract_features=lambda: (torch.zeros(0), torch.zeros(0)),
+        log=log or (lambda record: None),
+    )
 
 
 def _batch(seed=0, b=12, c=4):
@@ -55,19 +61,22 @@ def test_loss_is_a_finite_scalar_with_gradient(name):
     assert strategy.parent_logits(logits).shape == logits.shape
 
 
-@pytest.mark.parametrize("name, options, match", [
-    ("reweight", {"scheme": "sqrt"}, "valid: inverse, effective"),
-    ("reweight", {"betta": 0.9}, r"unknown option\(s\) betta; valid: beta, reduction, scheme"),
-    ("reweight", {"beta": 2.0}, "beta"),
-    ("resample", {"scheme": "square"}, "valid: balanced, sqrt"),
-    ("focal", {"alpha": "balanced"}, "valid: none, inverse, effective"),
-    ("focal", {"gamma": -1.0}, "gamma"),
-    ("ldam_drw", {"drw_start": 160}, "drw_epoch"),
-    ("ldam_drw", {"drw_epoch": -1}, "drw_epoch"),
-    ("ldam_drw", {"s": 0}, "s must"),
-    ("logit_adjust", {"mode": "both"}, "valid: posthoc, loss"),
-    ("balanced_softmax", {"tau": 1.0}, r"unknown option\(s\) tau"),
-])
+@pytest.mark.parametrize(
+    "name, options, match",
+    [
+        ("reweight", {"scheme": "sqrt"}, "valid: inverse, effective"),
+        ("reweight", {"betta": 0.9}, r"unknown option\(s\) betta; valid: beta, reduction, scheme"),
+        ("reweight", {"beta": 2.0}, "beta"),
+        ("resample", {"scheme": "square"}, "valid: balanced, sqrt"),
+        ("focal", {"alpha": "balanced"}, "valid: none, inverse, effective"),
+        ("focal", {"gamma": -1.0}, "gamma"),
+        ("ldam_drw", {"drw_start": 160}, "drw_epoch"),
+        ("ldam_drw", {"drw_epoch": -1}, "drw_epoch"),
+        ("ldam_drw", {"s": 0}, "s must"),
+        ("logit_adjust", {"mode": "both"}, "valid: posthoc, loss"),
+        ("balanced_softmax", {"tau": 1.0}, r"unknown option\(s\) tau"),
+    ],
+)
 def test_bad_options_fail_clearly(name, options, match):
     with pytest.raises(ValueError, match=match):
         create_strategy(name, COUNTS, options)
@@ -78,7 +87,7 @@ def test_bad_options_fail_clearly(name, options, match):
 def test_reweight_uses_class_weights(scheme):
     strategy = create_strategy("reweight", COUNTS, {"scheme": scheme, "beta": 0.99})
     n = np.array(COUNTS, dtype=float)
-    raw = 1 / n if scheme == "inverse" else (1 - 0.99) / (1 - 0.99 ** n)
+    raw = 1 / n if scheme == "inverse" else (1 - 0.99) / (1 - 0.99**n)
     w = raw * len(n) / raw.sum()
     logits, targets = _batch(1)
     rows = nn.functional.cross_entropy(logits, targets, reduction="none").double().numpy()
@@ -91,12 +100,13 @@ def test_focal_defaults_and_alpha():
     assert strategy.options.gamma == 2.0 and strategy.options.alpha is None
     logits, targets = _batch(2)
     p = torch.softmax(logits, 1)[torch.arange(len(targets)), targets].double()
-    plain = (-(1 - p) ** 2 * p.log()).mean().item()
+    plain = (-((1 - p) ** 2) * p.log()).mean().item()
     assert strategy.loss(logits, targets, None).item() == pytest.approx(plain, rel=1e-5)
     weighted = create_strategy("focal", COUNTS, {"alpha": "effective"})
     w = effective_number_weights(COUNTS, 0.9999)[targets]
     assert weighted.loss(logits, targets, None).item() == pytest.approx(
-        (w * -(1 - p) ** 2 * p.log()).mean().item(), rel=1e-5)
+        (w * -((1 - p) ** 2) * p.log()).mean().item(), rel=1e-5
+    )
 
 
 # -- resample ----------------------------------------------------------------------------------
@@ -108,7 +118,7 @@ def test_resample_balanced_draw_has_uniform_class_frequencies():
     observed = torch.bincount(labels[draws], minlength=4).double().numpy()
     expected = np.full(4, len(draws) / 4)
     chi2 = ((observed - expected) ** 2 / expected).sum()
-    assert chi2 < 16.27   # chi-square, 3 dof, p = 0.001
+    assert chi2 < 16.27  # chi-square, 3 dof, p = 0.001
 
 
 def test_resample_sqrt_draw_follows_sqrt_counts():
@@ -159,10 +169,17 @@ def test_ldam_drw_uses_cosine_head_and_scaled_evaluation_logits():
     assert torch.allclose(strategy.parent_logits(cos), 30.0 * cos)
 
 
-@pytest.mark.parametrize("epochs, options, switch", [
-    (200, {}, 160), (10, {}, 8), (10, {"drw_start": 0.5}, 5), (10, {"drw_epoch": 3}, 3),
-    (10, {"drw_start": 0.0}, 0), (7, {"drw_start": 0.3}, 2),
-])
+@pytest.mark.parametrize(
+    "epochs, options, switch",
+    [
+        (200, {}, 160),
+        (10, {}, 8),
+        (10, {"drw_start": 0.5}, 5),
+        (10, {"drw_epoch": 3}, 3),
+        (10, {"drw_start": 0.0}, 0),
+        (7, {"drw_start": 0.3}, 2),
+    ],
+)
 def test_ldam_drw_switches_weights_at_the_drw_epoch(epochs, options, switch):
     strategy = create_strategy("ldam_drw", COUNTS, options)
     records = []
@@ -173,7 +190,7 @@ def test_ldam_drw_switches_weights_at_the_drw_epoch(epochs, options, switch):
             assert torch.allclose(strategy.criterion.weight, effective_number_weights(COUNTS, 0.9999).float())
         else:
             assert strategy.criterion.weight is None
-    assert [r["epoch"] for r in records if r.get("event") == "drw_on"] == [switch + 1]   # 1-based
+    assert [r["epoch"] for r in records if r.get("event") == "drw_on"] == [switch + 1]  # 1-based
 
 
 def test_ldam_drw_loss_before_and_after_switch():
@@ -181,7 +198,7 @@ def test_ldam_drw_loss_before_and_after_switch():
     logits, targets = _batch(5)
     cos = torch.tanh(logits)
     n = np.array(COUNTS, dtype=float)
-    m = n ** -0.25
+    m = n**-0.25
     m = m * 0.5 / m.max()
     z = cos.clone().double()
     z[torch.arange(len(targets)), targets] -= torch.from_numpy(m)[targets]
@@ -205,32 +222,33 @@ def test_ldam_drw_phase_effective_step_by_hand():
     from dicc.config import OptimConfig
     from dicc.engine import learning_rate
 
-    epochs, steps = 20, 83                    # FER2013 IF=100: 10,739 images // batch 128
+    epochs, steps = 20, 83  # FER2013 IF=100: 10,739 images // batch 128
     optim = OptimConfig(lr=0.05, schedule="onecycle", warmup_fraction=0.15)
 
     def lr_at(e):
         return learning_rate(optim, e * steps, epochs * steps)
 
-    def by_hand(frac):                        # torch's OneCycleLR: cosine from lr down to lr / 25e4
+    def by_hand(frac):  # torch's OneCycleLR: cosine from lr down to lr / 25e4
         t = (frac - 0.15) / 0.85
         return 0.05 / 25e4 + (0.05 - 0.05 / 25e4) * (1 + math.cos(math.pi * t)) / 2
+
     assert lr_at(16) == pytest.approx(by_hand(16 / 20)) and by_hand(16 / 20) / 0.05 == pytest.approx(0.1305, abs=1e-4)
     assert by_hand(17 / 20) / 0.05 == pytest.approx(0.0749, abs=1e-4)
     fer_if100 = [387, 43, 1077, 4300, 1796, 139, 2997]
     strategy = create_strategy("ldam_drw", fer_if100)
     assert strategy.drw_epoch_for(epochs, lr_at) == 17
-    assert create_strategy("ldam_drw", fer_if100).drw_epoch_for(epochs, lambda e: 0.05) == 16   # constant: 0.8
+    assert create_strategy("ldam_drw", fer_if100).drw_epoch_for(epochs, lambda e: 0.05) == 16  # constant: 0.8
     # the loss scale in the DRW phase: per-sample losses all equal to 1 give a batch loss of 1
     strategy.on_epoch_start(_ctx(17, epochs))
     assert strategy.drw_active
-    y = torch.repeat_interleave(torch.arange(7), torch.tensor(fer_if100) // 43)   # the training class mix
+    y = torch.repeat_interleave(torch.arange(7), torch.tensor(fer_if100) // 43)  # the training class mix
     w = effective_number_weights(fer_if100, 0.9999)
     assert strategy.criterion.reduce(torch.ones(len(y)), y).item() == pytest.approx(1.0)
-    old_scale = (w[y]).mean().item()          # the former (1/B) sum w_y l_y: about 0.14 on this mix
+    old_scale = (w[y]).mean().item()  # the former (1/B) sum w_y l_y: about 0.14 on this mix
     assert old_scale == pytest.approx(0.14, abs=0.02)
     # effective step (lr x loss scale) at the DRW start, as a share of the peak step
-    assert lr_at(17) / 0.05 * 1.0 == pytest.approx(0.0749, abs=1e-3)       # now
-    assert by_hand(0.8) / 0.05 * old_scale == pytest.approx(0.018, abs=0.004)   # before: 2 % of the peak
+    assert lr_at(17) / 0.05 * 1.0 == pytest.approx(0.0749, abs=1e-3)  # now
+    assert by_hand(0.8) / 0.05 * old_scale == pytest.approx(0.018, abs=0.004)  # before: 2 % of the peak
 
 
 def test_ldam_drw_switch_survives_a_checkpoint():

@@ -19,14 +19,14 @@ def test_holdout_then_no_longtail_is_disjoint_and_stratified():
 
 
 def test_longtail_counts_are_exact_and_val_comes_from_the_rest():
-    counts = [100, 10, 50, 1150, 300, 20, 200]   # uses 1150 of the 1200 happy images
+    counts = [100, 10, 50, 1150, 300, 20, 200]  # uses 1150 of the 1200 happy images
     cfg = DataConfig(val="holdout", val_fraction=0.1, longtail=counts, test_split=None)
     data = build_run_data(cfg, need_test=False)
     assert data.train.class_counts() == counts
     assert not (_ids(data.train) & _ids(data.val))
     full = [280, 40, 360, 1200, 600, 200, 900]
     want = [min(round(0.1 * n), n - c) for n, c in zip(full, counts)]
-    assert data.val.class_counts() == want          # happy capped at the 50 left over
+    assert data.val.class_counts() == want  # happy capped at the 50 left over
     again = build_run_data(cfg, need_test=False)
     assert torch.equal(again.train.images, data.train.images) and torch.equal(again.val.images, data.val.images)
 
@@ -56,8 +56,11 @@ def cfg_for(root, tmp_path, **kw):
 def test_validation_or_training_images_in_the_test_set_are_refused(tmp_path):
     root = fer_folders(tmp_path / "fer2013")
     # PublicTest is part of test/: selecting checkpoints on it and reporting test/ is refused
-    with pytest.raises(ValueError, match=r"data.val='PublicTest' and data.test_split='test' share 14 of their "
-                                         r"images \(e.g. .*PublicTest_000.png\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"data.val='PublicTest' and data.test_split='test' share 14 of their "
+        r"images \(e.g. .*PublicTest_000.png\)",
+    ):
         build_run_data(cfg_for(root, tmp_path, val="PublicTest", test_split="test"))
     with pytest.raises(ValueError, match="data.train_split='test' and data.test_split='PrivateTest' share"):
         build_run_data(cfg_for(root, tmp_path, train_split="test", test_split="PrivateTest"))
@@ -79,8 +82,11 @@ def test_duplicate_pictures_in_different_splits_are_different_samples(tmp_path):
 
 def test_missing_training_class_folder_is_named_before_training(tmp_path):
     root = fer_folders(tmp_path / "fer2013", skip=("disgust",))
-    with pytest.raises(ValueError, match=r"data.train_split='train': .*train has no images of disgust "
-                                         r"\(label space: angry, disgust"):
+    with pytest.raises(
+        ValueError,
+        match=r"data.train_split='train': .*train has no images of disgust "
+        r"\(label space: angry, disgust",
+    ):
         build_run_data(cfg_for(root, tmp_path))
 
 

@@ -1,4 +1,5 @@
 """On-disk decode cache: hits, invalidation, location, robustness, parallel decoding."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Label spaces: the seven emotions, the eight with contempt, a user's list; names and aliases."""
+
 import pytest
 
 from dicc.data.classes import EMOTIONS, EMOTIONS8, class_index, resolve_classes
@@ -21,8 +22,11 @@ def test_names_map_into_the_label_space():
     assert class_index("Contemptuous", classes=EMOTIONS8) == 7
     assert class_index("3_happy") == 3 and class_index("Sadness", classes=("happy", "sad")) == 1
     assert class_index("PAIN", classes=("happy", "pain")) == 1
-    with pytest.raises(ValueError, match=r"class 'contempt' \(class folder x\) is not in the label space; valid "
-                                         r"classes are angry, .*, neutral \(data.classes=emotions8 keeps it\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"class 'contempt' \(class folder x\) is not in the label space; valid "
+        r"classes are angry, .*, neutral \(data.classes=emotions8 keeps it\)",
+    ):
         class_index("contempt", where="class folder x")
     with pytest.raises(ValueError, match=r"unknown class name 'misc'; expected one of happy, sad or an alias"):
         class_index("misc", classes=("happy", "sad"))

@@ -1,4 +1,5 @@
 """The sub-class plan, the torch k-means (against scikit-learn's) and the per-class clusterer."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,7 @@ import torch
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from dicc.clustering import (SubclassClusterer, SubclassPlan, enforce_min_size, kmeans, nearest,
-                             plan_subclasses)
+from dicc.clustering import SubclassClusterer, SubclassPlan, enforce_min_size, kmeans, nearest, plan_subclasses
 
 FER_IF100 = [387, 43, 1077, 4300, 1796, 139, 2997]  # angry disgust fear happy sad surprise neutral
 
@@ -25,8 +25,9 @@ def blobs(n_per: list[int], dim: int, spread: float, seed: int) -> tuple[torch.T
     return torch.nn.functional.normalize(x, dim=1), y
 
 
-def styled_classes(counts: list[int], styles: list[int], dim: int = 32, seed: int = 0,
-                   style_spread: float = 0.6, noise: float = 0.25):
+def styled_classes(
+    counts: list[int], styles: list[int], dim: int = 32, seed: int = 0, style_spread: float = 0.6, noise: float = 0.25
+):
     """Features of classes that each hold ``styles[c]`` hidden styles: a class centre plus a
     style offset plus noise; returns features, labels and the global style id of each sample."""
     g = torch.Generator().manual_seed(seed)
@@ -165,8 +166,8 @@ def test_clusterer_recovers_hidden_styles(backend):
     x, y, style = styled_classes(counts, styles=[2, 1, 3], seed=0)
     cl = SubclassClusterer(plan, backend=backend, n_init=3, seed=0).fit(x, y)
     assert cl.assign_.shape == (sum(counts),)
-    assert (plan.sub_to_parent[cl.assign_] == y).all()          # stays inside the parent
-    assert (cl.assign_[y == 1] == plan.offsets[1]).all()         # unsplit class: its one id
+    assert (plan.sub_to_parent[cl.assign_] == y).all()  # stays inside the parent
+    assert (cl.assign_[y == 1] == plan.offsets[1]).all()  # unsplit class: its one id
     for c in plan.split_classes:
         m = y == c
         ari = adjusted_rand_score(style[m].numpy(), cl.assign_[m].numpy())
@@ -177,7 +178,7 @@ def test_clusterer_recovers_hidden_styles(backend):
     # first clustering: sub-class 0 is the largest of its class
     for c in plan.split_classes:
         r = plan.subclass_range(c)
-        s = cl.sizes_[r.start:r.stop]
+        s = cl.sizes_[r.start : r.stop]
         assert int(s[0]) == int(s.max())
 
 
@@ -241,5 +242,5 @@ def test_clusterer_errors():
         SubclassClusterer(plan, init=torch.zeros(2, 4)).fit(x, y)
     params = SubclassClusterer(plan, n_init=7).get_params()
     assert params["n_init"] == 7 and params["plan"] is plan and params["init"] is None
-    fitted = SubclassClusterer(plan).fit(x, y)   # scikit-learn's names for the fitted attributes
+    fitted = SubclassClusterer(plan).fit(x, y)  # scikit-learn's names for the fitted attributes
     assert fitted.labels_ is fitted.assign_ and fitted.cluster_centers_ is fitted.centroids_

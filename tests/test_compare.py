@@ -1,4 +1,5 @@
 """dicc compare: grid parsing and validation, skip/resume logic, and the report."""
+
 import argparse
 import csv
 import json
@@ -24,10 +25,13 @@ def _final(rng, acc=None):
         "accuracy": float(rng.uniform(0.3, 0.7) if acc is None else acc),
         "mean_class_accuracy": float(recall.mean()),
         "macro_f1": float(rng.uniform(0.2, 0.6)),
-        "per_class": {c: {"precision": 0.5, "recall": float(r), "f1": 0.5, "support": 100}
-                      for c, r in zip(CLASSES, recall)},
+        "per_class": {
+            c: {"precision": 0.5, "recall": float(r), "f1": 0.5, "support": 100} for c, r in zip(CLASSES, recall)
+        },
         "confusion_matrix": rng.integers(0, 20, size=(7, 7)).tolist(),
-        "num_samples": 700, "epoch": 2, "best_val_mean_class_accuracy": float(rng.uniform(0.2, 0.8)),
+        "num_samples": 700,
+        "epoch": 2,
+        "best_val_mean_class_accuracy": float(rng.uniform(0.2, 0.8)),
     }
 
 
@@ -36,11 +40,13 @@ def make_run(run_dir: Path, final: dict | None, epoch_times=(1.5, 2.25), counts=
     with open(run_dir / "metrics.jsonl", "w") as f:
         for e, t in enumerate(epoch_times, 1):
             f.write(json.dumps({"epoch": e, "train_loss": 1.0, "time_epoch": t}) + "\n")
-            f.write(json.dumps({"event": "recluster", "epoch": e}) + "\n")   # a strategy event: no time
+            f.write(json.dumps({"event": "recluster", "epoch": e}) + "\n")  # a strategy event: no time
     if last:
         (run_dir / "checkpoints").mkdir(exist_ok=True)
-        torch.save({"format": "dicc-checkpoint", "class_counts": list(counts), "epoch": len(epoch_times)},
-                   run_dir / "checkpoints" / "last.pt")
+        torch.save(
+            {"format": "dicc-checkpoint", "class_counts": list(counts), "epoch": len(epoch_times)},
+            run_dir / "checkpoints" / "last.pt",
+        )
     if final is not None:
         (run_dir / "final.json").write_text(json.dumps(final))
 
@@ -72,7 +78,7 @@ def test_report_mean_std_bold_and_csv(tmp_path):
             for seed in (0, 1, 2):
                 finals[setting, method, seed] = f = _final(rng)
                 make_run(out / setting / method / f"seed{seed}", f, epoch_times=(1.5, 2.25, 0.25))
-    make_run(out / "if100" / "ce" / "seed3", None)      # unfinished: not in the report
+    make_run(out / "if100" / "ce" / "seed3", None)  # unfinished: not in the report
     paths = write_report(out, command="dicc compare grid.yaml")
     assert paths["runs"] == 12
 
@@ -80,8 +86,15 @@ def test_report_mean_std_bold_and_csv(tmp_path):
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12
-    assert list(rows[0])[:7] == ["setting", "method", "seed", "val_mean_class_accuracy", "accuracy",
-                                 "mean_class_accuracy", "macro_f1"]
+    assert list(rows[0])[:7] == [
+        "setting",
+        "method",
+        "seed",
+        "val_mean_class_accuracy",
+        "accuracy",
+        "mean_class_accuracy",
+        "macro_f1",
+    ]
     assert [k for k in rows[0] if k.startswith("recall_")] == [f"recall_{c}" for c in CLASSES]
     assert {"train_time_s", "epochs"} <= set(rows[0])
     r = next(r for r in rows if (r["setting"], r["method"], r["seed"]) == ("if10", "ce+posthoc_la", "1"))
@@ -104,8 +117,12 @@ def test_report_mean_std_bold_and_csv(tmp_path):
         for method, cells in table.items():
             assert cells[1] == "3"
             for key, cell in zip(keys, cells[2:]):
-                vals = [finals[setting, method, s][key] if key in finals[setting, method, s]
-                        else finals[setting, method, s]["per_class"][key]["recall"] for s in range(3)]
+                vals = [
+                    finals[setting, method, s][key]
+                    if key in finals[setting, method, s]
+                    else finals[setting, method, s]["per_class"][key]["recall"]
+                    for s in range(3)
+                ]
                 assert cell.strip("*") == _fmt(vals), (setting, method, key)
                 means[method, key] = round(100 * np.mean(vals), 2)
         for i, key in enumerate(keys):
@@ -122,19 +139,29 @@ def test_report_single_seed_and_empty(tmp_path):
     assert write_report(out)["runs"] == 0
     assert "No finished runs" in (out / "results.md").read_text()
     f = _final(np.random.default_rng(1), acc=0.5)
-    make_run(out / "default" / "ce" / "seed0", f, last=False)     # no checkpoint: natural class order
+    make_run(out / "default" / "ce" / "seed0", f, last=False)  # no checkpoint: natural class order
     write_report(out)
     head, table = _table((out / "results.md").read_text(), "default")
     assert head[6:] == [f"recall {c}" for c in CLASSES]
-    assert table["ce"][3] == "**50.00**"          # n=1: no ± and still the best
+    assert table["ce"][3] == "**50.00**"  # n=1: no ± and still the best
 
 
 # ---------------------------------------------------------------------------------------------
 def _grid(tmp_path, **kw):
-    g = {"out": str(tmp_path / "out"), "base": {"train": {"epochs": 2}, "model": {"width": 4}},
-         "methods": ["ce", {"label": "ce+posthoc_la", "name": "logit_adjust", "options": {"mode": "posthoc"},
-                            "set": ["optim.lr=0.02"]}],
-         "seeds": [0, 1]}
+    g = {
+        "out": str(tmp_path / "out"),
+        "base": {"train": {"epochs": 2}, "model": {"width": 4}},
+        "methods": [
+            "ce",
+            {
+                "label": "ce+posthoc_la",
+                "name": "logit_adjust",
+                "options": {"mode": "posthoc"},
+                "set": ["optim.lr=0.02"],
+            },
+        ],
+        "seeds": [0, 1],
+    }
     g.update(kw)
     return g
 
@@ -154,7 +181,9 @@ def fake_fit(monkeypatch):
 
 
 def test_plan_builds_configs(tmp_path):
-    g = load_grid(_grid(tmp_path, settings={"if100": ["data.longtail=fer2013-if100"], "if10": ["data.longtail=exp:10"]}))
+    g = load_grid(
+        _grid(tmp_path, settings={"if100": ["data.longtail=fer2013-if100"], "if10": ["data.longtail=exp:10"]})
+    )
     runs = plan_runs(g)
     assert [r.name for r in runs][:3] == ["if100/ce/seed0", "if100/ce/seed1", "if100/ce+posthoc_la/seed0"]
     assert len(runs) == 8
@@ -171,31 +200,40 @@ def test_plan_builds_configs(tmp_path):
     assert plan_runs(load_grid(_grid(tmp_path)))[0].name == "default/ce/seed0"
 
 
-@pytest.mark.parametrize("change, fragment", [
-    ({"method": ["ce"]}, "unknown key(s) method; valid: base, methods, out, seeds, settings"),
-    ({"methods": [{"name": "ce", "lable": "x"}]}, "methods[0]: unknown key(s) lable; valid: label, name, options, set"),
-    ({"methods": [{"label": "x"}]}, "needs 'name'"),
-    ({"methods": ["ce", "ce"]}, "duplicate method label(s) ce"),
-    ({"methods": [{"name": "ce", "label": "a/b"}]}, "no slashes"),
-    ({"seeds": []}, "seeds must be a non-empty list"),
-    ({"seeds": [0, "one"]}, "seeds must be a non-empty list"),
-    ({"out": None}, "'out' is required"),
-    ({"settings": {"x": "data.longtail"}}, "settings.x: expected a list of dotted overrides"),
-    ({"settings": {"x": ["method.name=focal"]}}, "the method is set per entry"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"method": ["ce"]}, "unknown key(s) method; valid: base, methods, out, seeds, settings"),
+        (
+            {"methods": [{"name": "ce", "lable": "x"}]},
+            "methods[0]: unknown key(s) lable; valid: label, name, options, set",
+        ),
+        ({"methods": [{"label": "x"}]}, "needs 'name'"),
+        ({"methods": ["ce", "ce"]}, "duplicate method label(s) ce"),
+        ({"methods": [{"name": "ce", "label": "a/b"}]}, "no slashes"),
+        ({"seeds": []}, "seeds must be a non-empty list"),
+        ({"seeds": [0, "one"]}, "seeds must be a non-empty list"),
+        ({"out": None}, "'out' is required"),
+        ({"settings": {"x": "data.longtail"}}, "settings.x: expected a list of dotted overrides"),
+        ({"settings": {"x": ["method.name=focal"]}}, "the method is set per entry"),
+    ],
+)
 def test_grid_structure_errors(tmp_path, change, fragment):
     with pytest.raises(ValueError) as err:
         load_grid(_grid(tmp_path, **change))
     assert fragment in str(err.value)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    ({"methods": ["ce", "dicc_typo"]}, "method entry 'dicc_typo': unknown method 'dicc_typo'; valid: "),
-    ({"methods": [{"name": "logit_adjust", "options": {"tua": 1}}]}, "unknown option(s) tua; valid: mode, tau"),
-    ({"methods": [{"name": "logit_adjust", "options": {"mode": "later"}}]}, "logit_adjust"),
-    ({"base": {"train": {"epoch": 3}}}, "unknown key(s) in train: epoch"),
-    ({"methods": [{"name": "ce", "set": ["optim.lrr=1"]}]}, "run default/ce/seed0: unknown key(s) in optim: lrr"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"methods": ["ce", "dicc_typo"]}, "method entry 'dicc_typo': unknown method 'dicc_typo'; valid: "),
+        ({"methods": [{"name": "logit_adjust", "options": {"tua": 1}}]}, "unknown option(s) tua; valid: mode, tau"),
+        ({"methods": [{"name": "logit_adjust", "options": {"mode": "later"}}]}, "logit_adjust"),
+        ({"base": {"train": {"epoch": 3}}}, "unknown key(s) in train: epoch"),
+        ({"methods": [{"name": "ce", "set": ["optim.lrr=1"]}]}, "run default/ce/seed0: unknown key(s) in optim: lrr"),
+    ],
+)
 def test_unknown_methods_and_keys_fail_before_training(tmp_path, fake_fit, change, fragment):
     with pytest.raises(ValueError) as err:
         run_grid(_grid(tmp_path, **change), log=lambda *a: None)
@@ -245,7 +283,11 @@ def test_skip_and_resume(tmp_path, fake_fit):
     assert len(fake_fit) == 4 and not any(resume for _, resume in fake_fit)
     assert out.ok and len(out.trained) == 4 and out.skipped == []
     assert {Path(cfg.train.out).relative_to(tmp_path / "out").as_posix() for cfg, _ in fake_fit} == {
-        "default/ce/seed0", "default/ce/seed1", "default/ce+posthoc_la/seed0", "default/ce+posthoc_la/seed1"}
+        "default/ce/seed0",
+        "default/ce/seed1",
+        "default/ce+posthoc_la/seed0",
+        "default/ce+posthoc_la/seed1",
+    }
     assert (tmp_path / "out" / "results.csv").is_file() and (tmp_path / "out" / "compare.json").is_file()
     assert any("dicc compare" in line for line in logs)
 
@@ -260,7 +302,10 @@ def test_skip_and_resume(tmp_path, fake_fit):
     grid["seeds"] = [0, 1, 2]
     run_grid(grid, log=lambda *a: None)
     assert [(Path(c.train.out).relative_to(tmp_path / "out").as_posix(), r) for c, r in fake_fit] == [
-        ("default/ce/seed1", True), ("default/ce/seed2", False), ("default/ce+posthoc_la/seed2", False)]
+        ("default/ce/seed1", True),
+        ("default/ce/seed2", False),
+        ("default/ce+posthoc_la/seed2", False),
+    ]
     with open(tmp_path / "out" / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 6
 
@@ -299,10 +344,14 @@ def test_dry_run_and_cli(tmp_path, fake_fit, capsys):
     assert fake_fit == [] and f"dicc compare {grid}" in text
     assert f"`dicc compare {grid}`" in (tmp_path / "out" / "results.md").read_text()
 
-    assert run_compare(parser.parse_args(["compare", str(grid), "--only", "ce+posthoc_la",
-                                          "--set", "train.device=cpu"])) == 0
+    assert (
+        run_compare(parser.parse_args(["compare", str(grid), "--only", "ce+posthoc_la", "--set", "train.device=cpu"]))
+        == 0
+    )
     assert [(c.method.name, c.train.seed, r, c.train.device) for c, r in fake_fit] == [
-        ("logit_adjust", 0, False, "cpu"), ("logit_adjust", 1, False, "cpu")]
+        ("logit_adjust", 0, False, "cpu"),
+        ("logit_adjust", 1, False, "cpu"),
+    ]
 
 
 def test_smoke_grid_is_valid():
@@ -324,11 +373,16 @@ def test_end_to_end_tiny_grid(tmp_path, monkeypatch):
 
     # the four runs draw the same synthetic splits: render them once
     monkeypatch.setattr(synthetic, "make_synthetic", functools.lru_cache(maxsize=None)(synthetic.make_synthetic))
-    grid = {"out": str(tmp_path / "out"),
-            "base": {"train": {"epochs": 1, "progress": False, "batch_size": 64}, "model": {"width": 4},
-                     "data": {"image_size": 24, "longtail": [30, 10, 30, 60, 40, 20, 50]}},
-            "methods": ["ce", {"label": "ce+posthoc_la", "name": "logit_adjust", "options": {"mode": "posthoc"}}],
-            "seeds": [0, 1]}
+    grid = {
+        "out": str(tmp_path / "out"),
+        "base": {
+            "train": {"epochs": 1, "progress": False, "batch_size": 64},
+            "model": {"width": 4},
+            "data": {"image_size": 24, "longtail": [30, 10, 30, 60, 40, 20, 50]},
+        },
+        "methods": ["ce", {"label": "ce+posthoc_la", "name": "logit_adjust", "options": {"mode": "posthoc"}}],
+        "seeds": [0, 1],
+    }
     t0 = time.perf_counter()
     out = run_grid(grid, log=lambda *a: None)
     assert out.ok and len(out.trained) == 4
@@ -375,15 +429,20 @@ def test_resumed_run_records_counted_once(tmp_path):
     short): the report counts each epoch's time once (the last record) and each event once."""
     run = tmp_path / "out" / "default" / "ce" / "seed0"
     make_run(run, _final(np.random.default_rng(0)), epoch_times=(1.0, 2.0))
-    with open(run / "metrics.jsonl", "a") as f:   # the resumed run redoes epoch 2, then epoch 3
+    with open(run / "metrics.jsonl", "a") as f:  # the resumed run redoes epoch 2, then epoch 3
         f.write(json.dumps({"event": "recluster", "epoch": 2, "round": 2}) + "\n")
         f.write(json.dumps({"epoch": 2, "train_loss": 0.5, "time_epoch": 4.0}) + "\n")
         f.write(json.dumps({"epoch": 3, "train_loss": 0.4, "time_epoch": 8.0}) + "\n")
         f.write('{"epoch": 4, "train_lo')
     recs = compare.read_metrics(run)
     assert [(r.get("event"), r["epoch"]) for r in recs] == [
-        (None, 1), ("recluster", 1), ("recluster", 2), (None, 2), (None, 3)]
-    assert next(r for r in recs if r.get("event") == "recluster" and r["epoch"] == 2)["round"] == 2   # the last
+        (None, 1),
+        ("recluster", 1),
+        ("recluster", 2),
+        (None, 2),
+        (None, 3),
+    ]
+    assert next(r for r in recs if r.get("event") == "recluster" and r["epoch"] == 2)["round"] == 2  # the last
     assert {e: r["time_epoch"] for e, r in compare.epoch_records(run).items()} == {1: 1.0, 2: 4.0, 3: 8.0}
     row = compare.collect_results(tmp_path / "out")[0]
     assert row["train_time_s"] == pytest.approx(13.0) and row["epochs"] == 3
@@ -396,8 +455,14 @@ STAGE = {"name": "crt", "epochs": 5}
 
 
 def _derived_grid(tmp_path, **kw):
-    g = _grid(tmp_path, methods=[{"label": "ce+crt", "after": "ce", "stage": dict(STAGE)}, "ce",
-                                 {"label": "ce+crt+tau", "after": "ce+crt", "stage": {"name": "tau_norm"}}])
+    g = _grid(
+        tmp_path,
+        methods=[
+            {"label": "ce+crt", "after": "ce", "stage": dict(STAGE)},
+            "ce",
+            {"label": "ce+crt+tau", "after": "ce+crt", "stage": {"name": "tau_norm"}},
+        ],
+    )
     g.update(kw)
     return g
 
@@ -413,8 +478,11 @@ def fake_rebalance(monkeypatch):
         calls.append((Path(parent_run_dir), stage, Path(out)))
         final = _final(np.random.default_rng(len(calls)))
         make_run(Path(out), final, epoch_times=(0.5,), last=False)
-        (Path(out) / "config.yaml").write_text((Path(parent_run_dir) / "config.yaml").read_text()
-                                               if (Path(parent_run_dir) / "config.yaml").is_file() else "{}\n")
+        (Path(out) / "config.yaml").write_text(
+            (Path(parent_run_dir) / "config.yaml").read_text()
+            if (Path(parent_run_dir) / "config.yaml").is_file()
+            else "{}\n"
+        )
         return final
 
     monkeypatch.setattr(compare.run, "rebalance", rebalance)
@@ -430,8 +498,14 @@ def test_derived_entries_are_planned_after_their_parent(tmp_path):
     assert [(m.label, m.derived) for m in g.methods] == [("ce+crt", True), ("ce", False), ("ce+crt+tau", True)]
     runs = plan_runs(g)
     # the derived entry stands first in the file but runs after the runs it is made from
-    assert [r.name for r in runs] == ["default/ce/seed0", "default/ce/seed1", "default/ce+crt/seed0",
-                                      "default/ce+crt/seed1", "default/ce+crt+tau/seed0", "default/ce+crt+tau/seed1"]
+    assert [r.name for r in runs] == [
+        "default/ce/seed0",
+        "default/ce/seed1",
+        "default/ce+crt/seed0",
+        "default/ce+crt/seed1",
+        "default/ce+crt+tau/seed0",
+        "default/ce+crt+tau/seed1",
+    ]
     crt = runs[3]
     assert crt.cfg is None and crt.run_dir == tmp_path / "out" / "default" / "ce+crt" / "seed1"
     assert crt.derived.parent == tmp_path / "out" / "default" / "ce" / "seed1" and crt.derived.stage == STAGE
@@ -442,21 +516,38 @@ def test_derived_entries_are_planned_after_their_parent(tmp_path):
     assert load_grid(g.to_dict()).methods == g.methods
 
 
-@pytest.mark.parametrize("methods, fragment", [
-    (["ce", {"label": "x", "after": "cee", "stage": STAGE}],
-     "methods[1] (x): after: 'cee' is not a method entry of this grid; labels: ce, x"),
-    (["ce", {"label": "a", "after": "b", "stage": STAGE}, {"label": "b", "after": "nope", "stage": STAGE}],
-     "methods[1] (a): after: 'nope' is not a method entry of this grid (through a -> b)"),
-    (["ce", {"label": "a", "after": "b", "stage": STAGE}, {"label": "b", "after": "a", "stage": STAGE}],
-     "methods[1] (a): after: a cycle a -> b -> a"),
-    (["ce", {"label": "a", "after": "a", "stage": STAGE}], "a cycle a -> a"),
-    (["ce", {"label": "x", "after": "ce", "stage": STAGE, "options": {"tau": 1}}],
-     "methods[1]: a derived entry (with 'after') takes no options"),
-    (["ce", {"label": "x", "after": "ce"}], "methods[1]: a derived entry needs 'stage'"),
-    (["ce", {"after": "ce", "stage": STAGE}], "methods[1]: a derived entry needs 'label'"),
-    (["ce", {"label": "x", "after": "ce", "stage": {"epochs": 5}}], "methods[1] (x): stage must be a mapping with a 'name'"),
-    (["ce", {"label": "x", "after": "ce", "stage": STAGE, "stgae": 1}], "unknown key(s) stgae; valid: label, after, stage"),
-])
+@pytest.mark.parametrize(
+    "methods, fragment",
+    [
+        (
+            ["ce", {"label": "x", "after": "cee", "stage": STAGE}],
+            "methods[1] (x): after: 'cee' is not a method entry of this grid; labels: ce, x",
+        ),
+        (
+            ["ce", {"label": "a", "after": "b", "stage": STAGE}, {"label": "b", "after": "nope", "stage": STAGE}],
+            "methods[1] (a): after: 'nope' is not a method entry of this grid (through a -> b)",
+        ),
+        (
+            ["ce", {"label": "a", "after": "b", "stage": STAGE}, {"label": "b", "after": "a", "stage": STAGE}],
+            "methods[1] (a): after: a cycle a -> b -> a",
+        ),
+        (["ce", {"label": "a", "after": "a", "stage": STAGE}], "a cycle a -> a"),
+        (
+            ["ce", {"label": "x", "after": "ce", "stage": STAGE, "options": {"tau": 1}}],
+            "methods[1]: a derived entry (with 'after') takes no options",
+        ),
+        (["ce", {"label": "x", "after": "ce"}], "methods[1]: a derived entry needs 'stage'"),
+        (["ce", {"after": "ce", "stage": STAGE}], "methods[1]: a derived entry needs 'label'"),
+        (
+            ["ce", {"label": "x", "after": "ce", "stage": {"epochs": 5}}],
+            "methods[1] (x): stage must be a mapping with a 'name'",
+        ),
+        (
+            ["ce", {"label": "x", "after": "ce", "stage": STAGE, "stgae": 1}],
+            "unknown key(s) stgae; valid: label, after, stage",
+        ),
+    ],
+)
 def test_derived_entry_errors_name_the_entry(tmp_path, methods, fragment):
     with pytest.raises(ValueError) as err:
         load_grid(_grid(tmp_path, methods=methods))
@@ -467,9 +558,11 @@ def test_derived_runs_follow_their_parents(tmp_path, fake_fit, fake_rebalance):
     out = run_grid(_derived_grid(tmp_path), log=lambda *a: None)
     assert out.ok and _rel(tmp_path, [c.train.out for c, _ in fake_fit]) == ["default/ce/seed0", "default/ce/seed1"]
     assert [(_rel(tmp_path, [p, o]), s) for p, s, o in fake_rebalance] == [
-        (["default/ce/seed0", "default/ce+crt/seed0"], STAGE), (["default/ce/seed1", "default/ce+crt/seed1"], STAGE),
+        (["default/ce/seed0", "default/ce+crt/seed0"], STAGE),
+        (["default/ce/seed1", "default/ce+crt/seed1"], STAGE),
         (["default/ce+crt/seed0", "default/ce+crt+tau/seed0"], {"name": "tau_norm"}),
-        (["default/ce+crt/seed1", "default/ce+crt+tau/seed1"], {"name": "tau_norm"})]
+        (["default/ce+crt/seed1", "default/ce+crt+tau/seed1"], {"name": "tau_norm"}),
+    ]
     record = json.loads((tmp_path / "out" / "default" / "ce+crt" / "seed0" / "stage.json").read_text())
     assert record == {"after": "ce", "parent": str(tmp_path / "out" / "default" / "ce" / "seed0"), "stage": STAGE}
     # the report: derived entries are ordinary rows, in the grid's order
@@ -480,7 +573,9 @@ def test_derived_runs_follow_their_parents(tmp_path, fake_fit, fake_rebalance):
 
     # finished: nothing again; an interrupted derived run (no final.json) is redone from its parent
     fake_fit.clear(), fake_rebalance.clear()
-    assert len(run_grid(_derived_grid(tmp_path), report=False, log=lambda *a: None).skipped) == 6 and fake_rebalance == []
+    assert (
+        len(run_grid(_derived_grid(tmp_path), report=False, log=lambda *a: None).skipped) == 6 and fake_rebalance == []
+    )
     (tmp_path / "out" / "default" / "ce+crt+tau" / "seed1" / "final.json").unlink()
     (tmp_path / "out" / "default" / "ce+crt+tau" / "seed1" / "checkpoints").mkdir()
     (tmp_path / "out" / "default" / "ce+crt+tau" / "seed1" / "checkpoints" / "last.pt").write_bytes(b"")
@@ -500,20 +595,31 @@ def test_only_a_derived_entry_needs_finished_parents(tmp_path, fake_fit, fake_re
     assert re.search(r"default/ce\+crt/seed0\s+pending \(after default/ce/seed0: pending\)", text)
     assert re.search(r"default/ce\+crt\+tau/seed1\s+pending \(after default/ce\+crt/seed1: pending\)", text)
     assert run_compare(parser.parse_args(["compare", str(grid), "--dry-run", "--only", "ce+crt"])) == 0
-    assert re.search(r"default/ce\+crt/seed0\s+pending \(after default/ce/seed0: pending, not selected\)",
-                     capsys.readouterr().out)
+    assert re.search(
+        r"default/ce\+crt/seed0\s+pending \(after default/ce/seed0: pending, not selected\)", capsys.readouterr().out
+    )
 
     # parents neither finished nor selected: nothing runs, the error names what is missing
-    with pytest.raises(ValueError, match=r"default/ce\+crt/seed0 \(after default/ce/seed0: pending\); "
-                                         r"default/ce\+crt/seed1 \(after default/ce/seed1: pending\).*\(--only ce\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"default/ce\+crt/seed0 \(after default/ce/seed0: pending\); "
+        r"default/ce\+crt/seed1 \(after default/ce/seed1: pending\).*\(--only ce\)",
+    ):
         run_compare(parser.parse_args(["compare", str(grid), "--only", "ce+crt"]))
     assert fake_fit == [] and fake_rebalance == [] and not (tmp_path / "out").exists()
     # selected with their parents, or once the parents are finished, they run
-    assert run_compare(parser.parse_args(["compare", str(grid), "--only", "ce", "--only", "ce+crt", "--seed", "0",
-                                          "--no-report"])) == 0
+    assert (
+        run_compare(
+            parser.parse_args(["compare", str(grid), "--only", "ce", "--only", "ce+crt", "--seed", "0", "--no-report"])
+        )
+        == 0
+    )
     assert len(fake_fit) == 1 and _rel(tmp_path, [fake_rebalance[0][2]]) == ["default/ce+crt/seed0"]
     fake_fit.clear()
-    assert run_compare(parser.parse_args(["compare", str(grid), "--only", "ce+crt+tau", "--seed", "0", "--no-report"])) == 0
+    assert (
+        run_compare(parser.parse_args(["compare", str(grid), "--only", "ce+crt+tau", "--seed", "0", "--no-report"]))
+        == 0
+    )
     assert fake_fit == [] and _rel(tmp_path, [fake_rebalance[-1][2]]) == ["default/ce+crt+tau/seed0"]
 
 
@@ -536,16 +642,32 @@ def test_derived_config_differences_compare_stage_and_parent(tmp_path, fake_fit,
     run_grid(grid, report=False, log=lambda *a: None)
     run = plan_runs(load_grid(grid))[1]
     assert compare.config_differences(run.run_dir, run.derived) == []
-    changed = plan_runs(load_grid(_grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce",
-                        "stage": {"name": "crt", "epochs": 9, "lr": 0.1}}], seeds=[0])))[1]
+    changed = plan_runs(
+        load_grid(
+            _grid(
+                tmp_path,
+                methods=["ce", {"label": "ce+crt", "after": "ce", "stage": {"name": "crt", "epochs": 9, "lr": 0.1}}],
+                seeds=[0],
+            )
+        )
+    )[1]
     assert compare.config_differences(run.run_dir, changed.derived) == ["stage.epochs", "stage.lr"]
     moved = compare.DerivedStage("ce", tmp_path / "elsewhere" / "seed0", STAGE)
     assert compare.config_differences(run.run_dir, moved) == ["parent"]
     logs = []
-    run_grid(_grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce", "stage": {"name": "crt", "epochs": 9}}],
-                   seeds=[0]), dry_run=True, log=logs.append)
-    assert any(re.search(r"ce\+crt/seed0\s+done \(after default/ce/seed0: done\) \[config differs: stage.epochs\]", x)
-               for x in logs)
+    run_grid(
+        _grid(
+            tmp_path,
+            methods=["ce", {"label": "ce+crt", "after": "ce", "stage": {"name": "crt", "epochs": 9}}],
+            seeds=[0],
+        ),
+        dry_run=True,
+        log=logs.append,
+    )
+    assert any(
+        re.search(r"ce\+crt/seed0\s+done \(after default/ce/seed0: done\) \[config differs: stage.epochs\]", x)
+        for x in logs
+    )
 
 
 def test_rebalance_is_imported_from_dicc_rebalance_when_used(tmp_path, fake_fit, monkeypatch):
@@ -562,8 +684,11 @@ def test_rebalance_is_imported_from_dicc_rebalance_when_used(tmp_path, fake_fit,
 
     monkeypatch.setitem(sys.modules, "dicc.rebalance", types.SimpleNamespace(rebalance=rebalance))
     logs = []
-    run_grid(_grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce", "stage": STAGE}], seeds=[0]),
-             report=False, log=logs.append)
+    run_grid(
+        _grid(tmp_path, methods=["ce", {"label": "ce+crt", "after": "ce", "stage": STAGE}], seeds=[0]),
+        report=False,
+        log=logs.append,
+    )
     [(parent, stage, out, log)] = calls
     assert isinstance(parent, Path) and isinstance(out, Path) and stage == STAGE and log == logs.append
     assert out == tmp_path / "out" / "default" / "ce+crt" / "seed0"

@@ -6,8 +6,9 @@ from dicc.config import Config, load_config, save_config
 def test_defaults_and_overrides(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("train:\n  epochs: 3\nmethod:\n  name: dicc\n  options: {k_max: 2}\n")
-    cfg = load_config(f, ["optim.lr=0.2", "train.amp=false", "method.options.parent_weight=0.5",
-                          "data.longtail=fer2013-if100"])
+    cfg = load_config(
+        f, ["optim.lr=0.2", "train.amp=false", "method.options.parent_weight=0.5", "data.longtail=fer2013-if100"]
+    )
     assert cfg.train.epochs == 3 and cfg.optim.lr == 0.2 and cfg.train.amp == "off"
     assert cfg.method.options == {"k_max": 2, "parent_weight": 0.5}
     assert cfg.data.longtail == "fer2013-if100"
@@ -21,13 +22,16 @@ def test_round_trip(tmp_path):
     assert again == cfg and isinstance(again, Config)
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("train.epoch=3", "unknown key(s) in train: epoch; valid: amp, batch_size"),
-    ("nothing.x=1", "unknown key(s) in config: nothing"),
-    ("train.epochs=abc", "train.epochs: expected int"),
-    ("train.amp=maybe", "train.amp: expected one of auto, on, off"),
-    ("noequals", "not of the form key=value"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.epoch=3", "unknown key(s) in train: epoch; valid: amp, batch_size"),
+        ("nothing.x=1", "unknown key(s) in config: nothing"),
+        ("train.epochs=abc", "train.epochs: expected int"),
+        ("train.amp=maybe", "train.amp: expected one of auto, on, off"),
+        ("noequals", "not of the form key=value"),
+    ],
+)
 def test_bad_keys_are_clear_errors(override, fragment):
     with pytest.raises(ValueError, match=None) as err:
         load_config(None, [override])
@@ -56,8 +60,19 @@ def test_cli_flags_are_taken_literally(tmp_path, monkeypatch):
     monkeypatch.setattr(dicc.engine, "fit", fake_fit)
     odd = tmp_path / "fer #2: data"
     odd.mkdir()
-    main(["train", "--data", str(odd), "--out", str(tmp_path / "a: b"), "--longtail", "[1,2,3,4,5,6,7]",
-          "--set", "train.epochs=2"])
+    main(
+        [
+            "train",
+            "--data",
+            str(odd),
+            "--out",
+            str(tmp_path / "a: b"),
+            "--longtail",
+            "[1,2,3,4,5,6,7]",
+            "--set",
+            "train.epochs=2",
+        ]
+    )
     cfg = seen["cfg"]
     assert cfg.data.path == str(odd) and cfg.train.out == str(tmp_path / "a: b")
     assert cfg.data.longtail == [1, 2, 3, 4, 5, 6, 7] and cfg.train.epochs == 2

@@ -1,4 +1,5 @@
 """Image decoding: large JPEGs decode at a reduced DCT scale, close to a full decode + resize."""
+
 import numpy as np
 from PIL import Image
 

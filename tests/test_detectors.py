@@ -1,4 +1,5 @@
 """Face detectors (haar, mtcnn) on real photos that scikit-image ships, and landmark alignment."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,16 @@ skimage = pytest.importorskip("skimage")
 pytest.importorskip("facenet_pytorch")
 from skimage import data as skdata  # noqa: E402
 
-from dicc.faces import (TEMPLATE, Detections, HaarDetector, MtcnnDetector, create_detector, crop_geometry,  # noqa: E402
-                        eye_angle, landmark_crop)
+from dicc.faces import (  # noqa: E402
+    TEMPLATE,
+    Detections,
+    HaarDetector,
+    MtcnnDetector,
+    create_detector,
+    crop_geometry,  # noqa: E402
+    eye_angle,
+    landmark_crop,
+)
 from dicc.predict import Recognizer, add_predict_parser, run_predict  # noqa: E402
 
 from helpers import make_checkpoint  # noqa: E402
@@ -139,8 +148,9 @@ def test_alignment_levels_the_eyes_and_undoes_a_rotation(mtcnn, astronaut):
 
 def test_recognizer_with_mtcnn_and_align_modes(tmp_path, astronaut):
     ckpt = make_checkpoint(tmp_path / "ce.pt")
-    recs = {m: Recognizer.from_checkpoint(ckpt, device="cpu", detector="mtcnn", align=m)
-            for m in ("rotate", "frame", "box")}
+    recs = {
+        m: Recognizer.from_checkpoint(ckpt, device="cpu", detector="mtcnn", align=m) for m in ("rotate", "frame", "box")
+    }
     turned = rotate(astronaut, 25, (226, 103))
     out = {m: r.extract_faces(turned) for m, r in recs.items()}
     assert all(len(b) == 1 for b, _ in out.values())

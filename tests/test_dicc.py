@@ -1,4 +1,5 @@
 """The ``dicc`` strategy: plan, warm-up, head split, pseudo-labels, losses, merge, checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -48,12 +49,20 @@ class FakeRun:
 
     def ctx(self, epoch, epochs=20, rank=0, world_size=1, broadcast=None):
         kw = {} if broadcast is None else {"broadcast": broadcast}
-        return EpochContext(epoch=epoch, epochs=epochs, model=self.model, device=torch.device("cpu"),
-                            extract_features=self.extract, log=self.records.append, rank=rank,
-                            world_size=world_size, **kw)
+        return EpochContext(
+            epoch=epoch,
+            epochs=epochs,
+            model=self.model,
+            device=torch.device("cpu"),
+            extract_features=self.extract,
+            log=self.records.append,
+            rank=rank,
+            world_size=world_size,
+            **kw,
+        )
 
 
-SMALL_COUNTS = [120, 40, 90]   # median 90 -> k = [1, 1, 1]; with size=40: k = [3, 1, 2]
+SMALL_COUNTS = [120, 40, 90]  # median 90 -> k = [1, 1, 1]; with size=40: k = [3, 1, 2]
 SMALL_STYLES = [3, 1, 2]
 
 
@@ -80,7 +89,7 @@ def test_registered_with_plan_from_counts():
     assert strat.plan.k == [1, 1, 1, 3, 1, 1, 2]
     assert strat.num_outputs == 10 and strat.num_classes == 7
     assert strat.head_type == "linear"
-    for key in ("base_loss", "parent_loss"):   # refused when the options are built, before training
+    for key in ("base_loss", "parent_loss"):  # refused when the options are built, before training
         with pytest.raises(ValueError, match=f"unknown {key} 'ldam'"):
             build_options(type(strat), {key: "ldam"})
     with pytest.raises(ValueError, match="unknown merge 'mean'; valid: logsumexp, max"):
@@ -128,7 +137,7 @@ def test_schedule_clusters_exactly_at_the_scheduled_epochs():
     strat, run = small({"warmup_epochs": 3, "recluster_every": 2})
     for epoch in range(10):
         strat.on_epoch_start(run.ctx(epoch))
-    assert [r["epoch"] for r in run.records] == [4, 6, 8, 10]   # 1-based: the epoch each one starts
+    assert [r["epoch"] for r in run.records] == [4, 6, 8, 10]  # 1-based: the epoch each one starts
     assert run.extractions == 4
     assert [strat.is_cluster_epoch(e) for e in range(6)] == [False, False, False, True, False, True]
     rec = run.records[1]
@@ -199,8 +208,11 @@ def test_split_copies_the_parent_rows_optimizer_state(opt):
     strat, run = small({"parent_weight": 0.0})
     model = run.model
     model.train()
-    optimizer = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4) if opt == "sgd"
-                 else torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=5e-4))
+    optimizer = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        if opt == "sgd"
+        else torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=5e-4)
+    )
     x, y = images(12), torch.tensor([0, 1, 2] * 4)
     idx = torch.arange(12)
 
@@ -209,14 +221,15 @@ def test_split_copies_the_parent_rows_optimizer_state(opt):
         loss_fn(model(x)).backward()
         optimizer.step()
 
-    for _ in range(3):   # warm-up: the base loss on the live rows only
+    for _ in range(3):  # warm-up: the base loss on the live rows only
         step(lambda z: strat.loss(z, y, idx))
     w = model.head.weight
     st = optimizer.state[w]
     key = "momentum_buffer" if opt == "sgd" else "exp_avg_sq"
-    assert not torch.allclose(st[key][1], st[key][0])   # the dead row's state is its own
-    ctx = EpochContext(epoch=2, epochs=20, model=model, device=torch.device("cpu"),
-                       extract_features=run.extract, optimizer=optimizer)
+    assert not torch.allclose(st[key][1], st[key][0])  # the dead row's state is its own
+    ctx = EpochContext(
+        epoch=2, epochs=20, model=model, device=torch.device("cpu"), extract_features=run.extract, optimizer=optimizer
+    )
     model.eval()
     strat.on_epoch_start(ctx)
     model.train()
@@ -239,20 +252,21 @@ def _chi2_uniform(groups: torch.Tensor, n: int) -> float:
 def test_sampler_options_draw_classes_then_subclasses_evenly():
     labels = torch.cat([torch.full((n,), c) for c, n in enumerate(SMALL_COUNTS)])
     plain, _ = small()
-    assert torch.equal(plain.epoch_indices(labels, 3, seed=1),
-                       create_strategy("ce", SMALL_COUNTS).epoch_indices(labels, 3, seed=1))   # "none": the shuffle
+    assert torch.equal(
+        plain.epoch_indices(labels, 3, seed=1), create_strategy("ce", SMALL_COUNTS).epoch_indices(labels, 3, seed=1)
+    )  # "none": the shuffle
     balanced, _ = small({"sampler": "balanced"})
     resample = create_strategy("resample", SMALL_COUNTS)
-    for epoch in (0, 4):   # the resample method's draw, before and after the split
+    for epoch in (0, 4):  # the resample method's draw, before and after the split
         assert torch.equal(balanced.epoch_indices(labels, epoch, seed=2), resample.epoch_indices(labels, epoch, seed=2))
 
     strat, run = small({"sampler": "subclass"})
-    draws = torch.cat([strat.epoch_indices(labels, e, seed=3) for e in range(30)])   # warm-up: over classes
+    draws = torch.cat([strat.epoch_indices(labels, e, seed=3) for e in range(30)])  # warm-up: over classes
     assert len(strat.epoch_indices(labels, 0, seed=3)) == len(labels)
-    assert _chi2_uniform(labels[draws], 3) < 13.82          # chi-square, 2 dof, p = 0.001
-    strat.on_epoch_start(run.ctx(2))                         # split into 3 + 1 + 2 sub-classes
+    assert _chi2_uniform(labels[draws], 3) < 13.82  # chi-square, 2 dof, p = 0.001
+    strat.on_epoch_start(run.ctx(2))  # split into 3 + 1 + 2 sub-classes
     draws = torch.cat([strat.epoch_indices(labels, e, seed=3) for e in range(30)])
-    assert _chi2_uniform(strat.pseudo[draws], 6) < 20.52     # 5 dof, p = 0.001
+    assert _chi2_uniform(strat.pseudo[draws], 6) < 20.52  # 5 dof, p = 0.001
     # which neither the shuffle nor the class-balanced draw passes (the check can fail)
     for other in (plain, balanced):
         drawn = torch.cat([other.epoch_indices(labels, e, seed=3) for e in range(30)])
@@ -260,7 +274,7 @@ def test_sampler_options_draw_classes_then_subclasses_evenly():
     # ranks share one draw
     full = strat.epoch_indices(labels, 5, seed=3)
     shards = [strat.epoch_indices(labels, 5, seed=3, rank=r, world_size=2) for r in range(2)]
-    assert torch.equal(torch.stack(shards, 1).flatten()[:len(full)], full)
+    assert torch.equal(torch.stack(shards, 1).flatten()[: len(full)], full)
 
 
 def test_head_size_mismatch_is_an_error():
@@ -281,7 +295,7 @@ def test_pseudo_labels_stay_in_their_parent_and_find_the_styles():
         got = pseudo[run.labels == c]
         assert got.min() >= r.start and got.max() < r.stop
         sizes = torch.bincount(got - r.start, minlength=len(r))
-        assert (sizes == SMALL_COUNTS[c] // len(r)).all()   # the hidden styles, exactly
+        assert (sizes == SMALL_COUNTS[c] // len(r)).all()  # the hidden styles, exactly
     assert strat.sub_counts.tolist() == [40, 40, 40, 40, 45, 45]
 
 
@@ -299,15 +313,18 @@ def test_kmax1_is_exactly_the_base_method(loss, method, parent_weight):
     """With no class split, DICC's loss and its gradients are the base method's: the parent term
     only re-weights the same loss, (l + w l) / (1 + w) = l."""
     counts = [120, 40, 90]
-    dicc = create_strategy("dicc", counts, {"k_max": 1, "base_loss": loss, "parent_loss": loss,
-                                            "parent_weight": parent_weight, "feature_source": "clean"})
+    dicc = create_strategy(
+        "dicc",
+        counts,
+        {"k_max": 1, "base_loss": loss, "parent_loss": loss, "parent_weight": parent_weight, "feature_source": "clean"},
+    )
     base = create_strategy(method, counts)
     assert dicc.num_outputs == base.num_outputs == 3
     g = torch.Generator().manual_seed(1)
     run = FakeRun([120, 40, 90], [1, 1, 1], 3)
     idx = torch.randperm(250, generator=g)[:32]
     y = run.labels[idx]
-    for epoch in (0, 3):                    # warm-up, then past the (trivial) split
+    for epoch in (0, 3):  # warm-up, then past the (trivial) split
         dicc.on_epoch_start(run.ctx(epoch, epochs=10))
         a = torch.randn(32, 3, generator=g, requires_grad=True)
         b = a.detach().clone().requires_grad_(True)
@@ -316,7 +333,7 @@ def test_kmax1_is_exactly_the_base_method(loss, method, parent_weight):
         lb.backward()
         assert torch.allclose(la, lb, rtol=1e-6, atol=1e-7), (epoch, la, lb)
         assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-8), epoch
-    assert dicc.split   # the clustering ran (every class has one sub-class)
+    assert dicc.split  # the clustering ran (every class has one sub-class)
 
 
 def test_loss_is_subclass_ce_plus_parent_ce():
@@ -407,7 +424,7 @@ def test_state_round_trip_weights_only(tmp_path):
     assert torch.equal(fresh.parent_logits(logits), strat.parent_logits(logits))
     assert torch.allclose(fresh.loss(logits, y, idx), strat.loss(logits, y, idx))
     # resuming continues with the same sub-classes: the next round is warm-started and matched
-    fresh.on_epoch_start(run.ctx(3))          # already done for epoch 3: nothing happens
+    fresh.on_epoch_start(run.ctx(3))  # already done for epoch 3: nothing happens
     assert fresh.rounds == 2
     fresh.on_epoch_start(run.ctx(4))
     assert torch.equal(fresh.pseudo, strat.pseudo)
@@ -444,7 +461,7 @@ def test_ranks_share_rank0_clustering():
     n_records = len(run.records)
     strat1.on_epoch_start(run.ctx(2, rank=1, world_size=2, broadcast=receive))
     assert torch.equal(strat1.pseudo, strat0.pseudo) and torch.equal(strat1.centroids, strat0.centroids)
-    assert len(run.records) == n_records        # only rank 0 logs
+    assert len(run.records) == n_records  # only rank 0 logs
 
 
 # -- gallery --------------------------------------------------------------------------------
@@ -457,10 +474,18 @@ def test_gallery_png(tmp_path):
     strat.on_epoch_start(run.ctx(2))
     n = len(run.labels)
     imgs = torch.randint(0, 256, (n, 1, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    out = draw_gallery(imgs, run.features, run.labels, strat.pseudo, strat.plan, ["a", "b", "c"],
-                       tmp_path / "g" / "gallery.png", per_subclass=4)
+    out = draw_gallery(
+        imgs,
+        run.features,
+        run.labels,
+        strat.pseudo,
+        strat.plan,
+        ["a", "b", "c"],
+        tmp_path / "g" / "gallery.png",
+        per_subclass=4,
+    )
     assert out.exists()
-    rows = 3 + 2                                   # class a: 3 sub-classes, class c: 2
+    rows = 3 + 2  # class a: 3 sub-classes, class c: 2
     assert Image.open(out).size == (int((4 + 3.5) * 48), rows * 48)
     picks = nearest_members(run.features, strat.pseudo, strat.plan, per_subclass=4)
     assert sorted(picks) == [0, 1, 2, 4, 5]

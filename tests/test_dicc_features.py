@@ -1,5 +1,6 @@
 """DICC's ``feature_source="train"``: the clustering uses the penultimate features the training
 forward passes computed, kept per dataset index, instead of an extra clean pass."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from dicc.models import create_model
 from dicc.strategies import EpochContext, create_strategy
 
-COUNTS = [12, 4, 8]          # size=4 -> k = [3, 1, 2]
+COUNTS = [12, 4, 8]  # size=4 -> k = [3, 1, 2]
 N = sum(COUNTS)
 LABELS = torch.tensor([c for c, n in enumerate(COUNTS) for _ in range(n)])
 
@@ -43,8 +44,15 @@ class Ctx:
         return f, LABELS[idx]
 
     def __call__(self, epoch, **kw):
-        return EpochContext(epoch=epoch, epochs=10, model=self.model, device=torch.device("cpu"),
-                            extract_features=self.extract, log=self.records.append, **kw)
+        return EpochContext(
+            epoch=epoch,
+            epochs=10,
+            model=self.model,
+            device=torch.device("cpu"),
+            extract_features=self.extract,
+            log=self.records.append,
+            **kw,
+        )
 
 
 def train_epoch(strat, model, ctx, epoch, order, batch_size=5, drop_last=True):
@@ -59,14 +67,14 @@ def train_epoch(strat, model, ctx, epoch, order, batch_size=5, drop_last=True):
         batches = batches[:-1]
     g = torch.Generator().manual_seed(100 + epoch)
     for idx in batches:
-        x = ctx.images[idx] + 0.1 * torch.randn(ctx.images[idx].shape, generator=g)   # "augmented"
+        x = ctx.images[idx] + 0.1 * torch.randn(ctx.images[idx].shape, generator=g)  # "augmented"
         if strat.wants_features:
             logits, feats = model(x, return_features=True)
             strat.observe_features(feats.detach(), LABELS[idx], idx)
         else:
             logits = model(x)
         strat.loss(logits, LABELS[idx], idx).backward()
-        with torch.no_grad():   # the same batch again, same train mode: the reference features
+        with torch.no_grad():  # the same batch again, same train mode: the reference features
             ref = F.normalize(model.features(x), dim=1)
         seen.update({int(i): r for i, r in zip(idx, ref)})
     return seen
@@ -77,11 +85,11 @@ def images(seed=0):
 
 
 def test_kept_features_are_the_penultimate_features_of_the_augmented_batch():
-    strat, model = make(dropout=0.5)           # kept before dropout, not the head's dropped input
+    strat, model = make(dropout=0.5)  # kept before dropout, not the head's dropped input
     ctx = Ctx(model, images())
     order = torch.randperm(N, generator=torch.Generator().manual_seed(0))
     seen = train_epoch(strat, model, ctx, 0, order)
-    assert len(seen) == 20                     # 24 samples, batches of 5, drop_last: 4 left over
+    assert len(seen) == 20  # 24 samples, batches of 5, drop_last: 4 left over
     bank = strat.bank
     for i, ref in seen.items():
         assert torch.allclose(bank.feats[i], ref, atol=1e-5)
@@ -107,7 +115,7 @@ def test_every_index_gets_a_feature_newest_first_then_clean():
     feats, labels, counts = strat.bank.for_clustering(ctx(2))
     assert feats.shape == (N, model.head.in_features) and torch.equal(labels, LABELS)
     assert counts == {"train": 20, "older": N - 20 - len(never), "clean": len(never)}
-    assert len(ctx.calls) == 1 and ctx.calls[0].tolist() == never   # a clean pass over those only
+    assert len(ctx.calls) == 1 and ctx.calls[0].tolist() == never  # a clean pass over those only
     for i in range(N):
         want = seen1.get(i, seen0.get(i))
         if want is None:
@@ -135,7 +143,7 @@ def test_head_rewritten_in_place_and_no_clean_pass_once_every_index_was_seen():
     assert model.head is head
     assert (id(model.head), id(head.weight), id(head.bias), head.weight.data_ptr(), head.bias.data_ptr()) == ids
     recs = [r for r in ctx.records if r.get("event") == "recluster"]
-    assert [r["epoch"] for r in recs] == [3, 4, 5, 6]   # 1-based: the epoch each re-clustering starts
+    assert [r["epoch"] for r in recs] == [3, 4, 5, 6]  # 1-based: the epoch each re-clustering starts
     # after the first split no clean images are needed: indices dropped in an epoch keep older rows
     assert all(r["features"]["clean"] == 0 for r in recs[1:])
     assert all(sum(r["features"].values()) == N for r in recs)
@@ -147,8 +155,16 @@ def test_state_round_trips_and_a_resumed_run_starts_from_a_clean_pass(tmp_path):
     for epoch in range(3):
         train_epoch(strat, model, ctx, epoch, torch.randperm(N, generator=torch.Generator().manual_seed(epoch)))
     state = strat.state_dict()
-    assert set(state) == {"plan", "split", "rounds", "last_cluster_epoch", "merge", "pseudo", "centroids",
-                          "sub_counts"}                               # the kept features are not saved
+    assert set(state) == {
+        "plan",
+        "split",
+        "rounds",
+        "last_cluster_epoch",
+        "merge",
+        "pseudo",
+        "centroids",
+        "sub_counts",
+    }  # the kept features are not saved
     torch.save({"strategy": state}, tmp_path / "s.pt")
     loaded = torch.load(tmp_path / "s.pt", weights_only=True)["strategy"]
     fresh, _ = make()
@@ -157,7 +173,7 @@ def test_state_round_trips_and_a_resumed_run_starts_from_a_clean_pass(tmp_path):
     logits, idx = torch.randn(4, fresh.num_outputs), torch.tensor([0, 5, 13, 20])
     assert torch.allclose(fresh.loss(logits, LABELS[idx], idx), strat.loss(logits, LABELS[idx], idx))
     ctx.calls.clear()
-    fresh.on_epoch_start(ctx(3))                  # resumed: nothing kept yet, a clean pass over all
+    fresh.on_epoch_start(ctx(3))  # resumed: nothing kept yet, a clean pass over all
     assert len(ctx.calls) == 1 and ctx.calls[0].tolist() == list(range(N))
     assert ctx.records[-1]["features"] == {"train": 0, "older": 0, "clean": N}
     assert fresh.rounds == 2 and torch.equal(fresh.plan.sub_to_parent[fresh.pseudo], LABELS)
@@ -191,11 +207,13 @@ def test_ranks_gather_their_kept_rows_by_index():
     runs[1][1].load_state_dict(runs[0][1].state_dict())
     ctxs = [Ctx(m, imgs) for _, m in runs]
     g = torch.Generator().manual_seed(3)
-    for epoch in range(2):   # each rank trains 10 of its 12-index shard: 4 indices left per epoch
+    for epoch in range(2):  # each rank trains 10 of its 12-index shard: 4 indices left per epoch
         perm = torch.randperm(N, generator=g)
-        last = [train_epoch(s, m, ctxs[r], epoch, perm[r::2][:10], batch_size=5, drop_last=False)
-                for r, (s, m) in enumerate(runs)]
-    runs[1][1].load_state_dict(runs[0][1].state_dict())   # same BatchNorm statistics for clean passes
+        last = [
+            train_epoch(s, m, ctxs[r], epoch, perm[r::2][:10], batch_size=5, drop_last=False)
+            for r, (s, m) in enumerate(runs)
+        ]
+    runs[1][1].load_state_dict(runs[0][1].state_dict())  # same BatchNorm statistics for clean passes
     barrier, box, out = threading.Barrier(2), {}, [None, None]
 
     def gather(rank):
@@ -207,6 +225,7 @@ def test_ranks_gather_their_kept_rows_by_index():
                 res[i] = v
             barrier.wait()
             return res
+
         return fn
 
     def work(rank):
@@ -221,7 +240,7 @@ def test_ranks_gather_their_kept_rows_by_index():
     (f0, l0, c0), (f1, l1, c1) = out
     assert torch.equal(f0, f1) and torch.equal(l0, l1) and torch.equal(l0, LABELS) and c0 == c1
     assert c0["train"] == 20 and sum(c0.values()) == N
-    for r in range(2):       # the last epoch's rows of each rank
+    for r in range(2):  # the last epoch's rows of each rank
         for i, want in last[r].items():
             assert torch.allclose(f0[i], want, atol=1e-5)
 
@@ -237,14 +256,15 @@ def test_engine_extract_features_of_a_subset():
     part, plabels = extract_features(model, ds, batch_size=8, indices=pick)
     assert torch.allclose(part, full[pick], atol=1e-5) and torch.equal(plabels, labels[pick])
     shards = [extract_features(model, ds, batch_size=8, indices=pick, rank=r, world_size=2)[0] for r in range(2)]
-    assert torch.allclose(shards[0] + shards[1], full[pick], atol=1e-5)   # each rank its strided share
+    assert torch.allclose(shards[0] + shards[1], full[pick], atol=1e-5)  # each rank its strided share
 
 
 def test_engine_run_with_train_features(tiny_config):
     from dicc.engine import fit
 
-    cfg = tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.feature_source=train",
-                      "train.epochs=3")
+    cfg = tiny_config(
+        "method.name=dicc", "method.options.warmup_epochs=1", "method.options.feature_source=train", "train.epochs=3"
+    )
     res = fit(cfg, log=lambda *a: None)
     recs = [json.loads(line) for line in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     clusters = [r for r in recs if r.get("event") == "recluster"]

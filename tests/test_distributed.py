@@ -5,6 +5,7 @@ One torchrun launch (tests/ddp_worker.py) trains the run uninterrupted from the 
 then the same run interrupted after epoch 3 and resumed, and records per rank what it held
 after every epoch; the assertions below read what it wrote.
 """
+
 import json
 import os
 import shutil
@@ -21,9 +22,17 @@ from dicc.cli import main as cli_main
 HERE = Path(__file__).parent
 EPOCHS, STOP = 4, 3
 OVERRIDES = [
-    "data.longtail=[48,16,48,128,64,32,96]", "data.val=val", "model.width=8", "train.batch_size=16",
-    "optim.lr=0.04", "optim.schedule=constant", f"train.epochs={EPOCHS}", "train.progress=false",
-    "method.name=dicc", "method.options.warmup_epochs=2", "method.options.recluster_every=1",
+    "data.longtail=[48,16,48,128,64,32,96]",
+    "data.val=val",
+    "model.width=8",
+    "train.batch_size=16",
+    "optim.lr=0.04",
+    "optim.schedule=constant",
+    f"train.epochs={EPOCHS}",
+    "train.progress=false",
+    "method.name=dicc",
+    "method.options.warmup_epochs=2",
+    "method.options.recluster_every=1",
     "method.options.n_init=1",
 ]
 
@@ -44,8 +53,9 @@ def ddp(tmp_path_factory):
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, f"torchrun failed ({wall:.0f}s):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     facts = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
-    snaps = {run: [torch.load(out / run / f"rank{r}.pt", weights_only=True) for r in range(2)]
-             for run in ("full", "cut")}
+    snaps = {
+        run: [torch.load(out / run / f"rank{r}.pt", weights_only=True) for r in range(2)] for run in ("full", "cut")
+    }
     return {"out": out, "facts": facts, "snaps": snaps, "stdout": proc.stdout, "wall": wall}
 
 
@@ -85,13 +95,20 @@ def test_ranks_stay_identical_through_reclustering(ddp):
     # rank 0 saved what every rank held
     d = ddp["out"] / "full"
     last = torch.load(d / "checkpoints/last.pt", weights_only=True)
-    _assert_same_state({"model": last["model"], "pseudo": last["strategy"]["state"]["pseudo"],
-                        "centroids": last["strategy"]["state"]["centroids"]}, r0[EPOCHS - 1], "last.pt")
+    _assert_same_state(
+        {
+            "model": last["model"],
+            "pseudo": last["strategy"]["state"]["pseudo"],
+            "centroids": last["strategy"]["state"]["centroids"],
+        },
+        r0[EPOCHS - 1],
+        "last.pt",
+    )
     assert len(last["rank_states"]) == 2
     # files written once, by rank 0
     recs = _records(d)
     assert [r["epoch"] for r in recs if "train_loss" in r] == list(range(1, EPOCHS + 1))
-    assert [r["epoch"] for r in recs if r.get("event") == "recluster"] == [3, 4]   # 1-based
+    assert [r["epoch"] for r in recs if r.get("event") == "recluster"] == [3, 4]  # 1-based
     assert ddp["stdout"].count("method dicc, model") == 1
 
 
@@ -111,8 +128,10 @@ def test_metrics_equal_single_process_evaluation(ddp, capsys):
     assert cli_main(["evaluate", str(d / "checkpoints/last.pt"), "--split", "val", "--json"]) == 0
     single_val = json.loads(capsys.readouterr().out)
     assert single_val["num_samples"] == 350
-    assert (val["val_accuracy"], val["val_mean_class_accuracy"]) == (single_val["accuracy"],
-                                                                     single_val["mean_class_accuracy"])
+    assert (val["val_accuracy"], val["val_mean_class_accuracy"]) == (
+        single_val["accuracy"],
+        single_val["mean_class_accuracy"],
+    )
 
 
 @pytest.mark.slow
@@ -126,23 +145,27 @@ def test_resume_under_torchrun_continues_exactly(ddp):
     for r in range(2):
         for a, b in zip(full[r][STOP:], cut[r]):  # epoch 4 (re-clustered after resuming) and the test
             _assert_same_state(a, b, f"rank {r}")
-    assert f0["resumed_final"]["confusion_matrix"] == json.loads((ddp["out"] / "full/final.json").read_text())[
-        "confusion_matrix"]
+    assert (
+        f0["resumed_final"]["confusion_matrix"]
+        == json.loads((ddp["out"] / "full/final.json").read_text())["confusion_matrix"]
+    )
     recs = _records(ddp["out"] / "cut")
     assert [r["epoch"] for r in recs if "train_loss" in r] == list(range(1, EPOCHS + 1))
-    assert [r["epoch"] for r in recs if r.get("event") == "recluster"] == [3, 4]   # 1-based
+    assert [r["epoch"] for r in recs if r.get("event") == "recluster"] == [3, 4]  # 1-based
 
 
 @pytest.mark.slow
 def test_collectives_with_unequal_shards(ddp):
     for f in ddp["facts"]:
-        assert f["gather_7_ok"] and f["gather_1_ok"]          # 4 + 3 rows, and 1 + 0 rows
+        assert f["gather_7_ok"] and f["gather_1_ok"]  # 4 + 3 rows, and 1 + 0 rows
         assert f["broadcast_object"] == {"from": 0}
-        assert f["raise_if_any"] == "rank 1 says no"          # raised on rank 0 too
+        assert f["raise_if_any"] == "rank 1 says no"  # raised on rank 0 too
     # an exception the other ranks could not rebuild arrives as a description; its own rank
     # raises the original
-    assert [f["raise_if_any_custom"] for f in ddp["facts"]] == [["RuntimeError", "TwoArgError: x/y"],
-                                                                ["TwoArgError", "x/y"]]
+    assert [f["raise_if_any_custom"] for f in ddp["facts"]] == [
+        ["RuntimeError", "TwoArgError: x/y"],
+        ["TwoArgError", "x/y"],
+    ]
 
 
 @pytest.mark.slow

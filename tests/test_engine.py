@@ -16,8 +16,15 @@ def test_run_directory_contents(tiny_config):
     cfg = tiny_config()
     res = fit(cfg, log=lambda *a: None)
     d = res.run_dir
-    for name in ("config.yaml", "metrics.jsonl", "environment.json", "final.json", "confusion_test.png",
-                 "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "environment.json",
+        "final.json",
+        "confusion_test.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (d / name).is_file(), name
     lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in lines if "train_loss" in r]
@@ -38,8 +45,10 @@ def test_run_directory_contents(tiny_config):
 
 
 def test_same_seed_same_numbers(tiny_config):
-    runs = [fit(tiny_config(*extra, out=out), log=lambda *a: None)
-            for out, extra in (("a", []), ("b", []), ("c", ["train.seed=1"]))]
+    runs = [
+        fit(tiny_config(*extra, out=out), log=lambda *a: None)
+        for out, extra in (("a", []), ("b", []), ("c", ["train.seed=1"]))
+    ]
     weights = [torch.load(r.run_dir / "checkpoints/last.pt", weights_only=True)["model"]["head.weight"] for r in runs]
     assert runs[0].final["confusion_matrix"] == runs[1].final["confusion_matrix"]
     assert torch.equal(weights[0], weights[1])
@@ -119,8 +128,10 @@ def test_dicc_split_gets_the_training_optimizer(tiny_config, monkeypatch):
     monkeypatch.setattr(DICC, "split_head", spy)
     made = []
     monkeypatch.setattr(engine, "make_optimizer", lambda *a: made.append(engine_make_optimizer(*a)) or made[-1])
-    fit(tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1"),
-        log=lambda *a: None)
+    fit(
+        tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1"),
+        log=lambda *a: None,
+    )
     assert len(seen) == 1 and len(made) == 1 and seen[0] is made[0]
     assert any(st.get("momentum_buffer") is not None for st in made[0].state.values())
 
@@ -139,12 +150,20 @@ def test_dicc_with_subclass_sampler_trains_on_subclass_balanced_draws(tiny_confi
         return out
 
     monkeypatch.setattr(DICC, "epoch_indices", spy)
-    res = fit(tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1",
-                          "method.options.sampler=subclass", "train.epochs=2"), log=lambda *a: None)
+    res = fit(
+        tiny_config(
+            "method.name=dicc",
+            "method.options.warmup_epochs=1",
+            "method.options.n_init=1",
+            "method.options.sampler=subclass",
+            "train.epochs=2",
+        ),
+        log=lambda *a: None,
+    )
     assert res.final is not None
     assert [(e, split) for e, split, _ in orders] == [(0, False), (1, True)]
     drawn = torch.bincount(orders[1][2])
-    assert drawn.min() > 0 and drawn.max() < 3 * drawn.min()   # vs counts 8..64 per class without it
+    assert drawn.min() > 0 and drawn.max() < 3 * drawn.min()  # vs counts 8..64 per class without it
 
 
 def test_checkpoint_errors(tmp_path):

@@ -1,4 +1,5 @@
 """ONNX export: parent-class probabilities, dynamic batch, metadata, parity with PyTorch."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,13 @@ import onnxruntime as ort  # noqa: E402
 import helpers  # noqa: E402
 from dicc import EMOTIONS  # noqa: E402
 from dicc.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from dicc.export import (add_export_parser, export_model_onnx, export_onnx,  # noqa: E402
-                         grouped_model, run_export)
+from dicc.export import (
+    add_export_parser,
+    export_model_onnx,
+    export_onnx,  # noqa: E402
+    grouped_model,
+    run_export,
+)
 from dicc.models import create_model  # noqa: E402
 from dicc.strategies import Strategy, create_strategy  # noqa: E402
 
@@ -26,7 +32,6 @@ NORM = {"mean": 0.45, "std": 0.3, "image_size": 48, "channels": 1}
 
 def make_checkpoint(path: Path, method: str = "ce", **kw) -> Path:
     return helpers.make_checkpoint(path, method, mean=NORM["mean"], std=NORM["std"], **kw)
-
 
 
 def _inputs(n: int, seed: int = 1) -> np.ndarray:
@@ -48,8 +53,9 @@ def _parity(path: Path, model, strategy) -> float:
     return worst
 
 
-@pytest.mark.parametrize("method,options", [("ce", None), ("logit_adjust", None), ("ldam_drw", None),
-                                            ("balanced_softmax", None)])
+@pytest.mark.parametrize(
+    "method,options", [("ce", None), ("logit_adjust", None), ("ldam_drw", None), ("balanced_softmax", None)]
+)
 def test_export_parity_with_pytorch(tmp_path, method, options):
     ckpt_path = make_checkpoint(tmp_path / f"{method}.pt", method, options=options)
     info = export_onnx(ckpt_path, tmp_path / "m.onnx")
@@ -137,8 +143,7 @@ def test_export_with_the_dicc_strategy(tmp_path, merge, split):
     is live, after it every sub-class row is."""
     counts = [400, 40, 100, 900, 300, 200, 600]
     state = {"split": True, "pseudo": torch.zeros(1, dtype=torch.long)} if split else None
-    ckpt_path = make_checkpoint(tmp_path / "dicc.pt", "dicc", counts=counts, options={"merge": merge},
-                                state=state)
+    ckpt_path = make_checkpoint(tmp_path / "dicc.pt", "dicc", counts=counts, options={"merge": merge}, state=state)
     model, strategy = model_from_checkpoint(load_checkpoint(ckpt_path))
     assert strategy.num_outputs > 7 and strategy.split == split
     info = export_onnx(ckpt_path, tmp_path / "dicc.onnx")
@@ -174,8 +179,14 @@ def test_recognizer_from_onnx_matches_checkpoint(tmp_path):
 def test_from_onnx_without_metadata_is_a_clear_error(tmp_path):
     from dicc.predict import Recognizer
 
-    export_model_onnx(create_model("vgg_fer", 7, width=4), create_strategy("ce", COUNTS), tmp_path / "plain.onnx",
-                      class_names=EMOTIONS, normalization=NORM, check=False)
+    export_model_onnx(
+        create_model("vgg_fer", 7, width=4),
+        create_strategy("ce", COUNTS),
+        tmp_path / "plain.onnx",
+        class_names=EMOTIONS,
+        normalization=NORM,
+        check=False,
+    )
     proto = onnx.load(str(tmp_path / "plain.onnx"))
     del proto.metadata_props[:]
     onnx.save(proto, str(tmp_path / "plain.onnx"))

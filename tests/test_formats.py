@@ -1,4 +1,5 @@
 """Dataset readers: layouts, label mapping, CSV/folder agreement, detection and errors."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def formats_noise(rng: np.random.Generator, n: int, size: int = 48) -> np.ndarra
     return rng.integers(0, 256, (n, size, size), dtype=np.uint8)
 
 
-def formats_class_tree(root: Path, counts: dict[str, int], seed: int = 0, prefix: str = "img",
-                       ext: str = ".png") -> dict[str, np.ndarray]:
+def formats_class_tree(
+    root: Path, counts: dict[str, int], seed: int = 0, prefix: str = "img", ext: str = ".png"
+) -> dict[str, np.ndarray]:
     """root/<class folder>/<prefix>_<i>.png for each folder; returns the pixels per folder."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -97,8 +99,7 @@ def test_streaming_for_large_images(tmp_path):
     assert forced.images.shape == (3, 1, 96, 96)
     small = load_split(tmp_path, "train", in_memory=False)
     assert small.paths is not None
-    assert torch.equal(small.get_batch(range(3)),
-                       load_split(tmp_path, "train", cache_dir=False).images)
+    assert torch.equal(small.get_batch(range(3)), load_split(tmp_path, "train", cache_dir=False).images)
 
 
 # ----------------------------------------------------------------------------- FER2013 CSV
@@ -132,8 +133,7 @@ def test_csv_and_folders_give_identical_tensors(tmp_path):
     rng = np.random.default_rng(7)
     folders = tmp_path / "fer2013"
     rows = []
-    for split_dir, usage, n in (("train", "Training", 3), ("test", "PublicTest", 2),
-                                ("test", "PrivateTest", 1)):
+    for split_dir, usage, n in (("train", "Training", 3), ("test", "PublicTest", 2), ("test", "PrivateTest", 1)):
         for label, cls in enumerate(EMOTIONS):  # class order, then file name = reader order
             for i, px in enumerate(formats_noise(rng, n)):
                 formats_write_png(folders / split_dir / cls / f"{usage}_{i:04d}.png", px)
@@ -167,10 +167,16 @@ def test_fer2013_folders_prefix_split_must_select_files(tmp_path):
 @pytest.mark.parametrize("list_at_root", [False, True])
 def test_rafdb_label_mapping(tmp_path, list_at_root):
     rng = np.random.default_rng(3)
-    names = {"train_00001.jpg": 1, "train_00002.jpg": 4, "train_00003.jpg": 6,
-             "train_00004.jpg": 7, "test_0001.jpg": 3, "test_0002.jpg": 2, "test_0003.jpg": 5}
-    label_file = tmp_path / ("list_patition_label.txt" if list_at_root else
-                             "EmoLabel/list_patition_label.txt")
+    names = {
+        "train_00001.jpg": 1,
+        "train_00002.jpg": 4,
+        "train_00003.jpg": 6,
+        "train_00004.jpg": 7,
+        "test_0001.jpg": 3,
+        "test_0002.jpg": 2,
+        "test_0003.jpg": 5,
+    }
+    label_file = tmp_path / ("list_patition_label.txt" if list_at_root else "EmoLabel/list_patition_label.txt")
     label_file.parent.mkdir(parents=True, exist_ok=True)
     label_file.write_text("".join(f"{n} {lab}\n" for n, lab in names.items()))
     for n in names:
@@ -206,8 +212,14 @@ def test_detect_format_errors(tmp_path):
         detect_format(tmp_path)
     with pytest.raises(ValueError, match="unknown dataset format"):
         load_split(tmp_path, "train", fmt="nope")
-    assert list(FORMATS) == ["ferplus", "affectnet", "fer2013_csv", "rafdb", "fer2013_folders",
-                             "imagefolder"]  # the detection order
+    assert list(FORMATS) == [
+        "ferplus",
+        "affectnet",
+        "fer2013_csv",
+        "rafdb",
+        "fer2013_folders",
+        "imagefolder",
+    ]  # the detection order
     assert all(f.description for f in FORMATS.values())
 
 
@@ -256,8 +268,11 @@ def test_csv_errors_name_file_and_problem(tmp_path):
         load_split(label, "train")
     for bad in ("300", "x"):
         value = tmp_path / "d.csv"
-        value.write_text("emotion,pixels,Usage\n" + f"0,{' '.join(['1'] * 2304)},Training\n"
-                         + f"0,{' '.join(['1'] * 2303 + [bad])},Training\n")
+        value.write_text(
+            "emotion,pixels,Usage\n"
+            + f"0,{' '.join(['1'] * 2304)},Training\n"
+            + f"0,{' '.join(['1'] * 2303 + [bad])},Training\n"
+        )
         with pytest.raises(ValueError, match=r"d\.csv: line 3: pixel values must be integers"):
             load_split(value, "train")
     ok = formats_csv(tmp_path / "e.csv", [(0, px[0], "Training")])

@@ -1,5 +1,6 @@
 """Streamed datasets: a corrupt image is one clear line naming the file, with or without
 worker processes, through the loader and through ``dicc train``."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,10 +55,34 @@ def test_cli_train_reports_a_corrupt_streamed_image_in_one_line(tmp_path, capsys
     from dicc.cli import main
 
     bad = corrupt_folder(tmp_path / "data")
-    rc = main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "1",
-               "--no-progress", "--set", "data.workers=1", "--set", "data.image_size=72",
-               "--set", "data.classes=[happy, sad]", "--set", "data.val=null", "--set", "data.test_split=null",
-               "--set", "model.width=4", "--set", "train.batch_size=4", "--set", "train.threads=1"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--set",
+            "data.workers=1",
+            "--set",
+            "data.image_size=72",
+            "--set",
+            "data.classes=[happy, sad]",
+            "--set",
+            "data.val=null",
+            "--set",
+            "data.test_split=null",
+            "--set",
+            "model.width=4",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "train.threads=1",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith(f"dicc train: error: {bad}: cannot decode image: ")

@@ -1,4 +1,5 @@
 """Long-tail profiles, the DICC paper's presets, seeded subset draws and the stratified hold-out."""
+
 import math
 
 import pytest
@@ -143,8 +144,9 @@ def test_other_label_spaces_profiles_and_counts_work_presets_refuse():
             parse_longtail("fer2013-if10", [10] * len(space), space)
     with pytest.raises(ValueError, match="preset"):
         parse_longtail("fer2013-if10", [10, 10, 10])  # three unnamed classes
-    assert longtail_counts("exp", [9, 3, 1], 9, order=["sad", "happy", "pain"],
-                           class_names=("happy", "sad", "pain")) == [3, 9, 1]
+    assert longtail_counts(
+        "exp", [9, 3, 1], 9, order=["sad", "happy", "pain"], class_names=("happy", "sad", "pain")
+    ) == [3, 9, 1]
     labels = _labels([3, 1, 2])
     with pytest.raises(ValueError, match=r"class 'sad' \(1\) has 1 samples but the long-tail subset asks for 2"):
         longtail_subset(labels, [1, 2, 0], class_names=("happy", "sad", "pain"))

@@ -1,4 +1,5 @@
 """Each base loss against its paper's formula, re-computed independently here with numpy."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,13 @@ import pytest
 import torch
 
 from dicc.losses import (
-    available_losses, class_weights, create_loss, effective_number_weights,
-    inverse_frequency_weights, ldam_margins, loss_options,
+    available_losses,
+    class_weights,
+    create_loss,
+    effective_number_weights,
+    inverse_frequency_weights,
+    ldam_margins,
+    loss_options,
 )
 
 COUNTS = [500, 120, 40, 8]
@@ -61,8 +67,7 @@ def test_unknown_loss_and_option_errors_list_valid_ones():
         create_loss("focal", COUNTS, {"gamma": -1})
     with pytest.raises(ValueError, match="non-negative"):
         create_loss("ce", [3, -1])
-    assert loss_options("ldam") == {"max_m": 0.5, "s": 30.0, "weight": None, "beta": 0.9999,
-                                    "reduction": "mean"}
+    assert loss_options("ldam") == {"max_m": 0.5, "s": 30.0, "weight": None, "beta": 0.9999, "reduction": "mean"}
 
 
 def test_logits_shape_is_checked():
@@ -88,7 +93,7 @@ def test_effective_weights_hand_computed():
 def test_effective_weights_match_formula_and_limits():
     counts = np.array(COUNTS, dtype=float)
     for beta in (0.9, 0.99, 0.999, 0.9999):
-        raw = np.array([(1 - beta) / (1 - beta ** n) for n in counts])
+        raw = np.array([(1 - beta) / (1 - beta**n) for n in counts])
         expected = raw * len(counts) / raw.sum()
         assert np.allclose(effective_number_weights(COUNTS, beta).numpy(), expected, rtol=1e-9)
     # beta = 0: uniform; beta -> 1: inverse frequency
@@ -120,7 +125,7 @@ def test_weighted_ce_matches_reference(scheme, reduction):
     beta = 0.999
     logits, targets = _random_case(3)
     n = np.array(COUNTS, dtype=float)
-    raw = 1 / n if scheme == "inverse" else np.array([(1 - beta) / (1 - beta ** k) for k in n])
+    raw = 1 / n if scheme == "inverse" else np.array([(1 - beta) / (1 - beta**k) for k in n])
     w = raw * len(n) / raw.sum()
     rows = _np_ce_rows(_np(logits), targets.numpy())
     wy = np.array([w[t] for t in targets.numpy()])
@@ -151,7 +156,7 @@ def test_explicit_weights_and_set_weight():
 def test_focal_hand_computed():
     # logits [0, ln 3]: p = [1/4, 3/4]. Target 0: -(3/4)^2 ln(1/4); target 1: -(1/4)^2 ln(3/4)
     logits = torch.tensor([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
-    expected = (-(0.75 ** 2) * math.log(0.25) - (0.25 ** 2) * math.log(0.75)) / 2
+    expected = (-(0.75**2) * math.log(0.25) - (0.25**2) * math.log(0.75)) / 2
     got = create_loss("focal", [1, 1], {"gamma": 2.0})(logits, torch.tensor([0, 1])).item()
     assert got == pytest.approx(expected, rel=1e-6)
 
@@ -190,7 +195,7 @@ def test_focal_is_finite_for_confident_predictions():
 # -- LDAM --------------------------------------------------------------------------------------
 def test_ldam_margins_formula():
     m = ldam_margins([10000, 16, 1], max_m=0.5)
-    raw = np.array([10000 ** -0.25, 16 ** -0.25, 1.0])   # [0.1, 0.5, 1]
+    raw = np.array([10000**-0.25, 16**-0.25, 1.0])  # [0.1, 0.5, 1]
     assert np.allclose(m.numpy(), raw * 0.5 / raw.max())
     assert m.max().item() == pytest.approx(0.5)
 
@@ -200,17 +205,16 @@ def test_ldam_hand_computed():
     # = [0.5, 1.0]; row 2: target 1, z = [0, 0] -> s*[0, -0.5] = [0, -1].
     loss = create_loss("ldam", [16, 1], {"max_m": 0.5, "s": 2.0})
     got = loss(torch.tensor([[0.5, 0.5], [0.0, 0.0]]), torch.tensor([0, 1])).item()
-    expected = ((-0.5 + math.log(math.exp(0.5) + math.exp(1.0)))
-                + (1.0 + math.log(1 + math.exp(-1.0)))) / 2
+    expected = ((-0.5 + math.log(math.exp(0.5) + math.exp(1.0))) + (1.0 + math.log(1 + math.exp(-1.0)))) / 2
     assert got == pytest.approx(expected, rel=1e-6)
 
 
 def test_ldam_random_matches_reference_with_weights():
     logits, targets = _random_case(6)
-    logits = torch.tanh(logits)                  # cosine-like logits
+    logits = torch.tanh(logits)  # cosine-like logits
     max_m, s = 0.4, 10.0
     n = np.array(COUNTS, dtype=float)
-    m = n ** -0.25
+    m = n**-0.25
     m = m * max_m / m.max()
     w = np.array([0.5, 1.0, 1.5, 2.0])
     z = _np(logits).copy()
@@ -243,7 +247,8 @@ def test_ldam_margin_applies_only_to_true_class():
     wrong = logits.clone()
     wrong[0, 0] -= m_y
     assert loss(logits, target).item() != pytest.approx(
-        torch.nn.functional.cross_entropy(5.0 * wrong, target).item(), rel=1e-4)
+        torch.nn.functional.cross_entropy(5.0 * wrong, target).item(), rel=1e-4
+    )
 
 
 # -- balanced softmax and logit adjustment ----------------------------------------------------
@@ -258,8 +263,10 @@ def test_balanced_softmax_random_matches_reference():
     logits, targets = _random_case(7)
     n = np.array(COUNTS, dtype=float)
     z, y = _np(logits), targets.numpy()
-    rows = [-math.log(n[y[i]] * math.exp(z[i, y[i]]) / sum(n[j] * math.exp(z[i, j]) for j in range(4)))
-            for i in range(len(y))]
+    rows = [
+        -math.log(n[y[i]] * math.exp(z[i, y[i]]) / sum(n[j] * math.exp(z[i, j]) for j in range(4)))
+        for i in range(len(y))
+    ]
     assert create_loss("balanced_softmax", COUNTS)(logits, targets).item() == pytest.approx(np.mean(rows), rel=1e-5)
 
 

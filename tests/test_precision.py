@@ -1,6 +1,7 @@
 """train.amp / train.channels_last: what ``auto`` resolves to on each kind of machine, the refusal
 of bf16 on a CPU that would emulate it, and a bf16 CPU training step that stays fp32 outside the
 forward pass."""
+
 import json
 
 import pytest
@@ -76,7 +77,7 @@ def test_config_values_yaml_reads_as_booleans():
 
 
 def test_bf16_cpu_training_keeps_fp32_parameters_and_checkpoints(tiny_config, cpu_bf16):
-    cpu_bf16(True)   # emulated here if the CPU lacks it: slower, but the same code path
+    cpu_bf16(True)  # emulated here if the CPU lacks it: slower, but the same code path
     cfg = tiny_config("train.amp=on", "train.channels_last=on", "train.epochs=1")
     res = fit(cfg, log=lambda *a: None)
     assert res.precision == Precision("cpu", torch.bfloat16, True)

@@ -1,4 +1,5 @@
 """Inference: face detection on real photos, the Recognizer API, and the ``dicc predict`` CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,13 @@ def group_photo(astronaut) -> np.ndarray:
 def files(workdir, astronaut, group_photo) -> dict[str, Path]:
     d = workdir / "inputs"
     (d / "sub").mkdir(parents=True)
-    out = {"astronaut": d / "astronaut.png", "group": d / "sub" / "group.png", "blank": d / "blank.png",
-           "bad": d / "broken.jpg", "face48": d / "face48.png"}
+    out = {
+        "astronaut": d / "astronaut.png",
+        "group": d / "sub" / "group.png",
+        "blank": d / "blank.png",
+        "bad": d / "broken.jpg",
+        "face48": d / "face48.png",
+    }
     Image.fromarray(astronaut).save(out["astronaut"])
     Image.fromarray(group_photo).save(out["group"])
     Image.fromarray(np.full((120, 160), 128, np.uint8)).save(out["blank"])
@@ -75,7 +81,7 @@ def video(workdir, astronaut) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
     assert writer.isOpened()
     for i in range(7):
-        frame = astronaut[0:256, 60 + 4 * i:316 + 4 * i, ::-1]
+        frame = astronaut[0:256, 60 + 4 * i : 316 + 4 * i, ::-1]
         writer.write(np.ascontiguousarray(frame))
     writer.release()
     return path
@@ -151,12 +157,16 @@ def test_recognizer_one_face_in_the_astronaut(rec, astronaut):
 
 def test_recognizer_input_types_agree(rec, astronaut, files):
     ref = rec(astronaut)
-    variants = [rec(files["astronaut"]), rec(str(files["astronaut"])), rec(Image.fromarray(astronaut)),
-                rec(np.ascontiguousarray(astronaut[:, :, ::-1]), bgr=True), rec(astronaut.astype(np.float32) / 255)]
+    variants = [
+        rec(files["astronaut"]),
+        rec(str(files["astronaut"])),
+        rec(Image.fromarray(astronaut)),
+        rec(np.ascontiguousarray(astronaut[:, :, ::-1]), bgr=True),
+        rec(astronaut.astype(np.float32) / 255),
+    ]
     for faces in variants:
         assert len(faces) == 1 and faces[0]["box"] == ref[0]["box"]
-        np.testing.assert_allclose(list(faces[0]["emotions"].values()), list(ref[0]["emotions"].values()),
-                                   atol=1e-5)
+        np.testing.assert_allclose(list(faces[0]["emotions"].values()), list(ref[0]["emotions"].values()), atol=1e-5)
     gray = np.asarray(Image.fromarray(astronaut).convert("L"))
     faces = rec(gray)  # a grayscale array: same detection, same model input
     assert faces[0]["box"] == ref[0]["box"]
@@ -286,8 +296,18 @@ def test_cli_json_records(ckpt, files, capsys):
         by_file.setdefault(Path(r["file"]).name, []).append(r)
     assert [r["face"] for r in by_file["astronaut.png"]] == [0]
     assert [r["face"] for r in by_file["group.png"]] == [0, 1, 2]
-    assert by_file["blank.png"] == [{"file": str(files["blank"]), "frame": None, "time_s": None, "face": None,
-                                     "face_id": None, "box": None, "dominant": None, "emotions": None}]
+    assert by_file["blank.png"] == [
+        {
+            "file": str(files["blank"]),
+            "frame": None,
+            "time_s": None,
+            "face": None,
+            "face_id": None,
+            "box": None,
+            "dominant": None,
+            "emotions": None,
+        }
+    ]
     r = by_file["astronaut.png"][0]
     assert r["frame"] is None and r["time_s"] is None and r["face_id"] is None and len(r["box"]) == 4
     assert list(r["emotions"]) == list(EMOTIONS) and abs(sum(r["emotions"].values()) - 1) < 1e-4
@@ -357,17 +377,25 @@ def test_cli_video(ckpt, video, files, tmp_path, capsys):
     fake = tmp_path / "fake.mp4"
     fake.write_text("not a video")
     out_dir = tmp_path / "frames"
-    rc = run_cli([ckpt, video, fake, files["astronaut"], "--every", "3", "--json", "--annotate", out_dir,
-                  "--batch-size", "2"])
+    rc = run_cli(
+        [ckpt, video, fake, files["astronaut"], "--every", "3", "--json", "--annotate", out_dir, "--batch-size", "2"]
+    )
     captured = capsys.readouterr()
     assert rc == 1 and "fake.mp4" in captured.err
     records = json.loads(captured.out)
     vid = [r for r in records if r["file"] == str(video)]
-    assert [(r["frame"], r["time_s"], r["face"], r["face_id"]) for r in vid] == [(0, 0.0, 0, 0), (3, 0.3, 0, 0),
-                                                                                 (6, 0.6, 0, 0)]
+    assert [(r["frame"], r["time_s"], r["face"], r["face_id"]) for r in vid] == [
+        (0, 0.0, 0, 0),
+        (3, 0.3, 0, 0),
+        (6, 0.6, 0, 0),
+    ]
     assert records[-1]["file"] == str(files["astronaut"])  # input order is kept
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "astronaut.png", "clip_frame000000.jpg", "clip_frame000003.jpg", "clip_frame000006.jpg"]
+        "astronaut.png",
+        "clip_frame000000.jpg",
+        "clip_frame000003.jpg",
+        "clip_frame000006.jpg",
+    ]
 
 
 def test_cli_rejects_bad_options(ckpt, files):
@@ -391,8 +419,16 @@ def test_recognizer_from_a_trained_run(tmp_path):
     from dicc.data.synthetic import make_synthetic
     from dicc.engine import fit
 
-    cfg = load_config(None, ["train.epochs=1", f"train.out={tmp_path / 'run'}", "model.width=4",
-                             "train.progress=false", "data.test_split=null"])
+    cfg = load_config(
+        None,
+        [
+            "train.epochs=1",
+            f"train.out={tmp_path / 'run'}",
+            "model.width=4",
+            "train.progress=false",
+            "data.test_split=null",
+        ],
+    )
     fit(cfg, log=lambda *a, **k: None)
     rec = Recognizer.from_checkpoint(tmp_path / "run", device="cpu")
     faces = make_synthetic(split="test", seed=0).images[:5, 0].numpy()

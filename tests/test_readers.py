@@ -1,4 +1,5 @@
 """The AffectNet, FERPlus, CK+ and flat class-folder readers, each on a tiny generated fixture."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ def readers_private_cache(tmp_path_factory, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- AffectNet
-AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
-                    "expression,valence,arousal\n")
+AFFECTNET_HEADER = (
+    "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal\n"
+)
 
 
 def affectnet_tree(root: Path, rows: dict[str, list[int]], lists_dir: str = "") -> dict[str, list[str]]:
@@ -88,23 +90,28 @@ def test_ferplus_vote_rules():
     assert target_distribution([4, 0, 0, 1, 3, 2, 0, 0, 0, 0], "majority") is None  # 4 of 9: no majority
     assert target_distribution([2, 0, 0, 0, 0, 0, 0, 0, 8, 0], "majority")[8] == 1  # unknown wins
     # crossentropy: the largest counts up to 75 % of the votes, at most three emotions
-    assert target_distribution([0, 0, 6, 0, 0, 0, 4, 0, 0, 0], "crossentropy") == [0, 0, .6, 0, 0, 0, .4, 0, 0, 0]
+    assert target_distribution([0, 0, 6, 0, 0, 0, 4, 0, 0, 0], "crossentropy") == [0, 0, 0.6, 0, 0, 0, 0.4, 0, 0, 0]
     assert target_distribution([4, 0, 0, 0, 0, 0, 0, 0, 4, 2], "crossentropy") is None  # unknown ties: 40 %
     assert target_distribution([5, 0, 3, 2, 0, 0, 0, 0, 0, 0], "probability") == [5 / 8, 0, 3 / 8, 0, 0, 0, 0, 0, 0, 0]
-    assert target_distribution([4, 0, 3, 3, 0, 0, 0, 0, 0, 0], "crossentropy") == [.4, 0, .3, .3, 0, 0, 0, 0, 0, 0]
+    assert target_distribution([4, 0, 3, 3, 0, 0, 0, 0, 0, 0], "crossentropy") == [0.4, 0, 0.3, 0.3, 0, 0, 0, 0, 0, 0]
     # multi-target: every emotion with at least 30 % of the votes
     assert target_distribution([5, 0, 0, 0, 3, 2, 0, 0, 0, 0], "multi_target") == [5 / 8, 0, 0, 0, 3 / 8, 0, 0, 0, 0, 0]
 
 
 FERPLUS_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
-# (Usage, image name, votes): FERPlus's neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF
+# (Usage, image name, votes): FERPlus's neutral, happiness, surprise, sadness, anger, disgust, fear,
+# contempt, unknown, NF
 FERPLUS_ROWS = [
-    ("Training", "fer0000000.png", [0, 10, 0, 0, 0, 0, 0, 0, 0, 0]),   # happy
-    ("Training", "fer0000001.png", [0, 0, 6, 0, 0, 0, 4, 0, 0, 0]),    # surprise (soft: .6 / .4 fear)
-    ("Training", "", [0, 0, 0, 0, 0, 0, 0, 0, 0, 10]),                 # unnamed: excluded by FERPlus
-    ("Training", "fer0000003.png", [2, 0, 0, 0, 0, 0, 0, 8, 0, 0]),    # contempt
+    ("Training", "fer0000000.png", [0, 10, 0, 0, 0, 0, 0, 0, 0, 0]),  # happy
+    ("Training", "fer0000001.png", [0, 0, 6, 0, 0, 0, 4, 0, 0, 0]),  # surprise (soft: .6 / .4 fear)
+    ("Training", "", [0, 0, 0, 0, 0, 0, 0, 0, 0, 10]),  # unnamed: excluded by FERPlus
+    ("Training", "fer0000003.png", [2, 0, 0, 0, 0, 0, 0, 8, 0, 0]),  # contempt
     ("PublicTest", "fer0000004.png", [0, 0, 0, 0, 0, 0, 0, 0, 2, 8]),  # not a face
-    ("Training", "fer0000005.png", [4, 0, 0, 1, 3, 2, 0, 0, 0, 0]),    # no majority (crossentropy: neutral 4/7, anger 3/7)
+    (
+        "Training",
+        "fer0000005.png",
+        [4, 0, 0, 1, 3, 2, 0, 0, 0, 0],
+    ),  # no majority (crossentropy: neutral 4/7, anger 3/7)
     ("PrivateTest", "fer0000006.png", [0, 0, 0, 9, 1, 0, 0, 0, 0, 0]),  # sad
 ]
 
@@ -112,8 +119,9 @@ FERPLUS_ROWS = [
 def ferplus_csv_tree(root: Path) -> np.ndarray:
     px = noise(np.random.default_rng(5), len(FERPLUS_ROWS))
     fer2013_csv(root / "fer2013.csv", [(3, p, usage) for p, (usage, _, _) in zip(px, FERPLUS_ROWS)])
-    (root / "fer2013new.csv").write_text(FERPLUS_HEADER + "".join(
-        f"{u},{n},{','.join(map(str, v))}\n" for u, n, v in FERPLUS_ROWS))
+    (root / "fer2013new.csv").write_text(
+        FERPLUS_HEADER + "".join(f"{u},{n},{','.join(map(str, v))}\n" for u, n, v in FERPLUS_ROWS)
+    )
     return px
 
 
@@ -160,15 +168,20 @@ def test_ferplus_errors(tmp_path):
 
 def test_ferplus_generated_folders(tmp_path):
     rng = np.random.default_rng(1)
-    labels = {"FER2013Train": [("fer0000000.png", [0, 0, 0, 9, 1, 0, 0, 0, 0, 0]),    # sad
-                               ("fer0000001.png", [0, 7, 3, 0, 0, 0, 0, 0, 0, 0]),    # happy (.7/.3)
-                               ("fer0000002.png", [0, 0, 0, 0, 0, 0, 0, 0, 10, 0])],  # unknown
-              "FER2013Test": [("fer0000009.png", [10, 0, 0, 0, 0, 0, 0, 0, 0, 0])]}
+    labels = {
+        "FER2013Train": [
+            ("fer0000000.png", [0, 0, 0, 9, 1, 0, 0, 0, 0, 0]),  # sad
+            ("fer0000001.png", [0, 7, 3, 0, 0, 0, 0, 0, 0, 0]),  # happy (.7/.3)
+            ("fer0000002.png", [0, 0, 0, 0, 0, 0, 0, 0, 10, 0]),
+        ],  # unknown
+        "FER2013Test": [("fer0000009.png", [10, 0, 0, 0, 0, 0, 0, 0, 0, 0])],
+    }
     for folder, rows in labels.items():
         for name, _ in rows:
             write_image(tmp_path / "data" / folder / name, noise(rng, 1)[0])
         (tmp_path / "data" / folder / "label.csv").write_text(
-            "".join(f"{n},{','.join(map(str, v))}\n" for n, v in rows))
+            "".join(f"{n},{','.join(map(str, v))}\n" for n, v in rows)
+        )
     assert detect_format(tmp_path) == "ferplus"
     assert list_splits(tmp_path) == ["Training", "PrivateTest"]
     ds = load_split(tmp_path, "train", fmt="ferplus:mode=crossentropy,soft_labels=1", cache_dir=False)
@@ -194,16 +207,18 @@ def ck_tree(root: Path) -> None:
     for c, folder in enumerate(CK_FOLDERS):
         for subject in range(c % 3 + 2):
             for frame in range(3):
-                write_image(root / folder / f"S{100 + subject * 7 + c:03d}_00{c}_0000001{frame}.png",
-                            noise(rng, 1)[0])
+                write_image(root / folder / f"S{100 + subject * 7 + c:03d}_00{c}_0000001{frame}.png", noise(rng, 1)[0])
 
 
 def test_ckplus_needs_a_label_space_with_contempt(tmp_path):
     ck_tree(tmp_path / "CK+48")
     root = tmp_path / "CK+48"
     assert detect_format(root) == "imagefolder"
-    with pytest.raises(ValueError, match=r"'contempt' \(class folder .*contempt\) is not in the label space; "
-                                         r"valid classes are angry, disgust.*neutral.*emotions8"):
+    with pytest.raises(
+        ValueError,
+        match=r"'contempt' \(class folder .*contempt\) is not in the label space; "
+        r"valid classes are angry, disgust.*neutral.*emotions8",
+    ):
         load_split(root, "all", cache_dir=False)
     eight = load_split(root, "all", classes="emotions8", cache_dir=False)
     assert eight.class_names == EMOTIONS8 and eight.missing_classes() == ["neutral"]

@@ -1,5 +1,6 @@
 """Second stages on a finished run (cRT, tau-normalisation, post-hoc logit adjustment) and the
 training options that compose with every method (label smoothing, mixup, test-time views)."""
+
 import json
 import math
 
@@ -22,11 +23,28 @@ def parent(tmp_path_factory):
     from dicc.config import load_config
 
     root = tmp_path_factory.mktemp("parents")
-    base = ["data.longtail=[24,8,24,64,32,16,48]", "data.val=holdout", "model.width=4", "train.epochs=2",
-            "train.batch_size=32", "train.progress=false"]
+    base = [
+        "data.longtail=[24,8,24,64,32,16,48]",
+        "data.val=holdout",
+        "model.width=4",
+        "train.epochs=2",
+        "train.batch_size=32",
+        "train.progress=false",
+    ]
     ce = fit(load_config(None, [*base, f"train.out={root / 'ce'}"]), log=lambda *a: None)
-    dicc = fit(load_config(None, [*base, "method.name=dicc", "method.options.warmup_epochs=1",
-                                  "method.options.n_init=1", f"train.out={root / 'dicc'}"]), log=lambda *a: None)
+    dicc = fit(
+        load_config(
+            None,
+            [
+                *base,
+                "method.name=dicc",
+                "method.options.warmup_epochs=1",
+                "method.options.n_init=1",
+                f"train.out={root / 'dicc'}",
+            ],
+        ),
+        log=lambda *a: None,
+    )
     return {"ce": ce.run_dir, "dicc": dicc.run_dir}
 
 
@@ -89,17 +107,37 @@ def test_posthoc_logit_adjustment_is_kept_in_the_checkpoint(parent, tmp_path):
     assert torch.allclose(strategy.parent_logits(z), z - (counts / counts.sum()).log().float())
     _same_as_evaluate(out, final)
     # the CLI option on any method does the same at training time
-    code = main(["train", "--set", "data.longtail=[24,8,24,64,32,16,48]", "--set", "model.width=4", "--epochs",
-                 "1", "--set", "eval.logit_adjust=1.0", "--no-progress", "--out", str(tmp_path / "t")])
+    code = main(
+        [
+            "train",
+            "--set",
+            "data.longtail=[24,8,24,64,32,16,48]",
+            "--set",
+            "model.width=4",
+            "--epochs",
+            "1",
+            "--set",
+            "eval.logit_adjust=1.0",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "t"),
+        ]
+    )
     assert code == 0
     assert load_checkpoint(tmp_path / "t")["config"]["eval"]["logit_adjust"] == 1.0
 
 
-@pytest.mark.parametrize("which, space, outputs", [("ce", "parent", 7), ("dicc", "parent", 7), ("dicc", "subclass", None)])
+@pytest.mark.parametrize(
+    "which, space, outputs", [("ce", "parent", 7), ("dicc", "parent", 7), ("dicc", "subclass", None)]
+)
 def test_crt_retrains_a_new_head_on_the_frozen_backbone(parent, tmp_path, which, space, outputs):
     out = tmp_path / f"{which}+crt-{space}"
-    final = rebalance(parent[which], {"name": "crt", "epochs": 3, "views": 2, "space": space, "checkpoint": "last"},
-                      out, log=lambda *a: None)
+    final = rebalance(
+        parent[which],
+        {"name": "crt", "epochs": 3, "views": 2, "space": space, "checkpoint": "last"},
+        out,
+        log=lambda *a: None,
+    )
     before = load_checkpoint(parent[which] / "checkpoints" / "last.pt")
     after = load_checkpoint(out)
     for k, v in before["model"].items():
@@ -174,7 +212,7 @@ def test_test_time_views():
     crops = tta_views(x, "crops", shift=1)
     assert len(crops) == 10 and all(v.shape == x.shape and v.dtype == x.dtype for v in crops)
     assert torch.equal(crops[0], x) and torch.equal(crops[1], x.flip(-1))
-    assert torch.equal(crops[2][..., 1:, 1:], x[..., :-1, :-1])    # shifted down-right by one pixel
+    assert torch.equal(crops[2][..., 1:, 1:], x[..., :-1, :-1])  # shifted down-right by one pixel
 
 
 def test_evaluate_with_flip_averages_the_probabilities(parent):

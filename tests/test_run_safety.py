@@ -1,6 +1,7 @@
 """Runs that cannot drift and mistakes caught early (issue 12): resume from the run's own config,
 the log cut back on resume, one clear line for every bad input before anything is written, and
 the hold-out a run selected on can be evaluated."""
+
 import json
 import os
 import shutil
@@ -18,8 +19,15 @@ from dicc.checkpoint import save_atomic
 from dicc.cli import main
 from dicc.engine import fit
 
-TINY = ["--set", "data.longtail=[24,8,24,64,32,16,48]", "--set", "model.width=4", "--set", "train.batch_size=32",
-        "--no-progress"]
+TINY = [
+    "--set",
+    "data.longtail=[24,8,24,64,32,16,48]",
+    "--set",
+    "model.width=4",
+    "--set",
+    "train.batch_size=32",
+    "--no-progress",
+]
 
 
 def _cli(args, capsys):
@@ -39,8 +47,9 @@ def test_resume_takes_the_runs_config_and_refuses_other_settings(tmp_path, capsy
     out = tmp_path / "ce"
     assert _cli(["train", *TINY, "--epochs", "2", "--out", str(out)], capsys)[0] == 0
     config, final = (out / "config.yaml").read_bytes(), (out / "final.json").read_bytes()
-    code, _, err = _cli(["train", "--out", str(out), "--resume", "--method", "balanced_softmax",
-                         "--set", "optim.lr=0.5"], capsys)
+    code, _, err = _cli(
+        ["train", "--out", str(out), "--resume", "--method", "balanced_softmax", "--set", "optim.lr=0.5"], capsys
+    )
     assert code == 2
     _one_error_line(err, "--resume", "method.name: 'ce' -> 'balanced_softmax'", "optim.lr: 0.05 -> 0.5")
     code, _, err = _cli(["train", "--out", str(out), "--resume", "--set", "model.width=8"], capsys)
@@ -48,20 +57,30 @@ def test_resume_takes_the_runs_config_and_refuses_other_settings(tmp_path, capsy
     _one_error_line(err, "model.width: 4 -> 8")
     assert (out / "config.yaml").read_bytes() == config and (out / "final.json").read_bytes() == final
     # only --out: the run's own settings; keys that cannot change the result may differ
-    code, text, _ = _cli(["train", "--out", str(out), "--resume", "--set", "train.threads=1",
-                          "--set", "train.progress=false"], capsys)
+    code, text, _ = _cli(
+        ["train", "--out", str(out), "--resume", "--set", "train.threads=1", "--set", "train.progress=false"], capsys
+    )
     assert code == 0 and "resuming" in text
     assert (out / "config.yaml").read_bytes() == config
 
 
 def test_resume_cuts_the_log_back_and_numbers_epochs_from_one(tiny_config, monkeypatch):
-    cfg = tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1",
-                      "train.epochs=4", out="cut")
-    full = fit(tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1",
-                           "train.epochs=4", out="full"), log=lambda *a: None)
+    cfg = tiny_config(
+        "method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1", "train.epochs=4", out="cut"
+    )
+    full = fit(
+        tiny_config(
+            "method.name=dicc",
+            "method.options.warmup_epochs=1",
+            "method.options.n_init=1",
+            "train.epochs=4",
+            out="full",
+        ),
+        log=lambda *a: None,
+    )
     real, calls = engine.evaluate, {"n": 0}
 
-    def interrupt(*args, **kwargs):      # dies in the validation pass of epoch 3, twice
+    def interrupt(*args, **kwargs):  # dies in the validation pass of epoch 3, twice
         calls["n"] += 1
         if calls["n"] in (3, 4):
             raise KeyboardInterrupt
@@ -79,7 +98,7 @@ def test_resume_cuts_the_log_back_and_numbers_epochs_from_one(tiny_config, monke
 
     cut, whole = records(cfg.train.out), records(full.run_dir)
     keys = [(r.get("event"), r["epoch"]) for r in cut]
-    assert len(keys) == len(set(keys)), keys            # nothing logged twice
+    assert len(keys) == len(set(keys)), keys  # nothing logged twice
     assert keys == [(r.get("event"), r["epoch"]) for r in whole]
     assert [k for k in keys if k[0] == "recluster"] == [("recluster", e) for e in (2, 3, 4)]
     assert [k[1] for k in keys if k[0] is None] == [1, 2, 3, 4]
@@ -87,18 +106,23 @@ def test_resume_cuts_the_log_back_and_numbers_epochs_from_one(tiny_config, monke
 
 
 # -- errors early and in one line ------------------------------------------------------------------
-@pytest.mark.parametrize("args, fragments", [
-    (["--set", "train.batch_size=0"], ["train.batch_size: expected an integer >= 1, got 0"]),
-    (["--epochs", "0"], ["train.epochs: expected an integer >= 1, got 0"]),
-    (["--set", "optim.schedule=linear"], ["optim.schedule: unknown schedule 'linear'", "onecycle"]),
-    (["--method", "nope"], ["method.name: unknown method 'nope'", "balanced_softmax"]),
-    (["--set", "train.device=cuda"], ["train.device=cuda", "CUDA is not available"]),
-    (["--set", "optim.name=adam"], ["optim.name: unknown optimizer 'adam'"]),
-    (["--set", "model.width=7", "--set", "model.name=resnet18"], ["model.width=7", "resnet18", "fixed width"]),
-    (["--set", "data.val=test"], ["data.val='test' is the test split"]),
-    (["--method", "dicc", "--set", "method.options.size=0.5", "--set", "method.options.k_max=50"],
-     ["sub-classes than they have images", "disgust (8 images"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--set", "train.batch_size=0"], ["train.batch_size: expected an integer >= 1, got 0"]),
+        (["--epochs", "0"], ["train.epochs: expected an integer >= 1, got 0"]),
+        (["--set", "optim.schedule=linear"], ["optim.schedule: unknown schedule 'linear'", "onecycle"]),
+        (["--method", "nope"], ["method.name: unknown method 'nope'", "balanced_softmax"]),
+        (["--set", "train.device=cuda"], ["train.device=cuda", "CUDA is not available"]),
+        (["--set", "optim.name=adam"], ["optim.name: unknown optimizer 'adam'"]),
+        (["--set", "model.width=7", "--set", "model.name=resnet18"], ["model.width=7", "resnet18", "fixed width"]),
+        (["--set", "data.val=test"], ["data.val='test' is the test split"]),
+        (
+            ["--method", "dicc", "--set", "method.options.size=0.5", "--set", "method.options.k_max=50"],
+            ["sub-classes than they have images", "disgust (8 images"],
+        ),
+    ],
+)
 def test_bad_settings_are_one_line_and_nothing_is_written(tmp_path, capsys, monkeypatch, args, fragments):
     if torch.cuda.is_available() and "train.device=cuda" in args:
         pytest.skip("this machine has CUDA")
@@ -115,7 +139,7 @@ def test_bad_settings_are_one_line_and_nothing_is_written(tmp_path, capsys, monk
     assert code == 2
     _one_error_line(err, *fragments)
     assert not out.exists()
-    if "sub-classes" not in fragments[0]:    # the plan needs the class counts: checked right after them
+    if "sub-classes" not in fragments[0]:  # the plan needs the class counts: checked right after them
         assert data_read["n"] == 0
 
 
@@ -126,7 +150,7 @@ def test_values_yaml_reads_as_strings_and_default_widths(tmp_path, capsys):
     cfg = load_config(None, ["method.name=logit_adjust", "method.options.tau=5e-1"])
     assert cfg.method.options["tau"] == 0.5
     check_config(cfg)
-    cfg = load_config(None, ["model.name=resnet18"])   # the default width is the model's own
+    cfg = load_config(None, ["model.name=resnet18"])  # the default width is the model's own
     check_config(cfg)
     from dicc.models import create_model
 
@@ -179,8 +203,9 @@ def test_ctrl_c_exits_130_with_the_resume_command(tmp_path):
     out = tmp_path / "run"
     exe = shutil.which("dicc", path=str(Path(sys.executable).parent)) or shutil.which("dicc")
     cmd = [exe, "train", *TINY, "--epochs", "50", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     deadline = time.time() + 120
     while not (out / "checkpoints" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)

@@ -7,6 +7,7 @@ indices (DDP needs equal step counts), the shards cover the order, and they are 
 for the ``ceil(n / W) * W - n < W`` padding entries, which repeat the first entries of the order.
 Evaluation uses ``eval_shard`` instead: no padding, every sample exactly once.
 """
+
 import os
 
 import pytest
@@ -23,8 +24,9 @@ COUNTS = [24, 8, 24, 64, 32, 16, 48]
 
 
 def _labels(counts=COUNTS):
-    return torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])[torch.randperm(sum(counts),
-                                                                                      generator=torch.Generator().manual_seed(0))]
+    return torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])[
+        torch.randperm(sum(counts), generator=torch.Generator().manual_seed(0))
+    ]
 
 
 @pytest.mark.parametrize("n", [1, 5, 12, 13])
@@ -38,10 +40,10 @@ def test_shard_pads_then_strides(n, world):
     for r, s in enumerate(shards):
         assert torch.equal(s, padded[r::world])
     everything = torch.cat(shards)
-    assert set(everything.tolist()) == set(range(n))                   # covering
+    assert set(everything.tolist()) == set(range(n))  # covering
     counts = torch.bincount(everything, minlength=n)
     pad = per_rank * world - n
-    assert pad < world and int((counts - 1).sum()) == pad               # disjoint up to the padding
+    assert pad < world and int((counts - 1).sum()) == pad  # disjoint up to the padding
     assert set(torch.nonzero(counts > 1).flatten().tolist()) == set(order[:pad].tolist())
     if n % world == 0:
         assert counts.eq(1).all()
@@ -50,7 +52,7 @@ def test_shard_pads_then_strides(n, world):
 def test_shuffled_indices_seeded_per_epoch_and_consistent_across_ranks():
     n, world = 23, 3
     full = shuffled_indices(n, epoch=4, seed=7)
-    assert torch.equal(full, shuffled_indices(n, epoch=4, seed=7))      # reproducible
+    assert torch.equal(full, shuffled_indices(n, epoch=4, seed=7))  # reproducible
     assert sorted(full.tolist()) == list(range(n))
     assert not torch.equal(full, shuffled_indices(n, epoch=5, seed=7))  # new order each epoch
     assert not torch.equal(full, shuffled_indices(n, epoch=4, seed=8))  # and per seed
@@ -102,7 +104,7 @@ def test_gather_by_index_single_process():
     out = distributed.gather_by_index(vals, idx, 6)
     assert out.shape == (6, 2)
     assert torch.equal(out[idx], vals)
-    assert out[[1, 3, 5]].eq(0).all()                                   # rows nobody holds stay zero
+    assert out[[1, 3, 5]].eq(0).all()  # rows nobody holds stay zero
     empty = distributed.gather_by_index(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 3)
     assert empty.shape == (3, 2) and empty.eq(0).all()
     with pytest.raises(ValueError, match="2 rows for 3 indices"):
@@ -140,14 +142,18 @@ def test_rank_shards_of_evaluation_and_features_add_up():
     empty), and the feature shards, placed by index, are the whole split's features."""
     torch.manual_seed(0)
     n = 5
-    ds = FERDataset(labels=torch.tensor([0, 3, 3, 6, 1]), images=torch.randint(0, 256, (n, 1, 48, 48), dtype=torch.uint8))
+    ds = FERDataset(
+        labels=torch.tensor([0, 3, 3, 6, 1]), images=torch.randint(0, 256, (n, 1, 48, 48), dtype=torch.uint8)
+    )
     strategy = create_strategy("dicc", COUNTS, {"warmup_epochs": 0})
     model = create_model("vgg_fer", strategy.num_outputs, width=4).eval()
     whole = evaluate(model, strategy, ds, batch_size=2)
     feats, _ = extract_features(model, ds, batch_size=2)
     for world in (2, 8):
-        cms = [torch.tensor(evaluate(model, strategy, ds, batch_size=2, rank=r, world_size=world)["confusion_matrix"])
-               for r in range(world)]
+        cms = [
+            torch.tensor(evaluate(model, strategy, ds, batch_size=2, rank=r, world_size=world)["confusion_matrix"])
+            for r in range(world)
+        ]
         assert torch.equal(sum(cms), torch.tensor(whole["confusion_matrix"]))
         parts = [extract_features(model, ds, batch_size=2, rank=r, world_size=world)[0] for r in range(world)]
         torch.testing.assert_close(sum(parts), feats, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,5 @@
 """Every registered method trains on the built-in data and its state survives a checkpoint."""
+
 import json
 
 import pytest

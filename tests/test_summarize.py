@@ -1,5 +1,6 @@
 """benchmarks/fer2013_lt/summarize.py: paired-by-seed differences and sub-class stability, checked
 against numbers computed by hand on a two-seed results.csv."""
+
 import csv
 import importlib.util
 import json
@@ -20,8 +21,16 @@ def summarize():
 
 def _write(tmp_path, rows):
     path = tmp_path / "results.csv"
-    keys = ["setting", "method", "seed", "val_mean_class_accuracy", "accuracy", "mean_class_accuracy", "macro_f1",
-            "run_dir"]
+    keys = [
+        "setting",
+        "method",
+        "seed",
+        "val_mean_class_accuracy",
+        "accuracy",
+        "mean_class_accuracy",
+        "macro_f1",
+        "run_dir",
+    ]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
@@ -31,19 +40,34 @@ def _write(tmp_path, rows):
 
 
 def _row(tmp_path, method, seed, val, acc, mca, f1):
-    return {"setting": "if100", "method": method, "seed": seed, "val_mean_class_accuracy": val, "accuracy": acc,
-            "mean_class_accuracy": mca, "macro_f1": f1, "run_dir": str(tmp_path / method / f"seed{seed}")}
+    return {
+        "setting": "if100",
+        "method": method,
+        "seed": seed,
+        "val_mean_class_accuracy": val,
+        "accuracy": acc,
+        "mean_class_accuracy": mca,
+        "macro_f1": f1,
+        "run_dir": str(tmp_path / method / f"seed{seed}"),
+    }
 
 
 def test_paired_differences_best_baseline_and_stability(tmp_path, summarize, monkeypatch, capsys):
-    rows = [_row(tmp_path, "ce", 0, .30, .40, .30, .20), _row(tmp_path, "ce", 1, .32, .42, .34, .22),
-            _row(tmp_path, "resample", 0, .50, .45, .44, .40), _row(tmp_path, "resample", 1, .52, .47, .46, .42),
-            _row(tmp_path, "balanced_softmax", 0, .40, .50, .40, .30),
-            _row(tmp_path, "balanced_softmax", 1, .41, .50, .42, .31),
-            _row(tmp_path, "dicc", 0, .31, .42, .31, .21), _row(tmp_path, "dicc", 1, .33, .43, .36, .24)]
+    rows = [
+        _row(tmp_path, "ce", 0, 0.30, 0.40, 0.30, 0.20),
+        _row(tmp_path, "ce", 1, 0.32, 0.42, 0.34, 0.22),
+        _row(tmp_path, "resample", 0, 0.50, 0.45, 0.44, 0.40),
+        _row(tmp_path, "resample", 1, 0.52, 0.47, 0.46, 0.42),
+        _row(tmp_path, "balanced_softmax", 0, 0.40, 0.50, 0.40, 0.30),
+        _row(tmp_path, "balanced_softmax", 1, 0.41, 0.50, 0.42, 0.31),
+        _row(tmp_path, "dicc", 0, 0.31, 0.42, 0.31, 0.21),
+        _row(tmp_path, "dicc", 1, 0.33, 0.43, 0.36, 0.24),
+    ]
     # dicc's re-clusterings: seed 0 two split classes, seed 1 one; the first split has no previous one
-    for seed, nmi, events in ((0, 0.5, [{"happy": 0.8, "neutral": 0.6}, {"happy": 1.0, "neutral": 0.8}]),
-                              (1, 0.3, [{"happy": 0.9}])):
+    for seed, nmi, events in (
+        (0, 0.5, [{"happy": 0.8, "neutral": 0.6}, {"happy": 1.0, "neutral": 0.8}]),
+        (1, 0.3, [{"happy": 0.9}]),
+    ):
         d = tmp_path / "dicc" / f"seed{seed}"
         d.mkdir(parents=True)
         recs = [{"epoch": 1, "train_loss": 1.0}, {"event": "recluster", "agreement": {}, "nmi": {}}]
@@ -73,21 +97,28 @@ def test_resumed_runs_count_each_reclustering_once(tmp_path, summarize, monkeypa
     a stale record from before the kill, and a line cut short by the kill): only the last record
     of each (event, epoch) counts, whether the epochs are numbered from 0 or from 1."""
     rows = []
-    for seed, first in ((0, 1), (1, 0)):          # seed 0 numbers epochs from 1, seed 1 from 0
+    for seed, first in ((0, 1), (1, 0)):  # seed 0 numbers epochs from 1, seed 1 from 0
         e1, e2, e3 = first, first + 1, first + 2
         d = tmp_path / "dicc" / f"seed{seed}"
         d.mkdir(parents=True)
-        recs = [{"epoch": e1, "train_loss": 1.0, "time_epoch": 1.0},
-                {"event": "recluster", "epoch": e1, "agreement": {}, "nmi": {}},            # the first split
-                {"event": "recluster", "epoch": e2, "agreement": {"happy": 0.5}, "nmi": {"happy": 0.1}}]  # killed
+        recs = [
+            {"epoch": e1, "train_loss": 1.0, "time_epoch": 1.0},
+            {"event": "recluster", "epoch": e1, "agreement": {}, "nmi": {}},  # the first split
+            {"event": "recluster", "epoch": e2, "agreement": {"happy": 0.5}, "nmi": {"happy": 0.1}},
+        ]  # killed
         recs += [{"event": "recluster", "epoch": e2, "agreement": {"happy": 0.7}, "nmi": {"happy": 0.3}}] * 4
-        recs += [{"epoch": e2, "train_loss": 0.9, "time_epoch": 1.0},
-                 {"event": "recluster", "epoch": e3, "agreement": {"happy": 0.9}, "nmi": {"happy": 0.5}}]
+        recs += [
+            {"epoch": e2, "train_loss": 0.9, "time_epoch": 1.0},
+            {"event": "recluster", "epoch": e3, "agreement": {"happy": 0.9}, "nmi": {"happy": 0.5}},
+        ]
         text = "\n".join(json.dumps(r) for r in recs)
-        (d / "metrics.jsonl").write_text(text + '\n{"event": "reclus')   # the last line cut short by a kill
+        (d / "metrics.jsonl").write_text(text + '\n{"event": "reclus')  # the last line cut short by a kill
         # agreement: epochs 2 and 3 once each -> (0.7 + 0.9) / 2; NMI (0.3 + 0.5) / 2
         assert summarize.stability(str(d)) == (pytest.approx(0.8), pytest.approx(0.4))
-        rows += [_row(tmp_path, "ce", seed, .30, .40, .30, .20), _row(tmp_path, "dicc", seed, .31, .42, .31, .21)]
+        rows += [
+            _row(tmp_path, "ce", seed, 0.30, 0.40, 0.30, 0.20),
+            _row(tmp_path, "dicc", seed, 0.31, 0.42, 0.31, 0.21),
+        ]
     monkeypatch.setattr("sys.argv", ["summarize.py", str(_write(tmp_path, rows))])
     assert summarize.main() == 0
     assert "| dicc | 2 | 80.0 (80.0–80.0) | 0.40 (0.40–0.40) |" in capsys.readouterr().out

@@ -1,5 +1,6 @@
 """The built-in synthetic FER data: deterministic, right shapes and counts, hidden styles that
 are really there, and classes that are learnable but not trivially so."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +27,9 @@ def test_different_seed_or_split_differs():
     assert not torch.equal(a.images, b.images)
     assert not torch.equal(a.images, c.images)
     # not the same faces in another order either
-    assert (a.images.float().mean((1, 2, 3)).sort().values - c.images.float().mean((1, 2, 3)).sort().values).abs().max() > 0
+    assert (
+        a.images.float().mean((1, 2, 3)).sort().values - c.images.float().mean((1, 2, 3)).sort().values
+    ).abs().max() > 0
 
 
 def test_shapes_dtypes_counts():

@@ -14,7 +14,7 @@ def test_random_crop_is_a_shifted_window_of_the_padded_image():
     out = random_crop(x, 3, torch.Generator().manual_seed(1))
     padded = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="replicate")
     for i in range(len(x)):  # each output equals some window of its own padded image
-        found = any(torch.equal(out[i], padded[i, :, dy:dy + 12, dx:dx + 12]) for dy in range(7) for dx in range(7))
+        found = any(torch.equal(out[i], padded[i, :, dy : dy + 12, dx : dx + 12]) for dy in range(7) for dx in range(7))
         assert found
     shifts = {tuple(out[i].flatten()[:5].tolist()) for i in range(len(x))}
     assert len(shifts) > 1

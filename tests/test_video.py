@@ -1,4 +1,5 @@
 """Video timelines: face ids across frames, smoothing, summaries, JSON Lines / CSV, bad frames, camera, Ctrl-C."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,16 @@ cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
 from dicc import EMOTIONS  # noqa: E402
-from dicc.predict import (RECORD_KEYS, EmaSmoother, IouTracker, Recognizer, VideoReader,  # noqa: E402
-                          add_predict_parser, run_predict, summarize)
+from dicc.predict import (  # noqa: E402
+    RECORD_KEYS,
+    EmaSmoother,
+    IouTracker,
+    Recognizer,
+    VideoReader,  # noqa: E402
+    add_predict_parser,
+    run_predict,
+    summarize,
+)
 from dicc.predict import inputs as inputs_module  # noqa: E402
 from dicc.predict.video import FaceSummary, iou_matrix  # noqa: E402
 
@@ -48,8 +57,8 @@ def _frames() -> list[np.ndarray]:
     for i in range(N_FRAMES):
         f = np.full((H, W, 3), 120, np.uint8)
         ax, bx = 10 + 8 * i, 210 - 8 * i
-        f[15:115, ax:ax + 100] = head
-        f[130:230, bx:bx + 100] = head[:, ::-1]
+        f[15:115, ax : ax + 100] = head
+        f[130:230, bx : bx + 100] = head[:, ::-1]
         frames.append(f)
     return frames
 
@@ -72,9 +81,9 @@ def video(workdir) -> Path:
 def broken_video(workdir, video) -> Path:
     """The same clip with frame 3's JPEG data zeroed: OpenCV cannot decode that frame."""
     data = bytearray(video.read_bytes())
-    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    starts = [i for i in range(len(data) - 2) if data[i : i + 3] == b"\xff\xd8\xff"]
     assert len(starts) == N_FRAMES
-    data[starts[3]:starts[3] + 2000] = bytes(2000)
+    data[starts[3] : starts[3] + 2000] = bytes(2000)
     path = workdir / "broken_frame.avi"
     path.write_bytes(bytes(data))
     return path
@@ -96,11 +105,11 @@ def test_iou_and_tracker_keep_ids_while_boxes_move():
     assert iou_matrix([[0, 0, 10, 10]], [[5, 0, 10, 10], [20, 20, 5, 5]]).tolist() == [[50 / 150, 0.0]]
     t = IouTracker(iou=0.3, max_missed=1)
     assert t.update([[0, 0, 50, 50], [100, 0, 50, 50]]) == [0, 1]
-    assert t.update([[110, 5, 50, 50], [8, 2, 50, 50]]) == [1, 0]       # moved a little, listed in another order
-    assert t.update([[300, 300, 40, 40]]) == [2]                          # a new face; 0 and 1 missed once
-    assert t.update([[12, 4, 50, 50], [300, 302, 40, 40]]) == [0, 2]      # 0 comes back within max_missed
-    assert t.ended == [1]                                                 # 1 missed twice: its track ended
-    assert t.update([[110, 5, 50, 50]]) == [3]                            # ... so it comes back as a new face
+    assert t.update([[110, 5, 50, 50], [8, 2, 50, 50]]) == [1, 0]  # moved a little, listed in another order
+    assert t.update([[300, 300, 40, 40]]) == [2]  # a new face; 0 and 1 missed once
+    assert t.update([[12, 4, 50, 50], [300, 302, 40, 40]]) == [0, 2]  # 0 comes back within max_missed
+    assert t.ended == [1]  # 1 missed twice: its track ended
+    assert t.update([[110, 5, 50, 50]]) == [3]  # ... so it comes back as a new face
     assert t.update([[14, 4, 50, 50]]) == [0] and t.ended == [2]
     with pytest.raises(ValueError, match="iou"):
         IouTracker(iou=0)
@@ -110,14 +119,14 @@ def test_tracker_follows_a_fast_face_by_its_centre():
     t, strict = IouTracker(), IouTracker(max_shift=0)
     assert t.update([[0, 0, 40, 40]]) == strict.update([[0, 0, 40, 40]]) == [0]
     assert t.update([[30, 0, 40, 40]]) == [0] and strict.update([[30, 0, 40, 40]]) == [1]  # IoU 0.14, 0.75 widths
-    assert t.update([[90, 0, 40, 40]]) == [1]    # 1.5 widths away: another face
+    assert t.update([[90, 0, 40, 40]]) == [1]  # 1.5 widths away: another face
     assert t.update([[95, 0, 100, 100]]) == [2]  # near, but 2.5x the size: another face
 
 
 def test_ema_smoother_per_face():
     s = EmaSmoother(0.25)
     a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
-    np.testing.assert_allclose(s.update([7], a), a)                                  # the first frame is itself
+    np.testing.assert_allclose(s.update([7], a), a)  # the first frame is itself
     np.testing.assert_allclose(s.update([7, 8], np.concatenate([b, b])), [[0.75, 0.25], [0.0, 1.0]])
     np.testing.assert_allclose(s.update([7], b), [[0.5625, 0.4375]])
     s.forget([7])
@@ -137,7 +146,10 @@ def test_summary_shares_and_segments():
     assert s["dominant"] == "happy" and s["shares"]["happy"] == 0.8 and s["shares"]["sad"] == 0.2
     assert sum(s["shares"].values()) == pytest.approx(1)
     assert [(g["dominant"], g["start_s"], g["end_s"], g["frames"]) for g in s["segments"]] == [
-        ("happy", 0.0, 0.2, 2), ("sad", 0.4, 0.4, 1), ("happy", 0.6, pytest.approx(0.8), 2)]
+        ("happy", 0.0, 0.2, 2),
+        ("sad", 0.4, 0.4, 1),
+        ("happy", 0.6, pytest.approx(0.8), 2),
+    ]
 
 
 def test_video_reader_counts_undecodable_frames(video, broken_video):
@@ -163,8 +175,8 @@ def test_face_ids_stay_with_their_faces_as_they_move(rec, video):
         for face in r["faces"]:
             (top if face["box"][1] < 120 else bottom).append((face["face_id"], face["box"][0]))
     assert {i for i, _ in top} == {0} and {i for i, _ in bottom} == {1}  # one id each, all along
-    assert [x for _, x in top] == sorted(x for _, x in top) and top[-1][1] - top[0][1] > 60    # A moved right
-    assert [x for _, x in bottom] == sorted((x for _, x in bottom), reverse=True)              # B moved left
+    assert [x for _, x in top] == sorted(x for _, x in top) and top[-1][1] - top[0][1] > 60  # A moved right
+    assert [x for _, x in bottom] == sorted((x for _, x in bottom), reverse=True)  # B moved left
     summary = run.summary()
     assert [s["face_id"] for s in summary] == [0, 1] and all(s["frames"] == N_FRAMES for s in summary)
     assert run.bad_frames == 0 and run.frames_read == N_FRAMES
@@ -180,10 +192,16 @@ def _pixel_backend(x: np.ndarray) -> np.ndarray:
 
 def test_smoothing_is_an_ema_per_face(video):
     rec = Recognizer(_pixel_backend, EMOTIONS, mean=0.5, std=0.25, image_size=48, channels=1)
-    raw = {(r["frame"], f["face_id"]): np.array(list(f["emotions"].values()))
-           for r in rec.predict_video(video) for f in r["faces"]}
-    smooth = {(r["frame"], f["face_id"]): np.array(list(f["emotions"].values()))
-              for r in rec.predict_video(video, smooth=0.4) for f in r["faces"]}
+    raw = {
+        (r["frame"], f["face_id"]): np.array(list(f["emotions"].values()))
+        for r in rec.predict_video(video)
+        for f in r["faces"]
+    }
+    smooth = {
+        (r["frame"], f["face_id"]): np.array(list(f["emotions"].values()))
+        for r in rec.predict_video(video, smooth=0.4)
+        for f in r["faces"]
+    }
     for fid in (0, 1):
         want = raw[(0, fid)]
         for k in range(N_FRAMES):
@@ -223,8 +241,7 @@ def test_cli_video_timeline_csv_jsonl_and_summary(ckpt, video, tmp_path, capsys)
         assert r["emotions"]["happy"] == pytest.approx(float(row["happy"]))
 
 
-def test_cli_bad_frames_are_counted_and_an_unopenable_video_is_one_line(ckpt, broken_video, video, tmp_path,
-                                                                      capsys):
+def test_cli_bad_frames_are_counted_and_an_unopenable_video_is_one_line(ckpt, broken_video, video, tmp_path, capsys):
     fake = tmp_path / "fake.mp4"
     fake.write_bytes(b"not a video")
     out = tmp_path / "out.csv"
@@ -296,7 +313,11 @@ def test_cli_camera_until_ctrl_c_leaves_complete_outputs(ckpt, video, tmp_path, 
     faces = json.loads(summary.read_text())
     # the clip restarts after 10 frames: the faces jump back and come in as new ones
     assert [(s["file"], s["face_id"], s["frames"]) for s in faces] == [
-        ("camera:0", 0, 10), ("camera:0", 1, 10), ("camera:0", 2, 3), ("camera:0", 3, 3)]
+        ("camera:0", 0, 10),
+        ("camera:0", 1, 10),
+        ("camera:0", 2, 3),
+        ("camera:0", 3, 3),
+    ]
 
 
 def test_cli_ctrl_c_during_files_stops_after_the_frame(ckpt, video, files_photo, tmp_path, capsys, monkeypatch):

@@ -8,17 +8,28 @@ optimizer state), and its model card ``src/dicc/assets/MODEL_CARD.md`` with Publ
 fp16 storage is used only if it changes no validation prediction's class (measured here and
 written into the card); otherwise the weights stay fp32.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-import torch
 
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "dicc" / "assets"
-KEEP = ("format", "version", "epoch", "class_names", "class_counts", "model", "model_spec", "normalization",
-        "strategy", "config", "environment")
+KEEP = (
+    "format",
+    "version",
+    "epoch",
+    "class_names",
+    "class_counts",
+    "model",
+    "model_spec",
+    "normalization",
+    "strategy",
+    "config",
+    "environment",
+)
 
 
 def main() -> None:
@@ -37,7 +48,7 @@ def main() -> None:
     ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
     slim = {k: ckpt[k] for k in KEEP if k in ckpt}
     cfg = from_dict(Config, ckpt["config"])
-    cfg.data.path = None                          # a user's machine has its own copy of the data
+    cfg.data.path = None  # a user's machine has its own copy of the data
     cfg.train.out = "default"
     cfg.eval.logit_adjust = sel["logit_adjust"]
     cfg.eval.tta = sel["tta"]
@@ -56,19 +67,25 @@ def main() -> None:
     preds = []
     for state in (fp32, half):
         m, s = model_from_checkpoint(state)
-        preds.append(predict_parent_logits(m, s, data.val, mean=norm["mean"], std=norm["std"],
-                                           tta=cfg.eval.tta).argmax(1))
+        preds.append(
+            predict_parent_logits(m, s, data.val, mean=norm["mean"], std=norm["std"], tta=cfg.eval.tta).argmax(1)
+        )
     changed = int((preds[0] != preds[1]).sum())
     use_half = changed == 0
     chosen = half if use_half else fp32
     test = metrics_of(chosen, data.test)
     val = metrics_of(chosen, data.val)
-    card = {"storage": "fp16" if use_half else "fp32", "fp16_changed_val_predictions": changed,
-            "val": {k: val[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")},
-            "test_publictest": {k: test[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1", "num_samples")},
-            "test_recall": {c: test["per_class"][c]["recall"] for c in test["per_class"]},
-            "selection": {k: sel[k] for k in ("tta", "logit_adjust")}, "epoch": ckpt.get("epoch"),
-            "source_run": str(run), "git_commit": (ckpt.get("environment") or {}).get("git_commit")}
+    card = {
+        "storage": "fp16" if use_half else "fp32",
+        "fp16_changed_val_predictions": changed,
+        "val": {k: val[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")},
+        "test_publictest": {k: test[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1", "num_samples")},
+        "test_recall": {c: test["per_class"][c]["recall"] for c in test["per_class"]},
+        "selection": {k: sel[k] for k in ("tta", "logit_adjust")},
+        "epoch": ckpt.get("epoch"),
+        "source_run": str(run),
+        "git_commit": (ckpt.get("environment") or {}).get("git_commit"),
+    }
     chosen["model_card"] = card
     save_atomic(chosen, args.out)
     (run / "package.json").write_text(json.dumps({**card, "test_confusion": test["confusion_matrix"]}, indent=2))
@@ -85,34 +102,42 @@ def model_card(ckpt: dict, cfg, card: dict, path: Path) -> str:
     return f"""# The bundled emotion model (`default`)
 
 `dicc predict photo.jpg`, `Recognizer.load()`, `dicc evaluate default ...` and `dicc export default
---onnx m.onnx` use this model ({path.name}, {size:.1f} MB, weights stored in {card['storage']}).
+--onnx m.onnx` use this model ({path.name}, {size:.1f} MB, weights stored in {card["storage"]}).
 
 - **Task**: the 7 basic emotions of a face crop, as probabilities.
-- **Label order** (output index 0-6): {', '.join(ckpt['class_names'])} (FER2013's order).
-- **Input**: {norm['channels']} channel (grayscale), {norm['image_size']}x{norm['image_size']} pixels,
-  `(x / 255 - {norm['mean']}) / {norm['std']}`; `Recognizer` crops, converts and resizes faces
+- **Label order** (output index 0-6): {", ".join(ckpt["class_names"])} (FER2013's order).
+- **Input**: {norm["channels"]} channel (grayscale), {norm["image_size"]}x{norm["image_size"]} pixels,
+  `(x / 255 - {norm["mean"]}) / {norm["std"]}`; `Recognizer` crops, converts and resizes faces
   itself.
-- **Architecture**: `{spec['name']}` width {spec['width']} ({sum(v.numel() for k, v in ckpt['model'].items()
-                                                                  if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))):,} parameters).
+- **Architecture**: `{spec["name"]}` width {spec["width"]} ({
+        sum(
+            v.numel()
+            for k, v in ckpt["model"].items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        ):,} parameters).
 - **Training data**: FER2013 `train/` (Goodfellow et al., ICML 2013 challenge), 28,709 images, of
   which 10 % of every class were held out to select the checkpoint and every choice below; the
   test split (PublicTest, `test/`) was used only for the numbers in this card.
 - **Recipe** (chosen on the validation hold-out: `benchmarks/default_model/README.md`): method
   `{cfg.method.name}`, {t.epochs} epochs, batch {t.batch_size}, SGD (Nesterov) lr {o.lr} one-cycle, weight
   decay {o.weight_decay}; augmentation: random crops after {a.crop_padding}-pixel padding (shifts),
-  horizontal flips{', rotations of +-' + str(a.rotate) + ' degrees' if a.rotate else ''}{', zooms of +-' + str(a.scale) if a.scale else ''}{', random erasing p=' + str(a.erase) if a.erase else ''};
-  post-hoc logit adjustment tau = {card['selection']['logit_adjust'] or 0}; test-time augmentation: {card['selection']['tta']}.
+  horizontal flips{", rotations of +-" + str(a.rotate) + " degrees" if a.rotate else ""}{
+        ", zooms of +-" + str(a.scale) if a.scale else ""
+    }{", random erasing p=" + str(a.erase) if a.erase else ""};
+  post-hoc logit adjustment tau = {card["selection"]["logit_adjust"] or 0}; test-time augmentation: {
+        card["selection"]["tta"]
+    }.
 - **Trained by**: `bash benchmarks/default_model/train.sh PATH/fer2013` (dicc's own engine, on a
-  2-core CPU; epoch {card['epoch']} selected; git commit {card['git_commit']}).
+  2-core CPU; epoch {card["epoch"]} selected; git commit {card["git_commit"]}).
 
 ## PublicTest (3,589 images)
 
-| accuracy | mean class accuracy | macro-F1 | {' | '.join('recall ' + c for c in ckpt['class_names'])} |
-|---:|---:|---:|{'---:|' * len(ckpt['class_names'])}
-| {100 * tm['accuracy']:.2f} | {100 * tm['mean_class_accuracy']:.2f} | {100 * tm['macro_f1']:.2f} | {recall} |
+| accuracy | mean class accuracy | macro-F1 | {" | ".join("recall " + c for c in ckpt["class_names"])} |
+|---:|---:|---:|{"---:|" * len(ckpt["class_names"])}
+| {100 * tm["accuracy"]:.2f} | {100 * tm["mean_class_accuracy"]:.2f} | {100 * tm["macro_f1"]:.2f} | {recall} |
 
-Validation (the hold-out): accuracy {100 * card['val']['accuracy']:.2f}, mean class accuracy
-{100 * card['val']['mean_class_accuracy']:.2f}. fp16 storage changed {card['fp16_changed_val_predictions']} of the
+Validation (the hold-out): accuracy {100 * card["val"]["accuracy"]:.2f}, mean class accuracy
+{100 * card["val"]["mean_class_accuracy"]:.2f}. fp16 storage changed {card["fp16_changed_val_predictions"]} of the
 validation predictions.
 
 ## Limits and terms

@@ -16,13 +16,14 @@ Rules (written before the numbers were seen):
   (none, flip, crops): among all (tta, tau) pairs within 0.5 points of the best validation
   accuracy, the highest validation mean class accuracy (ties: the cheaper tta, the smaller tau).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-TOLERANCE = 0.005   # "equal accuracy": within 0.5 points
+TOLERANCE = 0.005  # "equal accuracy": within 0.5 points
 TAUS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
 TTA_COST = {"none": 1, "flip": 2, "crops": 10}
 
@@ -32,8 +33,11 @@ def _best_epoch(run: Path) -> dict:
     final = json.loads((run / "final.json").read_text())
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     rec = next(r for r in recs if r.get("epoch") == final["epoch"] and "val_accuracy" in r)
-    return {"val_accuracy": rec["val_accuracy"], "val_mean_class_accuracy": rec["val_mean_class_accuracy"],
-            "epoch": final["epoch"]}
+    return {
+        "val_accuracy": rec["val_accuracy"],
+        "val_mean_class_accuracy": rec["val_mean_class_accuracy"],
+        "epoch": final["epoch"],
+    }
 
 
 def _pick(cands: list[dict]) -> dict:
@@ -65,8 +69,15 @@ def val_scores(run: Path, taus=TAUS, ttas=("none", "flip", "crops")) -> list[dic
         for tau in taus:
             cm = confusion_matrix(val.labels, (z - tau * log_prior).argmax(1), len(ckpt["class_names"]))
             m = metrics_from_confusion(cm, ckpt["class_names"])
-            out.append({"tta": tta, "tau": tau, "val_accuracy": m["accuracy"],
-                        "val_mean_class_accuracy": m["mean_class_accuracy"], "cost": TTA_COST[tta] + tau / 10})
+            out.append(
+                {
+                    "tta": tta,
+                    "tau": tau,
+                    "val_accuracy": m["accuracy"],
+                    "val_mean_class_accuracy": m["mean_class_accuracy"],
+                    "cost": TTA_COST[tta] + tau / 10,
+                }
+            )
     return out
 
 
@@ -75,17 +86,30 @@ def cmd_pilot(args) -> None:
     runs = {p.parent.name: p for p in root.glob("*/*/seed0")}
     basic, strong = _best_epoch(runs["ce-basic"]), _best_epoch(runs["ce-strong"])
     aug = "strong" if strong["val_accuracy"] >= basic["val_accuracy"] else "basic"
-    cands = [{"method": "ce", "tau": c["tau"], "val_accuracy": c["val_accuracy"],
-              "val_mean_class_accuracy": c["val_mean_class_accuracy"]}
-             for c in val_scores(runs[f"ce-{aug}"], ttas=("none",))]
+    cands = [
+        {
+            "method": "ce",
+            "tau": c["tau"],
+            "val_accuracy": c["val_accuracy"],
+            "val_mean_class_accuracy": c["val_mean_class_accuracy"],
+        }
+        for c in val_scores(runs[f"ce-{aug}"], ttas=("none",))
+    ]
     if aug == "strong":
         b = _best_epoch(runs["bsm-strong"])
         cands.append({"method": "balanced_softmax", "tau": 0.0, **b})
     choice = _pick(cands)
-    recipe = {"augmentation": aug, "method": choice["method"],
-              "pilot": {"ce-basic": basic, "ce-strong": strong,
-                        **({"bsm-strong": _best_epoch(runs["bsm-strong"])} if "bsm-strong" in runs else {})},
-              "method_candidates": cands, "rule": __doc__.split("Rules", 1)[1].strip()}
+    recipe = {
+        "augmentation": aug,
+        "method": choice["method"],
+        "pilot": {
+            "ce-basic": basic,
+            "ce-strong": strong,
+            **({"bsm-strong": _best_epoch(runs["bsm-strong"])} if "bsm-strong" in runs else {}),
+        },
+        "method_candidates": cands,
+        "rule": __doc__.split("Rules", 1)[1].strip(),
+    }
     Path(args.out).write_text(json.dumps(recipe, indent=2))
     print(json.dumps({k: recipe[k] for k in ("augmentation", "method")}))
 

@@ -8,6 +8,7 @@ on the finished parents, seconds to a minute each). Then the report is rewritten
 Resumable: finished runs are skipped, interrupted ones continue from their last checkpoint.
 Each run's log goes to benchmarks/fer2013_lt/logs/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,25 @@ HERE = Path(__file__).resolve().parent
 
 
 def job(grid: Path, data: str, label: str, setting: str, seed: int, extra: list[str]) -> tuple[str, int, float]:
-    cmd = [sys.executable, "-m", "dicc", "compare", str(grid), "--only", label, "--setting", setting,
-           "--seed", str(seed), "--set", f"data.path={data}", "--set", "train.progress=false", "--no-report",
-           *sum((["--set", e] for e in extra), [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dicc",
+        "compare",
+        str(grid),
+        "--only",
+        label,
+        "--setting",
+        setting,
+        "--seed",
+        str(seed),
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "train.progress=false",
+        "--no-report",
+        *sum((["--set", e] for e in extra), []),
+    ]
     log = HERE / "logs" / f"{grid.stem}-{label}-{setting}-seed{seed}.log".replace("+", "_")
     log.parent.mkdir(exist_ok=True)
     t = time.time()
@@ -50,14 +67,18 @@ def main() -> int:
     derived = [e["label"] for e in entries if "after" in e]
 
     def todo(labels, seed):
-        return [(lab, s, seed) for s in grid["settings"] for lab in labels
-                if (not args.only or lab in args.only) and (not args.setting or s in args.setting)
-                and not (out / s / lab / f"seed{seed}" / "final.json").is_file()]
+        return [
+            (lab, s, seed)
+            for s in grid["settings"]
+            for lab in labels
+            if (not args.only or lab in args.only)
+            and (not args.setting or s in args.setting)
+            and not (out / s / lab / f"seed{seed}" / "final.json").is_file()
+        ]
 
     t0, failed = time.time(), []
-    for seed in grid["seeds"]:   # a whole seed (its trained runs, then their second stages) at a time
-        for phase, labels, workers, extra in (("train", trained, args.workers, args.extra),
-                                              ("derive", derived, 1, [])):
+    for seed in grid["seeds"]:  # a whole seed (its trained runs, then their second stages) at a time
+        for phase, labels, workers, extra in (("train", trained, args.workers, args.extra), ("derive", derived, 1, [])):
             runs = todo(labels, seed)
             print(f"seed {seed} {phase}: {len(runs)} run(s)", flush=True)
             with ThreadPoolExecutor(workers) as pool:
@@ -65,8 +86,10 @@ def main() -> int:
                     print(f"{name} rc={code} {secs:.0f}s", flush=True)
                     if code != 0:
                         failed.append(name)
-    subprocess.call([sys.executable, "-m", "dicc", "compare", str(args.grid), "--report-only",
-                     "--set", f"data.path={args.data}"], stdout=subprocess.DEVNULL)
+    subprocess.call(
+        [sys.executable, "-m", "dicc", "compare", str(args.grid), "--report-only", "--set", f"data.path={args.data}"],
+        stdout=subprocess.DEVNULL,
+    )
     print(f"done in {time.time() - t0:.0f}s" + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
 

@@ -7,6 +7,7 @@ The public API (imported on first use, so ``import dicc`` stays light):
 - :func:`dicc.methods`: the imbalance methods;
 - :class:`dicc.Recognizer`: faces and emotions in photos and videos (:mod:`dicc.predict`).
 """
+
 from .data.classes import EMOTIONS
 
 __version__ = "0.2.0"

@@ -21,6 +21,7 @@ Model: any ``nn.Module`` with features and a head (:func:`dicc.models.adapt_mode
 model, or a final ``nn.Linear`` named ``head``/``fc``/``classifier``/``linear``), whose head is
 given the method's outputs; or none, and ``model.name`` builds one.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -42,7 +43,7 @@ def methods() -> dict[str, str]:
 
 # -- user data ----------------------------------------------------------------------------------
 def _to_uint8_chw(image, where: str) -> torch.Tensor:
-    if hasattr(image, "convert") and hasattr(image, "mode"):      # PIL
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL
         arr = np.asarray(image.convert("L" if image.mode in ("1", "L", "LA", "I", "F") else "RGB"))
         t = torch.from_numpy(arr.copy())
         t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
@@ -50,11 +51,12 @@ def _to_uint8_chw(image, where: str) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
         if t.dim() == 2:
             t = t[None]
-        elif t.dim() == 3 and t.shape[0] not in (1, 3) and t.shape[-1] in (1, 3):   # HxWxC
+        elif t.dim() == 3 and t.shape[0] not in (1, 3) and t.shape[-1] in (1, 3):  # HxWxC
             t = t.permute(2, 0, 1)
     if t.dim() != 3 or t.shape[0] not in (1, 3):
-        raise ValueError(f"{where}: expected an image of shape [C, H, W] (C = 1 or 3), [H, W] or [H, W, C], "
-                         f"got {tuple(t.shape)}")
+        raise ValueError(
+            f"{where}: expected an image of shape [C, H, W] (C = 1 or 3), [H, W] or [H, W, C], got {tuple(t.shape)}"
+        )
     if t.dtype != torch.uint8:
         t = t.float()
         if not torch.isfinite(t).all():
@@ -71,15 +73,23 @@ def as_dataset(data, *, class_names: Sequence[str] | None = None, name: str = "t
 
     if isinstance(data, FERDataset):
         return data
-    if (isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape") and len(data[0].shape) >= 3
-            and hasattr(data[1], "__len__") and len(data[1]) == data[0].shape[0]):   # (images, labels)
+    if (
+        isinstance(data, tuple)
+        and len(data) == 2
+        and hasattr(data[0], "shape")
+        and len(data[0].shape) >= 3
+        and hasattr(data[1], "__len__")
+        and len(data[1]) == data[0].shape[0]
+    ):  # (images, labels)
         images, labels = data
         items = ((images[i], labels[i]) for i in range(len(labels)))
         n = len(labels)
     else:
         if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
-            raise ValueError(f"{name}: expected a torch Dataset of (image, label), a pair (images, labels) or a "
-                             f"FERDataset, got {type(data).__name__}")
+            raise ValueError(
+                f"{name}: expected a torch Dataset of (image, label), a pair (images, labels) or a "
+                f"FERDataset, got {type(data).__name__}"
+            )
         n = len(data)
         items = (data[i] for i in range(n))
     if n == 0:
@@ -92,8 +102,10 @@ def as_dataset(data, *, class_names: Sequence[str] | None = None, name: str = "t
         if shape is None:
             shape = tuple(t.shape)
         elif tuple(t.shape) != shape:
-            raise ValueError(f"{name}[{i}]: image of shape {tuple(t.shape)}, but the first one is {shape} (every "
-                             "image must have the same size; resize them in the dataset)")
+            raise ValueError(
+                f"{name}[{i}]: image of shape {tuple(t.shape)}, but the first one is {shape} (every "
+                "image must have the same size; resize them in the dataset)"
+            )
         label = item[1]
         try:
             label = int(label.item() if hasattr(label, "item") else label)
@@ -110,10 +122,12 @@ def as_dataset(data, *, class_names: Sequence[str] | None = None, name: str = "t
     bad = ((labels < 0) | (labels >= len(names))).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
-        raise ValueError(f"{name}[{i}]: label {labs[i]} is outside the class list ({len(names)} classes: "
-                         f"{', '.join(names)})")
-    return FERDataset(labels=labels, images=torch.stack(imgs), class_names=tuple(names),
-                      source=f"{name} ({type(data).__name__})")
+        raise ValueError(
+            f"{name}[{i}]: label {labs[i]} is outside the class list ({len(names)} classes: {', '.join(names)})"
+        )
+    return FERDataset(
+        labels=labels, images=torch.stack(imgs), class_names=tuple(names), source=f"{name} ({type(data).__name__})"
+    )
 
 
 def _run_data(cfg: Config, train, val, test, class_names):
@@ -126,8 +140,10 @@ def _run_data(cfg: Config, train, val, test, class_names):
     te = as_dataset(test, class_names=names, name="test") if test is not None else None
     for ds, what in ((va, "val"), (te, "test")):
         if ds is not None and tuple(ds.images.shape[1:]) != tuple(tr.images.shape[1:]):
-            raise ValueError(f"{what}: images of shape {tuple(ds.images.shape[1:])}, but the training images are "
-                             f"{tuple(tr.images.shape[1:])}")
+            raise ValueError(
+                f"{what}: images of shape {tuple(ds.images.shape[1:])}, but the training images are "
+                f"{tuple(tr.images.shape[1:])}"
+            )
     if va is None and cfg.data.val == "holdout":
         keep, hold = stratified_holdout(tr.labels, cfg.data.val_fraction, cfg.data.subset_seed)
         va, tr = tr.subset(hold), tr.subset(keep)
@@ -158,10 +174,24 @@ def _config(config, overrides: list[str], dotted: dict) -> Config:
     return cfg
 
 
-def fit(config: Any = None, *, train=None, val=None, test=None, model=None, method: str | None = None,
-        method_options: dict | None = None, epochs: int | None = None, out: str | None = None, seed: int | None = None,
-        class_names: Sequence[str] | None = None, resume: bool = False, log=None,
-        overrides: Sequence[str] = (), **dotted):
+def fit(
+    config: Any = None,
+    *,
+    train=None,
+    val=None,
+    test=None,
+    model=None,
+    method: str | None = None,
+    method_options: dict | None = None,
+    epochs: int | None = None,
+    out: str | None = None,
+    seed: int | None = None,
+    class_names: Sequence[str] | None = None,
+    resume: bool = False,
+    log=None,
+    overrides: Sequence[str] = (),
+    **dotted,
+):
     """Train and return a :class:`~dicc.engine.RunResult`: the trained model (eval mode, the
     checkpoint selected on validation), its strategy, the test metrics (``final``) and the run
     directory.
@@ -175,13 +205,17 @@ def fit(config: Any = None, *, train=None, val=None, test=None, model=None, meth
     from .engine import fit as engine_fit
 
     cfg = _config(config, list(overrides), dotted)
-    for section, key, value in (("method", "name", method), ("train", "epochs", epochs), ("train", "out", out),
-                                ("train", "seed", seed)):
+    for section, key, value in (
+        ("method", "name", method),
+        ("train", "epochs", epochs),
+        ("train", "out", out),
+        ("train", "seed", seed),
+    ):
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     if method_options is not None:
         cfg.method.options = dict(method_options)
-    if method is not None or method_options is not None:   # re-check the method and its options
+    if method is not None or method_options is not None:  # re-check the method and its options
         cfg = from_dict(Config, cfg.to_dict())
     data = None
     if train is not None:
@@ -192,8 +226,17 @@ def fit(config: Any = None, *, train=None, val=None, test=None, model=None, meth
     return engine_fit(cfg, resume=resume, log=log, data=data, model=model)
 
 
-def evaluate(model, data, *, strategy=None, batch_size: int = 512, tta: str = "none", mean=None, std=None,
-             class_names: Sequence[str] | None = None) -> dict:
+def evaluate(
+    model,
+    data,
+    *,
+    strategy=None,
+    batch_size: int = 512,
+    tta: str = "none",
+    mean=None,
+    std=None,
+    class_names: Sequence[str] | None = None,
+) -> dict:
     """Metrics (accuracy, mean class accuracy, macro-F1, per-class recall, confusion matrix) of
     ``model`` on ``data`` (any form :func:`fit` takes), from one confusion matrix.
 

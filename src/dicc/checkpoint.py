@@ -1,5 +1,6 @@
 """Checkpoints as plain dicts of tensors and numbers (loadable with ``weights_only=True``),
 written atomically so an interrupted save never destroys the previous file."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o644)   # mkstemp makes it private; the result is an ordinary file
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -54,8 +55,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """``"default"`` -> the bundled model's file; anything else as a path."""
     if str(path) == "default":
         if not DEFAULT_MODEL.is_file():
-            raise FileNotFoundError(f"the bundled model is missing from this installation ({DEFAULT_MODEL}); "
-                                    "reinstall dicc or pass a checkpoint")
+            raise FileNotFoundError(
+                f"the bundled model is missing from this installation ({DEFAULT_MODEL}); "
+                "reinstall dicc or pass a checkpoint"
+            )
         return DEFAULT_MODEL
     return Path(path)
 
@@ -77,15 +80,18 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - report any unpickling problem with the file name
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: not a readable checkpoint: truncated or corrupt file? ({type(err).__name__}: "
-                         f"{detail})") from None
+        raise ValueError(
+            f"{path}: not a readable checkpoint: truncated or corrupt file? ({type(err).__name__}: {detail})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a dicc checkpoint (missing format marker)")
     version = ckpt.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise ValueError(f"{path}: checkpoint format version {version!r}; this dicc reads versions 1 to {VERSION} "
-                         f"(written by {'a newer' if isinstance(version, int) and version > VERSION else 'another'} "
-                         "dicc?)")
+        raise ValueError(
+            f"{path}: checkpoint format version {version!r}; this dicc reads versions 1 to {VERSION} "
+            f"(written by {'a newer' if isinstance(version, int) and version > VERSION else 'another'} "
+            "dicc?)"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)} (not written by dicc, or cut short)")
@@ -95,27 +101,30 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 def model_from_checkpoint(ckpt: dict):
     """Rebuild the model and strategy stored in a checkpoint (on the CPU, in eval mode)."""
-    from .models import create_model
+    from .models import model_from_spec
     from .strategies import create_strategy
 
     spec = ckpt["model_spec"]
-    strategy = create_strategy(ckpt["strategy"]["name"], ckpt["class_counts"], ckpt["strategy"]["options"],
-                               class_names=ckpt["class_names"])
+    strategy = create_strategy(
+        ckpt["strategy"]["name"], ckpt["class_counts"], ckpt["strategy"]["options"], class_names=ckpt["class_names"]
+    )
     strategy.load_state_dict(ckpt["strategy"]["state"])
     if str(spec["name"]).startswith("user:"):
-        raise ValueError(f"{ckpt.get('_path', 'checkpoint')}: holds a user-supplied model ({spec['name'][5:]}); rebuild "
-                         "it yourself and load ckpt['model'] into dicc.models.adapt_model(YourModule(), "
-                         "num_outputs) (or use the model dicc.fit returned)")
-    model = create_model(spec["name"], spec["num_outputs"], in_channels=spec["in_channels"],
-                         width=spec["width"], head_type=spec["head_type"], dropout=spec.get("dropout", 0.0),
-                         image_size=spec.get("image_size"))
+        raise ValueError(
+            f"{ckpt.get('_path', 'checkpoint')}: holds a user-supplied model ({spec['name'][5:]}); rebuild "
+            "it yourself and load ckpt['model'] into dicc.models.adapt_model(YourModule(), "
+            "num_outputs) (or use the model dicc.fit returned)"
+        )
+    model = model_from_spec(spec)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
     except RuntimeError as err:
-        raise ValueError(f"{ckpt.get('_path', 'checkpoint')}: weights do not fit model {spec['name']!r}: {err}") from None
+        raise ValueError(
+            f"{ckpt.get('_path', 'checkpoint')}: weights do not fit model {spec['name']!r}: {err}"
+        ) from None
     model.eval()
     tau = ((ckpt.get("config") or {}).get("eval") or {}).get("logit_adjust")
-    if tau is not None:   # post-hoc logit adjustment is part of what the checkpoint predicts
+    if tau is not None:  # post-hoc logit adjustment is part of what the checkpoint predicts
         from .strategies.posthoc import with_posthoc
 
         strategy = with_posthoc(strategy, tau)

@@ -1,9 +1,9 @@
 """The ``dicc`` command line: parse, build a config, call the library. Nothing else lives here."""
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,8 +24,14 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory (default runs/<method>-seed<seed>)")
     p.add_argument("--longtail", help="long-tailed training subset: preset, exp:IF, step:IF or one count per class")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, e.g. --set optim.lr=0.1 --set method.options.k_max=3")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set optim.lr=0.1 --set method.options.k_max=3",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -46,18 +52,27 @@ def _train(args) -> int:
         base = saved.to_dict() if saved is not None else None
     cfg = load_config(args.config, args.overrides, base=base)
     # the typed flags are taken literally (a path may hold '#' or ': '), after the --set overrides
-    for section, key, value in (("data", "path", args.data), ("data", "format", args.format),
-                                ("method", "name", args.method), ("train", "epochs", args.epochs),
-                                ("train", "seed", args.seed), ("train", "out", args.out)):
+    for section, key, value in (
+        ("data", "path", args.data),
+        ("data", "format", args.format),
+        ("method", "name", args.method),
+        ("train", "epochs", args.epochs),
+        ("train", "seed", args.seed),
+        ("train", "out", args.out),
+    ):
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     if args.longtail is not None:  # a preset / profile name, "n1,...,n7", or a YAML list
-        cfg.data.longtail = yaml.safe_load(args.longtail) if args.longtail.lstrip().startswith(("[", "{")) \
-            else args.longtail
+        cfg.data.longtail = (
+            yaml.safe_load(args.longtail) if args.longtail.lstrip().startswith(("[", "{")) else args.longtail
+        )
     if args.no_progress:
         cfg.train.progress = False
-    if args.out is None and not any(o.startswith("train.out=") for o in args.overrides) and \
-            cfg.train.out == "runs/default":
+    if (
+        args.out is None
+        and not any(o.startswith("train.out=") for o in args.overrides)
+        and cfg.train.out == "runs/default"
+    ):
         cfg.train.out = f"runs/{cfg.method.name}-seed{cfg.train.seed}"
     if cfg.data.path is not None and not Path(cfg.data.path).exists():
         raise FileNotFoundError(f"--data: path not found: {cfg.data.path}")
@@ -67,8 +82,10 @@ def _train(args) -> int:
         if _is_rank0():
             last = RunDirectory(cfg.train.out).last
             done = f"{last} holds the last finished epoch" if last.exists() else "no epoch had finished"
-            print(f"dicc train: interrupted; {done}; continue with: dicc train --out {cfg.train.out} --resume",
-                  file=sys.stderr)
+            print(
+                f"dicc train: interrupted; {done}; continue with: dicc train --out {cfg.train.out} --resume",
+                file=sys.stderr,
+            )
         return 130
     if _is_rank0():
         print(f"run directory: {result.run_dir}")
@@ -80,24 +97,41 @@ def _add_evaluate(sub) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--data", help="dataset root or CSV (default: the data the run was trained on)")
     p.add_argument("--format", default="auto")
-    p.add_argument("--split", default="test", help="a split of the dataset, or 'holdout': the validation "
-                   "images the run selected its checkpoint on (rebuilt from its config)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="a split of the dataset, or 'holdout': the validation "
+        "images the run selected its checkpoint on (rebuilt from its config)",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--confusion", help="also save the confusion matrix as this PNG")
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--tta", choices=("none", "flip", "crops"), default=None,
-                   help="test-time augmentation: average the probabilities over the image and its mirror (flip) "
-                        "or over 10 shifted and mirrored views (crops); default: the run's eval.tta")
+    p.add_argument(
+        "--tta",
+        choices=("none", "flip", "crops"),
+        default=None,
+        help="test-time augmentation: average the probabilities over the image and its mirror (flip) "
+        "or over 10 shifted and mirrored views (crops); default: the run's eval.tta",
+    )
 
 
 def _add_rebalance(sub) -> None:
-    p = sub.add_parser("rebalance", help="re-balance a finished run's classifier (cRT, tau-norm, post-hoc logit "
-                       "adjustment), chosen on its validation hold-out, into a new run directory")
+    p = sub.add_parser(
+        "rebalance",
+        help="re-balance a finished run's classifier (cRT, tau-norm, post-hoc logit "
+        "adjustment), chosen on its validation hold-out, into a new run directory",
+    )
     p.add_argument("run_dir", help="a finished run directory")
     p.add_argument("--stage", required=True, choices=("crt", "tau_norm", "logit_adjust"))
     p.add_argument("--out", required=True, help="the new run directory")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="stage option, e.g. --set epochs=5 --set tau=1.0 --set space=subclass (see dicc.rebalance)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="stage option, e.g. --set epochs=5 --set tau=1.0 --set space=subclass (see dicc.rebalance)",
+    )
 
 
 def _rebalance(args) -> int:
@@ -130,8 +164,10 @@ def _evaluate(args) -> int:
     norm = ckpt["normalization"]
     if args.split == "holdout":
         if dcfg.val != "holdout":
-            raise ValueError(f"{ckpt['_path']}: this run did not select on a hold-out (data.val={dcfg.val!r}); "
-                             "evaluate --split with a split name")
+            raise ValueError(
+                f"{ckpt['_path']}: this run did not select on a hold-out (data.val={dcfg.val!r}); "
+                "evaluate --split with a split name"
+            )
         ds = build_run_data(dcfg, need_test=False).val
     else:
         ds = open_split(dcfg, args.split)
@@ -153,8 +189,10 @@ def _add_data(sub) -> None:
     info.add_argument("--format", default="auto")
     info.add_argument("--json", action="store_true")
     info.add_argument("--chart", help="save a bar chart of the counts to this PNG")
-    info.add_argument("--classes", help="label space: emotions7 (default), emotions8 (+ contempt) or a "
-                      "comma-separated list of class names")
+    info.add_argument(
+        "--classes",
+        help="label space: emotions7 (default), emotions8 (+ contempt) or a comma-separated list of class names",
+    )
 
 
 def _data(args) -> int:
@@ -202,21 +240,33 @@ def _subclasses(args) -> int:
     ckpt = load_checkpoint(args.run_dir)
     model, strategy = model_from_checkpoint(ckpt)
     if getattr(strategy, "pseudo", None) is None:
-        raise ValueError(f"{ckpt['_path']}: no sub-classes to draw (method {strategy.name!r}; DICC runs have them "
-                         "once the warm-up is over)")
+        raise ValueError(
+            f"{ckpt['_path']}: no sub-classes to draw (method {strategy.name!r}; DICC runs have them "
+            "once the warm-up is over)"
+        )
     dcfg = from_dict(DataConfig, ckpt["config"]["data"])
     if args.data is not None:
         dcfg.path = args.data
     train = build_run_data(dcfg, need_test=False).train
     if len(train) != len(strategy.pseudo):
-        raise ValueError(f"{ckpt['_path']}: the run's pseudo-labels cover {len(strategy.pseudo)} images but the "
-                         f"training data rebuilt from its config has {len(train)}")
+        raise ValueError(
+            f"{ckpt['_path']}: the run's pseudo-labels cover {len(strategy.pseudo)} images but the "
+            f"training data rebuilt from its config has {len(train)}"
+        )
     norm = ckpt["normalization"]
     feats, labels = extract_features(model, train, mean=norm["mean"], std=norm["std"])
     run_dir = Path(args.run_dir if Path(args.run_dir).is_dir() else Path(ckpt["_path"]).parent.parent)
     out = Path(args.out) if args.out else run_dir / "subclasses.png"
-    draw_gallery(train.get_batch(range(len(train))), feats, labels, strategy.pseudo, strategy.plan,
-                 list(train.class_names), out, per_subclass=args.per_subclass)
+    draw_gallery(
+        train.get_batch(range(len(train))),
+        feats,
+        labels,
+        strategy.pseudo,
+        strategy.plan,
+        list(train.class_names),
+        out,
+        per_subclass=args.per_subclass,
+    )
     print(f"wrote {out}")
     return 0
 
@@ -239,16 +289,27 @@ def _compare(args) -> int:
     return run_compare(args)
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "data": _data, "methods": _methods,
-            "subclasses": _subclasses, "compare": _compare, "predict": _predict, "export": _export,
-            "rebalance": _rebalance}
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "data": _data,
+    "methods": _methods,
+    "subclasses": _subclasses,
+    "compare": _compare,
+    "predict": _predict,
+    "export": _export,
+    "rebalance": _rebalance,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="dicc", description="Facial expression recognition on class-imbalanced "
-                                     "data with Dynamic Intra-Class Clustering (DICC).")
+    parser = argparse.ArgumentParser(
+        prog="dicc",
+        description="Facial expression recognition on class-imbalanced "
+        "data with Dynamic Intra-Class Clustering (DICC).",
+    )
     parser.add_argument("--version", action="version", version=f"dicc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)

@@ -2,6 +2,7 @@
 
 Unknown keys are errors that list the valid ones, so a typo never silently does nothing.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,58 +16,58 @@ import yaml
 
 @dataclass
 class DataConfig:
-    path: str | None = None          # dataset root or CSV; None = the built-in synthetic data
-    format: str = "auto"             # fer2013_csv, fer2013_folders, imagefolder, rafdb, auto
-    classes: Any = None              # label space: None/"emotions7" (canonical 7), "emotions8" (+ contempt),
-                                     # or a list of class names
+    path: str | None = None  # dataset root or CSV; None = the built-in synthetic data
+    format: str = "auto"  # fer2013_csv, fer2013_folders, imagefolder, rafdb, auto
+    classes: Any = None  # label space: None/"emotions7" (canonical 7), "emotions8" (+ contempt),
+    # or a list of class names
     train_split: str = "train"
-    val: str | None = "holdout"      # "holdout" (drawn from train), a split name, or None
-    val_fraction: float = 0.1        # share of each training class held out when val=holdout
+    val: str | None = "holdout"  # "holdout" (drawn from train), a split name, or None
+    val_fraction: float = 0.1  # share of each training class held out when val=holdout
     test_split: str | None = "test"  # evaluated once at the end (final.json); None to skip
-    longtail: Any = None             # preset name, "exp:IF", "step:IF", list/dict of counts
-    subset_seed: int = 0             # seed of the hold-out and long-tail draws
+    longtail: Any = None  # preset name, "exp:IF", "step:IF", list/dict of counts
+    subset_seed: int = 0  # seed of the hold-out and long-tail draws
     image_size: int = 48
     channels: int = 1
     cache_dir: str | None = None
-    workers: int = 0                 # loader processes for streamed (large-image) datasets
+    workers: int = 0  # loader processes for streamed (large-image) datasets
 
 
 @dataclass
 class AugmentConfig:
-    crop_padding: int = 4            # random crop after edge padding (pixels)
-    flip: bool = True                # random horizontal flip
-    brightness: float = 0.0          # +- relative brightness jitter
-    contrast: float = 0.0            # +- relative contrast jitter
-    erase: float = 0.0               # probability of random erasing (one rectangle)
-    rotate: float = 0.0              # random rotation, uniform in +- degrees
-    scale: float = 0.0               # random zoom, uniform in 1 +- scale
-    mixup: float = 0.0               # mixup alpha (Zhang et al. 2018): lambda ~ Beta(alpha, alpha); 0 = off
-    mean: Any = "auto"               # normalisation (x/255 - mean) / std: a number, one per channel, or auto
-    std: Any = "auto"                # (auto: 0.5 / 0.25 for the compact CNNs, the weights' own for timm/torchvision)
+    crop_padding: int = 4  # random crop after edge padding (pixels)
+    flip: bool = True  # random horizontal flip
+    brightness: float = 0.0  # +- relative brightness jitter
+    contrast: float = 0.0  # +- relative contrast jitter
+    erase: float = 0.0  # probability of random erasing (one rectangle)
+    rotate: float = 0.0  # random rotation, uniform in +- degrees
+    scale: float = 0.0  # random zoom, uniform in 1 +- scale
+    mixup: float = 0.0  # mixup alpha (Zhang et al. 2018): lambda ~ Beta(alpha, alpha); 0 = off
+    mean: Any = "auto"  # normalisation (x/255 - mean) / std: a number, one per channel, or auto
+    std: Any = "auto"  # (auto: 0.5 / 0.25 for the compact CNNs, the weights' own for timm/torchvision)
 
 
 @dataclass
 class ModelConfig:
     name: str = "vgg_fer"
-    width: int | None = None         # channel width (vgg_fer: 32 when null; resnet18: 64 only)
+    width: int | None = None  # channel width (vgg_fer: 32 when null; resnet18: 64 only)
     dropout: float = 0.0
-    pretrained: str | None = None    # "imagenet" (timm/torchvision, downloaded and cached) or a local weights file
+    pretrained: str | None = None  # "imagenet" (timm/torchvision, downloaded and cached) or a local weights file
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"                # sgd or adamw
+    name: str = "sgd"  # sgd or adamw
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"       # onecycle, cosine or constant
-    warmup_fraction: float = 0.15    # one-cycle rise / cosine linear warm-up share
+    schedule: str = "onecycle"  # onecycle, cosine or constant
+    warmup_fraction: float = 0.15  # one-cycle rise / cosine linear warm-up share
 
 
 @dataclass
 class MethodConfig:
     name: str = "ce"
-    options: dict = field(default_factory=dict)   # validated by the strategy's Options
+    options: dict = field(default_factory=dict)  # validated by the strategy's Options
 
 
 @dataclass
@@ -75,13 +76,13 @@ class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 512
     seed: int = 0
-    device: str = "auto"             # auto, cpu, cuda, cuda:N
-    amp: str = "auto"                # auto, on, off: bf16 (fp16 + scaler on GPUs without bf16) where it pays
-    channels_last: str = "auto"      # auto, on, off: NHWC tensors for convolutional models (dicc.precision)
-    threads: int | None = None       # torch CPU threads (None: library default)
-    label_smoothing: float = 0.0     # mass spread over all classes in every loss (Szegedy et al. 2016)
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    amp: str = "auto"  # auto, on, off: bf16 (fp16 + scaler on GPUs without bf16) where it pays
+    channels_last: str = "auto"  # auto, on, off: NHWC tensors for convolutional models (dicc.precision)
+    threads: int | None = None  # torch CPU threads (None: library default)
+    label_smoothing: float = 0.0  # mass spread over all classes in every loss (Szegedy et al. 2016)
     progress: bool = True
-    log: str = "none"                # none or tensorboard (event files in RUN/tensorboard; extra dicc[tensorboard])
+    log: str = "none"  # none or tensorboard (event files in RUN/tensorboard; extra dicc[tensorboard])
     out: str = "runs/default"
 
     def __post_init__(self) -> None:
@@ -94,7 +95,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     logit_adjust: float | None = None  # post-hoc logit adjustment of any method: parent logits - tau log prior
-    tta: str = "none"                # test-time augmentation: none, flip (2 views) or crops (10 views)
+    tta: str = "none"  # test-time augmentation: none, flip (2 views) or crops (10 views)
 
 
 @dataclass
@@ -113,8 +114,17 @@ class Config:
 
 #: keys that cannot change a run's numbers: a resumed run may set them anew (all others must
 #: equal the run's own ``config.yaml``)
-INCIDENTAL_KEYS = frozenset({"train.out", "train.progress", "train.threads", "train.eval_batch_size",
-                             "train.log", "data.workers", "data.cache_dir"})
+INCIDENTAL_KEYS = frozenset(
+    {
+        "train.out",
+        "train.progress",
+        "train.threads",
+        "train.eval_batch_size",
+        "train.log",
+        "data.workers",
+        "data.cache_dir",
+    }
+)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -200,8 +210,7 @@ def _parse_value(text: str) -> Any:
         return text
     if isinstance(value, str):
         try:
-            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") \
-                else value
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") else value
         except ValueError:
             return value
     return value
@@ -230,8 +239,7 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
     """Defaults <- ``base`` (e.g. a run's saved config) <- YAML file <- dotted overrides,
     validated into a :class:`Config`."""
     raw: dict = copy.deepcopy(base) if base else {}

@@ -13,6 +13,7 @@ Nothing here assumes a shared filesystem: only rank 0 reads and writes files, an
 other ranks need from a file (a checkpoint to resume from or to evaluate) is sent to them with
 :func:`broadcast_object`.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -58,21 +59,26 @@ def resolve_device(spec: str, local_rank: int = 0, world_size: int = 1) -> torch
     if spec in ("auto", "cuda"):
         if not torch.cuda.is_available():
             if spec == "cuda":
-                raise ValueError("train.device=cuda: CUDA is not available on this machine; use train.device=cpu "
-                                 "or auto")
+                raise ValueError(
+                    "train.device=cuda: CUDA is not available on this machine; use train.device=cpu or auto"
+                )
             return torch.device("cpu")
         n = torch.cuda.device_count()
         if local_rank >= n:
-            raise ValueError(f"LOCAL_RANK={local_rank} but only {n} GPU(s) are visible on this node; "
-                               f"start at most {n} processes per node (torchrun --nproc_per_node={n})")
+            raise ValueError(
+                f"LOCAL_RANK={local_rank} but only {n} GPU(s) are visible on this node; "
+                f"start at most {n} processes per node (torchrun --nproc_per_node={n})"
+            )
         return torch.device(f"cuda:{local_rank}")
     try:
         device = torch.device(spec)
     except (RuntimeError, TypeError):
         raise ValueError(f"train.device: unknown device {spec!r}; valid: auto, cpu, cuda, cuda:N") from None
     if world_size > 1 and device.type == "cuda" and device.index is not None:
-        raise ValueError(f"train.device={spec} would put all {world_size} processes on one GPU; under torchrun "
-                           "use train.device=cuda or auto (one GPU per local rank)")
+        raise ValueError(
+            f"train.device={spec} would put all {world_size} processes on one GPU; under torchrun "
+            "use train.device=cuda or auto (one GPU per local rank)"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={spec}: CUDA is not available on this machine; use train.device=cpu or auto")
     return device

@@ -5,6 +5,7 @@ method's name: everything method-specific is behind the strategy. Inference (fea
 metrics) is :mod:`dicc.inference`, re-exported here; the run directory's files are
 :mod:`dicc.rundir`; a checkpoint's contents :mod:`dicc.training_state`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,18 +71,19 @@ class RunResult:
     run_dir: Path
     final: dict | None
     best_val: float | None
-    model: nn.Module | None = None        # the trained model (the evaluated checkpoint's weights), eval mode
+    model: nn.Module | None = None  # the trained model (the evaluated checkpoint's weights), eval mode
     strategy: Strategy | None = None
     precision: Precision | None = None
-    normalization: tuple | None = None    # (mean, std) of the model's input: (x / 255 - mean) / std
+    normalization: tuple | None = None  # (mean, std) of the model's input: (x / 255 - mean) / std
 
 
 def _default_log(*args, **kwargs) -> None:
     logger.info(" ".join(str(a) for a in args))
 
 
-def fit(cfg: Config, *, resume: bool = False, log=None, data: RunData | None = None,
-        model: nn.Module | None = None) -> RunResult:
+def fit(
+    cfg: Config, *, resume: bool = False, log=None, data: RunData | None = None, model: nn.Module | None = None
+) -> RunResult:
     """Train according to ``cfg``; write the run directory; return the final test metrics.
 
     The run directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch, plus
@@ -100,7 +102,7 @@ def fit(cfg: Config, *, resume: bool = False, log=None, data: RunData | None = N
     # each other; a group the caller set up is used and left alone
     if model is not None:
         cfg.model.name = f"user:{type(model).__name__}"
-    check_config(cfg, user_model=model is not None)   # before the process group, any data or any file
+    check_config(cfg, user_model=model is not None)  # before the process group, any data or any file
     return _fit(cfg, distributed.setup(cfg.train.device), resume, log or _default_log, data, model)
 
 
@@ -111,8 +113,9 @@ def _check_run_dir(rd: RunDirectory, cfg: Config, resume: bool, dinfo: distribut
     if dinfo.is_main:
         try:
             if not resume and rd.holds_run():
-                raise FileExistsError(f"{rd.path} already holds a run; pass --resume to continue it or choose "
-                                      "another --out")
+                raise FileExistsError(
+                    f"{rd.path} already holds a run; pass --resume to continue it or choose another --out"
+                )
             if resume and not rd.last.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint at {rd.last}")
             saved = rd.saved_config() if resume else None
@@ -121,15 +124,23 @@ def _check_run_dir(rd: RunDirectory, cfg: Config, resume: bool, dinfo: distribut
                 if diff:
                     a, b = flatten(saved.to_dict()), flatten(cfg.to_dict())
                     shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
-                    raise ValueError(f"--resume: {rd.path} was trained with other settings ({shown}); resume with "
-                                     f"the run's own config (dicc train --out {rd.path} --resume) or start a new run")
+                    raise ValueError(
+                        f"--resume: {rd.path} was trained with other settings ({shown}); resume with "
+                        f"the run's own config (dicc train --out {rd.path} --resume) or start a new run"
+                    )
         except Exception as e:  # noqa: BLE001 - raised on every rank
             err = e
     distributed.raise_if_any(err)
 
 
-def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunData | None = None,
-         user_model: nn.Module | None = None) -> RunResult:
+def _fit(
+    cfg: Config,
+    dinfo: distributed.DistInfo,
+    resume: bool,
+    log,
+    data: RunData | None = None,
+    user_model: nn.Module | None = None,
+) -> RunResult:
     main = dinfo.is_main
     say = log if main else (lambda *a, **k: None)
     device = dinfo.device
@@ -146,17 +157,24 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
     counts = train.class_counts()
     strategy = create_strategy(cfg.method.name, counts, cfg.method.options, class_names=list(train.class_names))
     strategy.set_label_smoothing(cfg.train.label_smoothing)
-    judged = with_posthoc(strategy, cfg.eval.logit_adjust)   # what validation and test see
+    judged = with_posthoc(strategy, cfg.eval.logit_adjust)  # what validation and test see
     if user_model is not None:
         model = adapt_model(user_model, strategy.num_outputs, strategy.head_type).to(device)
         norm_default = FER_NORMALIZATION
     else:
-        model = create_model(cfg.model.name, strategy.num_outputs, in_channels=train.channels,
-                             width=cfg.model.width, head_type=strategy.head_type, dropout=cfg.model.dropout,
-                             pretrained=cfg.model.pretrained, image_size=train.image_size).to(device)
+        model = create_model(
+            cfg.model.name,
+            strategy.num_outputs,
+            in_channels=train.channels,
+            width=cfg.model.width,
+            head_type=strategy.head_type,
+            dropout=cfg.model.dropout,
+            pretrained=cfg.model.pretrained,
+            image_size=train.image_size,
+        ).to(device)
         norm_default = default_normalization(cfg.model.name, cfg.model.pretrained)
     mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels, norm_default)
-    if user_model is not None:   # a model that cannot take the data fails now, in one line
+    if user_model is not None:  # a model that cannot take the data fails now, in one line
         check_forward(model, normalize(train.get_batch(range(min(2, len(train)))).to(device), mean, std))
     precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, device, model.convolutional)
     precision.prepare_model(model)
@@ -187,7 +205,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
 
     if main:
         rd.start(cfg, environment(precision), strategy.run_files(), fresh=not resume)
-        if resume:   # the epochs after the checkpoint are redone: their records go
+        if resume:  # the epochs after the checkpoint are redone: their records go
             rd.truncate_log(start_epoch)
     names = train.class_names
     say(f"train: {train.source}  n={len(train)}  " + "  ".join(f"{n}={c}" for n, c in zip(names, counts)))
@@ -195,12 +213,16 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
         say(f"val:   {data.val.source}  n={len(data.val)}")
     if strategy.describe():
         say(strategy.describe())
-    say(f"method {strategy.name}, model {cfg.model.name} ({sum(p.numel() for p in model.parameters()):,} "
-        f"parameters), device {device} ({precision.describe()}), world size {dinfo.world_size}")
+    say(
+        f"method {strategy.name}, model {cfg.model.name} ({sum(p.numel() for p in model.parameters()):,} "
+        f"parameters), device {device} ({precision.describe()}), world size {dinfo.world_size}"
+    )
 
     ddp_model = model
     if dinfo.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     per_rank = -(-len(train) // dinfo.world_size)
     bs = cfg.train.batch_size
@@ -216,31 +238,48 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
         ctx = EpochContext(
-            epoch=epoch, epochs=cfg.train.epochs, model=model, device=device,
-            extract_features=lambda indices=None: extract_features(model, train, rank=dinfo.rank,
-                                                                   world_size=dinfo.world_size, indices=indices,
-                                                                   **eval_kw),
+            epoch=epoch,
+            epochs=cfg.train.epochs,
+            model=model,
+            device=device,
+            extract_features=lambda indices=None: extract_features(
+                model, train, rank=dinfo.rank, world_size=dinfo.world_size, indices=indices, **eval_kw
+            ),
             # method events belong to the epoch they start (1-based, as the epoch lines)
             log=lambda record, e=epoch: log_record({**record, "epoch": e + 1}),
-            rank=dinfo.rank, world_size=dinfo.world_size, broadcast=distributed.broadcast,
-            gather=distributed.gather_by_index, check=distributed.raise_if_any, optimizer=optimizer,
-            lr=lambda e: learning_rate(cfg.optim, e * steps_per_epoch, total_steps))
+            rank=dinfo.rank,
+            world_size=dinfo.world_size,
+            broadcast=distributed.broadcast,
+            gather=distributed.gather_by_index,
+            check=distributed.raise_if_any,
+            optimizer=optimizer,
+            lr=lambda e: learning_rate(cfg.optim, e * steps_per_epoch, total_steps),
+        )
         strategy.on_epoch_start(ctx)
         t_hook = time.perf_counter() - t0
 
         ddp_model.train()
         order = strategy.epoch_indices(train.labels, epoch, cfg.train.seed, dinfo.rank, dinfo.world_size)
         order = order[: steps_per_epoch * bs] if len(order) >= bs else order
-        distributed.check_same(-(-len(order) // bs), f"epoch {epoch + 1}: the number of training batches "
-                               f"({strategy.name}.epoch_indices must give every rank as many indices)")
+        distributed.check_same(
+            -(-len(order) // bs),
+            f"epoch {epoch + 1}: the number of training batches "
+            f"({strategy.name}.epoch_indices must give every rank as many indices)",
+        )
         loss_sum = torch.zeros((), device=device)
         seen = 0
         batches = iterate_batches(train, order, bs, workers=cfg.data.workers)
         if cfg.train.progress and main:
             from tqdm import tqdm
 
-            batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                           leave=False, mininterval=1.0, file=sys.stderr)
+            batches = tqdm(
+                batches,
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                leave=False,
+                mininterval=1.0,
+                file=sys.stderr,
+            )
         for x, y, idx in batches:
             lr = learning_rate(cfg.optim, step, total_steps)
             for group in optimizer.param_groups:
@@ -256,7 +295,7 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
             if keep:
                 strategy.observe_features(out[1].detach(), y, idx)
             loss = strategy.loss(logits.float(), y, idx)
-            if mixup > 0:   # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
+            if mixup > 0:  # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
                 loss = lam * loss + (1.0 - lam) * strategy.loss(logits.float(), y[perm], idx[perm])
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -267,37 +306,67 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
                 loss.backward()
                 optimizer.step()
             step += 1
-            loss_sum += loss.detach() * len(y)   # no host sync per step: checked once per epoch
+            loss_sum += loss.detach() * len(y)  # no host sync per step: checked once per epoch
             seen += len(y)
         distributed.broadcast_buffers(model)  # every rank evaluates with the statistics rank 0 saves
         t_train = time.perf_counter() - t0 - t_hook
         total_loss = float(distributed.all_reduce_sum(loss_sum.clone()).item())
         if not math.isfinite(total_loss):
-            raise FloatingPointError(f"epoch {epoch + 1}: the training loss became {total_loss} (lower optim.lr?); "
-                                     f"{rd.last} holds the last good epoch")
+            raise FloatingPointError(
+                f"epoch {epoch + 1}: the training loss became {total_loss} (lower optim.lr?); "
+                f"{rd.last} holds the last good epoch"
+            )
 
-        record = {"epoch": epoch + 1, "lr": learning_rate(cfg.optim, step - 1, total_steps),
-                  "train_loss": total_loss / max(1, seen * dinfo.world_size),
-                  "time_hook": round(t_hook, 3), "time_train": round(t_train, 3)}
+        record = {
+            "epoch": epoch + 1,
+            "lr": learning_rate(cfg.optim, step - 1, total_steps),
+            "train_loss": total_loss / max(1, seen * dinfo.world_size),
+            "time_hook": round(t_hook, 3),
+            "time_train": round(t_train, 3),
+        }
         improved = False
         if data.val is not None:
-            vm = evaluate(model, judged, data.val, rank=dinfo.rank, world_size=dinfo.world_size, tta=cfg.eval.tta,
-                          **eval_kw)
-            record.update({"val_accuracy": vm["accuracy"], "val_mean_class_accuracy": vm["mean_class_accuracy"],
-                           "val_macro_f1": vm["macro_f1"]})
+            vm = evaluate(
+                model, judged, data.val, rank=dinfo.rank, world_size=dinfo.world_size, tta=cfg.eval.tta, **eval_kw
+            )
+            record.update(
+                {
+                    "val_accuracy": vm["accuracy"],
+                    "val_mean_class_accuracy": vm["mean_class_accuracy"],
+                    "val_macro_f1": vm["macro_f1"],
+                }
+            )
             improved = best is None or vm["mean_class_accuracy"] > best
             if improved:
                 best = vm["mean_class_accuracy"]
         record["time_epoch"] = round(time.perf_counter() - t0, 3)
         log_record(record)
-        val_txt = (f"  val acc {100 * record['val_accuracy']:.2f} mca {100 * record['val_mean_class_accuracy']:.2f}"
-                   if data.val is not None else "")
-        say(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}{val_txt}  "
-            f"({record['time_epoch']:.1f}s)")
+        val_txt = (
+            f"  val acc {100 * record['val_accuracy']:.2f} mca {100 * record['val_mean_class_accuracy']:.2f}"
+            if data.val is not None
+            else ""
+        )
+        say(
+            f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}{val_txt}  "
+            f"({record['time_epoch']:.1f}s)"
+        )
         states = rank_states(augment, strategy, dinfo)
         if main:
-            state = training_state(model, strategy, optimizer, augment, cfg, epoch + 1, step, best, train, states,
-                           scaler, precision, (mean, std))
+            state = training_state(
+                model,
+                strategy,
+                optimizer,
+                augment,
+                cfg,
+                epoch + 1,
+                step,
+                best,
+                train,
+                states,
+                scaler,
+                precision,
+                (mean, std),
+            )
             save_atomic(state, rd.last)
             if improved or data.val is None:
                 save_atomic(state, rd.best)
@@ -313,15 +382,29 @@ def _fit(cfg: Config, dinfo: distributed.DistInfo, resume: bool, log, data: RunD
     model.load_state_dict(ckpt["model"])
     strategy.load_state_dict(ckpt["strategy"]["state"])
     if data.test is not None:
-        final = evaluate(model, judged, data.test, rank=dinfo.rank, world_size=dinfo.world_size, tta=cfg.eval.tta,
-                         **eval_kw)
-        final.update({"split": cfg.data.test_split, "checkpoint": Path(ckpt["_path"]).name, "epoch": ckpt["epoch"],
-                      "best_val_mean_class_accuracy": best, "method": strategy.name, "seed": cfg.train.seed,
-                      "train_class_counts": [int(c) for c in counts], **precision.to_dict()})
+        final = evaluate(
+            model, judged, data.test, rank=dinfo.rank, world_size=dinfo.world_size, tta=cfg.eval.tta, **eval_kw
+        )
+        final.update(
+            {
+                "split": cfg.data.test_split,
+                "checkpoint": Path(ckpt["_path"]).name,
+                "epoch": ckpt["epoch"],
+                "best_val_mean_class_accuracy": best,
+                "method": strategy.name,
+                "seed": cfg.train.seed,
+                "train_class_counts": [int(c) for c in counts],
+                **precision.to_dict(),
+            }
+        )
         if main:
             rd.write_final(final)
-            save_confusion_png(final["confusion_matrix"], names, rd.path / "confusion_test.png",
-                               title=f"{strategy.name} on {cfg.data.test_split} ({Path(ckpt['_path']).name})")
+            save_confusion_png(
+                final["confusion_matrix"],
+                names,
+                rd.path / "confusion_test.png",
+                title=f"{strategy.name} on {cfg.data.test_split} ({Path(ckpt['_path']).name})",
+            )
             say(f"test ({cfg.data.test_split}, {Path(ckpt['_path']).name} from epoch {ckpt['epoch']}):")
             say(format_metrics(final))
     model.eval()

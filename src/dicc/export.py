@@ -15,6 +15,7 @@ Every export is therefore checked with onnxruntime against PyTorch; when the str
 sub-class -> class matrix (logsumexp written as per-group max, exp, sum, log), after checking that
 this matrix form reproduces ``parent_logits`` exactly in PyTorch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,8 +89,7 @@ def grouped_model(model: nn.Module, strategy, num_outputs: int, num_classes: int
         groups = F.one_hot(delta.argmax(dim=1), num_classes).float()
         groups[delta.abs().amax(dim=1) < 1e-3] = 0  # an output no class depends on (unused rows)
         if (groups.sum(0) == 0).any():
-            raise ValueError("some class has no head output that maps to it: parent_logits cannot be rebuilt "
-                             "as groups")
+            raise ValueError("some class has no head output that maps to it: parent_logits cannot be rebuilt as groups")
         g = torch.Generator().manual_seed(0)
         z = torch.randn(64, num_outputs, generator=g) * 4
         target = strategy.parent_logits(z).float()
@@ -99,8 +99,10 @@ def grouped_model(model: nn.Module, strategy, num_outputs: int, num_classes: int
             offset = (target - base)[0]
             if torch.allclose(base + offset, target, atol=1e-4, rtol=1e-4):
                 return GroupedProbabilityModel(model, groups, offset, merge)
-    raise ValueError("the strategy's parent_logits is neither a grouped logsumexp nor a grouped max "
-                     "(plus a constant): it cannot be rebuilt for export")
+    raise ValueError(
+        "the strategy's parent_logits is neither a grouped logsumexp nor a grouped max "
+        "(plus a constant): it cannot be rebuilt for export"
+    )
 
 
 def _onnx_export(module: nn.Module, example: torch.Tensor, path: str, opset: int) -> None:
@@ -108,9 +110,17 @@ def _onnx_export(module: nn.Module, example: torch.Tensor, path: str, opset: int
     ``index_add`` with repeated indices) is raised as an error so the caller falls back."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        torch.onnx.export(module, (example,), path, dynamo=False, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset, do_constant_folding=True,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        torch.onnx.export(
+            module,
+            (example,),
+            path,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
     for w in caught:
         if "incorrect" in str(w.message).lower():
             raise RuntimeError(f"the ONNX exporter warns: {w.message}")
@@ -128,8 +138,17 @@ def _ort_max_diff(path: str, reference: nn.Module, x: torch.Tensor) -> float:
     return float(abs(got - want).max())
 
 
-def export_model_onnx(model: nn.Module, strategy, out_path: str | os.PathLike, *, class_names, normalization: dict,
-                      opset: int = 17, metadata: dict | None = None, check: bool = True) -> dict:
+def export_model_onnx(
+    model: nn.Module,
+    strategy,
+    out_path: str | os.PathLike,
+    *,
+    class_names,
+    normalization: dict,
+    opset: int = 17,
+    metadata: dict | None = None,
+    check: bool = True,
+) -> dict:
     """Export ``model`` + ``strategy`` (see the module docstring) to ``out_path`` atomically.
 
     ``normalization`` is a checkpoint's ``{"mean", "std", "image_size", "channels"}``.
@@ -147,8 +166,10 @@ def export_model_onnx(model: nn.Module, strategy, out_path: str | os.PathLike, *
         try:
             import onnxruntime  # noqa: F401
         except ImportError as err:
-            raise ImportError(f"checking the export needs onnxruntime: pip install onnxruntime, or pass "
-                              f"check=False / --no-check ({err})") from None
+            raise ImportError(
+                f"checking the export needs onnxruntime: pip install onnxruntime, or pass "
+                f"check=False / --no-check ({err})"
+            ) from None
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     num_classes = len(class_names)
@@ -175,20 +196,29 @@ def export_model_onnx(model: nn.Module, strategy, out_path: str | os.PathLike, *
             try:
                 grouped = grouped_model(model, strategy, num_outputs, num_classes).eval()
             except ValueError as err:
-                raise ValueError(f"cannot export the {getattr(strategy, 'name', '?')} strategy's parent_logits "
-                                 f"({problem}); {err}") from None
+                raise ValueError(
+                    f"cannot export the {getattr(strategy, 'name', '?')} strategy's parent_logits ({problem}); {err}"
+                ) from None
             merge = f"grouped-{grouped.merge}"
             _onnx_export(grouped, example, tmp, opset)
             if check:
                 diff = _ort_max_diff(tmp, reference, check_x)
                 if not diff <= TOLERANCE:
-                    raise ValueError(f"ONNX export does not reproduce PyTorch: max |difference| {diff:.3g} "
-                                     f"(after: {problem})")
+                    raise ValueError(
+                        f"ONNX export does not reproduce PyTorch: max |difference| {diff:.3g} (after: {problem})"
+                    )
 
         proto = onnx.load(tmp)
-        meta = {"format": ONNX_FORMAT, "class_names": json.dumps(list(class_names)),
-                "mean": json.dumps(normalization["mean"]), "std": json.dumps(normalization["std"]),
-                "image_size": str(size), "channels": str(channels), "output": OUTPUT_NAME, "merge": merge}
+        meta = {
+            "format": ONNX_FORMAT,
+            "class_names": json.dumps(list(class_names)),
+            "mean": json.dumps(normalization["mean"]),
+            "std": json.dumps(normalization["std"]),
+            "image_size": str(size),
+            "channels": str(channels),
+            "output": OUTPUT_NAME,
+            "merge": merge,
+        }
         meta.update({k: str(v) for k, v in (metadata or {}).items()})
         del proto.metadata_props[:]
         for key, value in meta.items():
@@ -197,8 +227,13 @@ def export_model_onnx(model: nn.Module, strategy, out_path: str | os.PathLike, *
         proto.producer_name = "dicc"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-    return {"path": out_path, "merge": merge, "max_abs_diff": diff, "num_outputs": num_outputs,
-            "class_names": list(class_names)}
+    return {
+        "path": out_path,
+        "merge": merge,
+        "max_abs_diff": diff,
+        "num_outputs": num_outputs,
+        "class_names": list(class_names),
+    }
 
 
 def export_onnx(checkpoint, out_path: str | os.PathLike, opset: int = 17, *, check: bool = True) -> dict:
@@ -210,20 +245,35 @@ def export_onnx(checkpoint, out_path: str | os.PathLike, opset: int = 17, *, che
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     model, strategy = model_from_checkpoint(ckpt)
     spec = ckpt.get("model_spec", {})
-    extra = {"dicc_version": __version__, "model": spec.get("name", ""), "strategy": strategy.name,
-             "num_outputs": spec.get("num_outputs", ""), "source": Path(ckpt.get("_path", "")).name}
-    return export_model_onnx(model, strategy, out_path, class_names=ckpt["class_names"],
-                             normalization=ckpt["normalization"], opset=opset, metadata=extra, check=check)
+    extra = {
+        "dicc_version": __version__,
+        "model": spec.get("name", ""),
+        "strategy": strategy.name,
+        "num_outputs": spec.get("num_outputs", ""),
+        "source": Path(ckpt.get("_path", "")).name,
+    }
+    return export_model_onnx(
+        model,
+        strategy,
+        out_path,
+        class_names=ckpt["class_names"],
+        normalization=ckpt["normalization"],
+        opset=opset,
+        metadata=extra,
+        check=check,
+    )
 
 
 # -- command line -------------------------------------------------------------------------------
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="export a checkpoint to ONNX (parent-class probabilities, dynamic batch)",
+        "export",
+        help="export a checkpoint to ONNX (parent-class probabilities, dynamic batch)",
         description="Export a checkpoint (or run directory) to ONNX. The graph includes the strategy's "
-                    "sub-class -> class mapping and a softmax: input 'input' float [B, C, S, S] normalised as "
-                    "in training, output 'probabilities' [B, num_classes]. Class names and normalisation are "
-                    "stored in the file's metadata; `dicc predict FILE.onnx ...` uses them.")
+        "sub-class -> class mapping and a softmax: input 'input' float [B, C, S, S] normalised as "
+        "in training, output 'probabilities' [B, num_classes]. Class names and normalisation are "
+        "stored in the file's metadata; `dicc predict FILE.onnx ...` uses them.",
+    )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint .pt file or run directory")
     p.add_argument("--onnx", required=True, metavar="FILE", help="write the ONNX model here")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
@@ -238,6 +288,8 @@ def run_export(args) -> int:
         print(f"dicc export: error: {err}", file=sys.stderr)
         return 2
     diff = "not checked" if info["max_abs_diff"] is None else f"max |onnxruntime - torch| = {info['max_abs_diff']:.2g}"
-    print(f"wrote {info['path']}: {len(info['class_names'])} class probabilities "
-          f"({', '.join(info['class_names'])}) from {info['num_outputs']} head outputs; merge {info['merge']}; {diff}")
+    print(
+        f"wrote {info['path']}: {len(info['class_names'])} class probabilities "
+        f"({', '.join(info['class_names'])}) from {info['num_outputs']} head outputs; merge {info['merge']}; {diff}"
+    )
     return 0

@@ -1,5 +1,6 @@
 """A picture of what DICC's sub-classes mean: for every split class, one row per sub-class
 showing the training faces nearest to that sub-class's centroid."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,9 @@ def subclass_centroids(features: torch.Tensor, assign: torch.Tensor, num_subclas
     return sums / torch.bincount(a, minlength=num_subclasses).clamp_min(1)[:, None]
 
 
-def nearest_members(features: torch.Tensor, assign: torch.Tensor, plan: SubclassPlan,
-                    per_subclass: int = 8) -> dict[int, torch.Tensor]:
+def nearest_members(
+    features: torch.Tensor, assign: torch.Tensor, plan: SubclassPlan, per_subclass: int = 8
+) -> dict[int, torch.Tensor]:
     """For every sub-class of a split class: the indices of its members nearest to its
     centroid (cosine similarity, most similar first), at most ``per_subclass`` of them."""
     f = torch.nn.functional.normalize(features.detach().float().cpu(), dim=1)
@@ -34,9 +36,17 @@ def nearest_members(features: torch.Tensor, assign: torch.Tensor, plan: Subclass
     return out
 
 
-def draw_gallery(images: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, assign: torch.Tensor,
-                 plan: SubclassPlan, class_names: Sequence[str], out_png: str | Path,
-                 per_subclass: int = 8, dpi: int = 100) -> Path:
+def draw_gallery(
+    images: torch.Tensor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    assign: torch.Tensor,
+    plan: SubclassPlan,
+    class_names: Sequence[str],
+    out_png: str | Path,
+    per_subclass: int = 8,
+    dpi: int = 100,
+) -> Path:
     """Write a grid to ``out_png``: for each split class, one row per sub-class (labelled
     ``"happy #2 (n=1234)"``) with the ``per_subclass`` training faces nearest to its centroid.
 
@@ -76,8 +86,15 @@ def draw_gallery(images: torch.Tensor, features: torch.Tensor, labels: torch.Ten
         bottom = 1.0 - (r + 1) / len(rows)
         ax = fig.add_axes((0.0, bottom, label_cells / total_w, 1.0 / len(rows)))
         ax.axis("off")
-        ax.text(0.95, 0.5, f"{class_names[c]} #{local} (n={int(sizes[j])})", ha="right", va="center",
-                fontsize=max(5, min(10, h / 6)), transform=ax.transAxes)
+        ax.text(
+            0.95,
+            0.5,
+            f"{class_names[c]} #{local} (n={int(sizes[j])})",
+            ha="right",
+            va="center",
+            fontsize=max(5, min(10, h / 6)),
+            transform=ax.transAxes,
+        )
         for i, idx in enumerate(picks[j].tolist()):
             ax = fig.add_axes(((label_cells + i) / total_w, bottom, 1.0 / total_w, 1.0 / len(rows)))
             ax.axis("off")

@@ -4,7 +4,10 @@ Eval mode, no augmentation, batched, sharded across DDP ranks where asked; the m
 train/eval mode is left as it was. ``tta`` averages the class probabilities over test-time views
 (:func:`dicc.data.transforms.tta_views`).
 """
+
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +26,35 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+@contextmanager
+def _evaluating(model: nn.Module):
+    """The unwrapped model in eval mode for the block; its train/eval mode restored after."""
+    net = _unwrap(model)
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 def _fp32(device: torch.device) -> Precision:
     return Precision(torch.device(device).type)
 
 
 @torch.no_grad()
-def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batch_size: int,
-                   device: torch.device, mean: float, std: float, precision: Precision | None, fn,
-                   tta: str = "none") -> torch.Tensor:
+def _forward_shard(
+    model: nn.Module,
+    ds: FERDataset,
+    indices: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    mean: float,
+    std: float,
+    precision: Precision | None,
+    fn,
+    tta: str = "none",
+) -> torch.Tensor:
     """``fn`` of every normalised batch; with ``tta`` (logits only) the log of the class
     probabilities averaged over the test-time views (:func:`dicc.data.transforms.tta_views`)."""
     prec = precision or _fp32(device)
@@ -48,52 +72,95 @@ def _forward_shard(model: nn.Module, ds: FERDataset, indices: torch.Tensor, batc
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, ds: FERDataset, *, batch_size: int = 512, device=None,
-                     mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
-                     world_size: int = 1, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    model: nn.Module,
+    ds: FERDataset,
+    *,
+    batch_size: int = 512,
+    device=None,
+    mean: float = 0.5,
+    std: float = 0.25,
+    precision: Precision | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    indices: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised penultimate features of every image of ``ds`` (eval mode, no
     augmentation), ordered by dataset index (only those of ``indices``, in that order, if
     given); under DDP each rank computes its shard and the result is gathered so every rank
     holds all of it."""
-    net = _unwrap(model)
-    device = device or next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    subset = torch.arange(len(ds)) if indices is None else torch.as_tensor(indices).long().cpu()
-    pos = distributed.eval_shard(len(subset), rank, world_size)
-    feats = _forward_shard(net, ds, subset[pos], batch_size, device, mean, std, precision, net.features)
-    feats = F.normalize(feats, dim=1)
-    feats = distributed.gather_by_index(feats, pos.to(device), len(subset))
-    net.train(was_training)
+    with _evaluating(model) as net:
+        device = device or next(net.parameters()).device
+        subset = torch.arange(len(ds)) if indices is None else torch.as_tensor(indices).long().cpu()
+        pos = distributed.eval_shard(len(subset), rank, world_size)
+        feats = _forward_shard(net, ds, subset[pos], batch_size, device, mean, std, precision, net.features)
+        feats = F.normalize(feats, dim=1)
+        feats = distributed.gather_by_index(feats, pos.to(device), len(subset))
     return feats, ds.labels[subset].to(device)
 
 
 @torch.no_grad()
-def predict_parent_logits(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512,
-                          device=None, mean: float = 0.5, std: float = 0.25, precision: Precision | None = None,
-                          indices: torch.Tensor | None = None, tta: str = "none") -> torch.Tensor:
+def predict_parent_logits(
+    model: nn.Module,
+    strategy: Strategy,
+    ds: FERDataset,
+    *,
+    batch_size: int = 512,
+    device=None,
+    mean: float = 0.5,
+    std: float = 0.25,
+    precision: Precision | None = None,
+    indices: torch.Tensor | None = None,
+    tta: str = "none",
+) -> torch.Tensor:
     """Parent-class logits ``[len(indices), num_classes]`` (what evaluation sees); with ``tta``
     the log of the probabilities averaged over the test-time views."""
-    net = _unwrap(model)
-    device = device or next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    idx = torch.arange(len(ds)) if indices is None else indices
-    try:
-        return _forward_shard(net, ds, idx, batch_size, device, mean, std, precision,
-                              lambda x: strategy.parent_logits(net(x).float()), tta)
-    finally:
-        net.train(was_training)
+    with _evaluating(model) as net:
+        device = device or next(net.parameters()).device
+        idx = torch.arange(len(ds)) if indices is None else indices
+        return _forward_shard(
+            net,
+            ds,
+            idx,
+            batch_size,
+            device,
+            mean,
+            std,
+            precision,
+            lambda x: strategy.parent_logits(net(x).float()),
+            tta,
+        )
 
 
-def evaluate(model: nn.Module, strategy: Strategy, ds: FERDataset, *, batch_size: int = 512, device=None,
-             mean: float = 0.5, std: float = 0.25, precision: Precision | None = None, rank: int = 0,
-             world_size: int = 1, tta: str = "none") -> dict:
+def evaluate(
+    model: nn.Module,
+    strategy: Strategy,
+    ds: FERDataset,
+    *,
+    batch_size: int = 512,
+    device=None,
+    mean: float = 0.5,
+    std: float = 0.25,
+    precision: Precision | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    tta: str = "none",
+) -> dict:
     """Metrics of ``model`` on all of ``ds`` from one confusion matrix (summed across ranks);
     ``tta``: none, flip or crops (probabilities averaged over test-time views)."""
     idx = distributed.eval_shard(len(ds), rank, world_size)
-    logits = predict_parent_logits(model, strategy, ds, batch_size=batch_size, device=device, mean=mean,
-                                   std=std, precision=precision, indices=idx, tta=tta)
+    logits = predict_parent_logits(
+        model,
+        strategy,
+        ds,
+        batch_size=batch_size,
+        device=device,
+        mean=mean,
+        std=std,
+        precision=precision,
+        indices=idx,
+        tta=tta,
+    )
     cm = confusion_matrix(ds.labels[idx], logits.argmax(1).cpu(), ds.num_classes)
     cm = distributed.all_reduce_sum(cm.to(logits.device if world_size > 1 else "cpu")).cpu()
     return metrics_from_confusion(cm, ds.class_names)

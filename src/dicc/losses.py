@@ -26,6 +26,7 @@ Counts of zero are treated as one (a column without samples gets the largest wei
 smallest prior instead of an infinity). Logits are promoted to float32 (safe under AMP), and
 the loss's buffers follow ``logits.device``.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -42,8 +43,12 @@ REDUCTIONS = ("mean", "weighted_mean")
 
 # -- class weights ---------------------------------------------------------------------------
 def _as_counts(counts: Any) -> torch.Tensor:
-    c = torch.as_tensor(counts if isinstance(counts, torch.Tensor) else list(counts),
-                        dtype=torch.float64).detach().cpu().flatten()
+    c = (
+        torch.as_tensor(counts if isinstance(counts, torch.Tensor) else list(counts), dtype=torch.float64)
+        .detach()
+        .cpu()
+        .flatten()
+    )
     if c.numel() == 0:
         raise ValueError("counts is empty: need one sample count per output column")
     if not torch.isfinite(c).all() or (c < 0).any():
@@ -72,8 +77,8 @@ def effective_number_weights(counts: Any, beta: float = 0.9999) -> torch.Tensor:
     elif beta == 1.0:
         w = 1.0 / n
     else:
-        log_beta = math.log1p(beta - 1.0)                       # < 0
-        w = math.expm1(log_beta) / torch.expm1(n * log_beta)    # (1 - beta) / (1 - beta^n)
+        log_beta = math.log1p(beta - 1.0)  # < 0
+        w = math.expm1(log_beta) / torch.expm1(n * log_beta)  # (1 - beta) / (1 - beta^n)
     return w * (len(n) / w.sum())
 
 
@@ -113,8 +118,7 @@ class ImbalanceLoss(nn.Module):
     summary: ClassVar[str] = ""
     default_weight: ClassVar[Any] = None
 
-    def __init__(self, counts: Any, *, weight: Any = None, beta: float = 0.9999,
-                 reduction: str = "mean") -> None:
+    def __init__(self, counts: Any, *, weight: Any = None, beta: float = 0.9999, reduction: str = "mean") -> None:
         super().__init__()
         if reduction not in REDUCTIONS:
             raise ValueError(f"{self.name}: unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
@@ -153,8 +157,12 @@ class ImbalanceLoss(nn.Module):
         elif isinstance(weight, str):
             self.weight = class_weights(self.counts, weight, self.beta).float()
         else:
-            w = torch.as_tensor(weight if isinstance(weight, torch.Tensor) else list(weight),
-                                dtype=torch.float32).detach().cpu().flatten()
+            w = (
+                torch.as_tensor(weight if isinstance(weight, torch.Tensor) else list(weight), dtype=torch.float32)
+                .detach()
+                .cpu()
+                .flatten()
+            )
             if len(w) != self.num_classes:
                 raise ValueError(f"{self.name}: weight has {len(w)} entries, expected {self.num_classes}")
             if not torch.isfinite(w).all() or (w < 0).any():
@@ -171,8 +179,9 @@ class ImbalanceLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(f"{self.name}: expected logits of shape [B, {self.num_classes}], "
-                             f"got {tuple(logits.shape)}")
+            raise ValueError(
+                f"{self.name}: expected logits of shape [B, {self.num_classes}], got {tuple(logits.shape)}"
+            )
         logits = logits.float()
         targets = targets.to(logits.device).long()
         return self.reduce(self.smoothed_per_sample(logits, targets), targets)
@@ -225,8 +234,9 @@ class WeightedCELoss(CELoss):
     name = "weighted_ce"
     summary = "class-weighted cross-entropy: effective-number (Cui 2019) or inverse-frequency weights"
 
-    def __init__(self, counts: Any, *, weight: Any = "effective", beta: float = 0.9999,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, counts: Any, *, weight: Any = "effective", beta: float = 0.9999, reduction: str = "mean"
+    ) -> None:
         super().__init__(counts, weight=weight, beta=beta, reduction=reduction)
 
 
@@ -240,8 +250,9 @@ class FocalLoss(ImbalanceLoss):
     name = "focal"
     summary = "focal loss -(1-p_y)^gamma log p_y (Lin 2017), optional alpha class weights"
 
-    def __init__(self, counts: Any, *, gamma: float = 2.0, weight: Any = None, beta: float = 0.9999,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, counts: Any, *, gamma: float = 2.0, weight: Any = None, beta: float = 0.9999, reduction: str = "mean"
+    ) -> None:
         gamma = float(gamma)
         if not (gamma >= 0.0 and math.isfinite(gamma)):
             raise ValueError(f"focal: gamma must be a finite number >= 0, got {gamma}")
@@ -271,8 +282,16 @@ class LDAMLoss(ImbalanceLoss):
     name = "ldam"
     summary = "LDAM margin loss CE(s*(z - m_y e_y)), m_c ~ n_c^-1/4 (Cao 2019); weights for DRW"
 
-    def __init__(self, counts: Any, *, max_m: float = 0.5, s: float = 30.0, weight: Any = None,
-                 beta: float = 0.9999, reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        counts: Any,
+        *,
+        max_m: float = 0.5,
+        s: float = 30.0,
+        weight: Any = None,
+        beta: float = 0.9999,
+        reduction: str = "mean",
+    ) -> None:
         max_m, s = float(max_m), float(s)
         if not (max_m >= 0.0 and math.isfinite(max_m)):
             raise ValueError(f"ldam: max_m must be a finite number >= 0, got {max_m}")
@@ -314,8 +333,9 @@ class LogitAdjustedLoss(ImbalanceLoss):
     name = "logit_adjust"
     summary = "logit-adjusted CE(z + tau log pi_c) (Menon 2021)"
 
-    def __init__(self, counts: Any, *, tau: float = 1.0, weight: Any = None, beta: float = 0.9999,
-                 reduction: str = "mean") -> None:
+    def __init__(
+        self, counts: Any, *, tau: float = 1.0, weight: Any = None, beta: float = 0.9999, reduction: str = "mean"
+    ) -> None:
         tau = float(tau)
         if not math.isfinite(tau):
             raise ValueError(f"logit_adjust: tau must be finite, got {tau}")
@@ -331,8 +351,7 @@ class LogitAdjustedLoss(ImbalanceLoss):
 
 # -- registry --------------------------------------------------------------------------------
 _LOSSES: dict[str, type[ImbalanceLoss]] = {
-    cls.name: cls for cls in (CELoss, WeightedCELoss, FocalLoss, LDAMLoss, BalancedSoftmaxLoss,
-                              LogitAdjustedLoss)
+    cls.name: cls for cls in (CELoss, WeightedCELoss, FocalLoss, LDAMLoss, BalancedSoftmaxLoss, LogitAdjustedLoss)
 }
 
 
@@ -374,16 +393,28 @@ def create_loss(name: str, counts: Any, options: dict | None = None, *, label_sm
     valid = loss_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise ValueError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}; "
-                         f"valid: {', '.join(sorted(valid))}")
+        raise ValueError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
     loss = cls(counts, **options)
     loss.label_smoothing = float(label_smoothing)
     return loss
 
 
 __all__ = [
-    "BalancedSoftmaxLoss", "CELoss", "FocalLoss", "ImbalanceLoss", "LDAMLoss", "LogitAdjustedLoss",
-    "REDUCTIONS", "WEIGHT_SCHEMES", "WeightedCELoss", "available_losses", "class_weights",
-    "create_loss", "effective_number_weights", "inverse_frequency_weights", "ldam_margins",
-    "loss_options", "register_loss",
+    "BalancedSoftmaxLoss",
+    "CELoss",
+    "FocalLoss",
+    "ImbalanceLoss",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
+    "REDUCTIONS",
+    "WEIGHT_SCHEMES",
+    "WeightedCELoss",
+    "available_losses",
+    "class_weights",
+    "create_loss",
+    "effective_number_weights",
+    "inverse_frequency_weights",
+    "ldam_margins",
+    "loss_options",
+    "register_loss",
 ]

@@ -1,4 +1,5 @@
 """Metrics from one confusion matrix over the whole split (never averaged per batch)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ def confusion_matrix(targets: torch.Tensor, preds: torch.Tensor, num_classes: in
     """``cm[i, j]`` = number of samples of true class ``i`` predicted as ``j`` (int64)."""
     targets = torch.as_tensor(targets, dtype=torch.long).flatten().cpu()
     preds = torch.as_tensor(preds, dtype=torch.long).flatten().cpu()
-    return torch.bincount(targets * num_classes + preds, minlength=num_classes ** 2).view(num_classes, num_classes)
+    return torch.bincount(targets * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
 
 
 def _safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -39,8 +40,12 @@ def metrics_from_confusion(cm: torch.Tensor, class_names: Sequence[str]) -> dict
         "mean_class_accuracy": float(recall[present].mean()) if present.any() else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(class_names)
         },
         "confusion_matrix": cm.long().tolist(),
@@ -51,14 +56,17 @@ def metrics_from_confusion(cm: torch.Tensor, class_names: Sequence[str]) -> dict
 
 
 def format_metrics(m: dict) -> str:
-    lines = [f"accuracy {100 * m['accuracy']:.2f}  mean class acc {100 * m['mean_class_accuracy']:.2f}  "
-             f"macro-F1 {100 * m['macro_f1']:.2f}  (n={m['num_samples']})",
-             "class       recall  precision  support"]
+    lines = [
+        f"accuracy {100 * m['accuracy']:.2f}  mean class acc {100 * m['mean_class_accuracy']:.2f}  "
+        f"macro-F1 {100 * m['macro_f1']:.2f}  (n={m['num_samples']})",
+        "class       recall  precision  support",
+    ]
     for name, pc in m["per_class"].items():
         lines.append(f"{name:<10} {100 * pc['recall']:7.2f}  {100 * pc['precision']:9.2f}  {pc['support']:7d}")
     if m.get("absent_classes"):
-        lines.append(f"(not in this split: {', '.join(m['absent_classes'])}; left out of the mean class accuracy "
-                     "and macro-F1)")
+        lines.append(
+            f"(not in this split: {', '.join(m['absent_classes'])}; left out of the mean class accuracy and macro-F1)"
+        )
     return "\n".join(lines)
 
 
@@ -72,8 +80,9 @@ def draw_confusion(ax, cm, class_names: Sequence[str], *, counts: bool = True, f
     for i in range(n):
         for j in range(n):
             text = f"{100 * norm[i, j]:.0f}" + (f"\n({int(cm[i, j])})" if counts else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=fontsize, color="white" if norm[i, j] > 0.5 else "black"
+            )
     tick = None if counts else fontsize
     ax.set_xticks(range(n), class_names, rotation=45 if counts else 60, ha="right", fontsize=tick)
     ax.set_yticks(range(n), class_names, fontsize=tick)
@@ -93,9 +102,6 @@ def save_confusion_png(cm, class_names: Sequence[str], path: str | Path, title: 
     ax.set_ylabel("true")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from .plots import save_figure
+
+    return save_figure(fig, path)

@@ -1,4 +1,6 @@
-"""Learning curves of a run (``curves.png``); matplotlib is imported only when drawing."""
+"""Figures of a run: learning curves (``curves.png``) and the figure writer the confusion plots share;
+matplotlib is imported only when drawing."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +21,10 @@ def save_curves(epochs: Sequence[dict], events: Sequence[dict], path: str | Path
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
     ax_loss.plot(x, [r["train_loss"] for r in epochs], marker="o", ms=3, color="tab:blue")
     ax_loss.set_ylabel("training loss")
-    for key, label, color in (("val_accuracy", "val accuracy", "tab:green"),
-                              ("val_mean_class_accuracy", "val mean class acc.", "tab:orange")):
+    for key, label, color in (
+        ("val_accuracy", "val accuracy", "tab:green"),
+        ("val_mean_class_accuracy", "val mean class acc.", "tab:orange"),
+    ):
         ys = [(r["epoch"], 100 * r[key]) for r in epochs if r.get(key) is not None]
         if ys:
             ax_acc.plot(*zip(*ys), marker="o", ms=3, color=color, label=label)
@@ -29,8 +33,13 @@ def save_curves(epochs: Sequence[dict], events: Sequence[dict], path: str | Path
     for ev in events:
         name = str(ev.get("event"))
         for ax in (ax_loss, ax_acc):
-            ax.axvline(int(ev.get("epoch", 0)) - 0.5, color="grey", ls=":", lw=1,
-                       label=name if (ax is ax_acc and name not in seen) else None)
+            ax.axvline(
+                int(ev.get("epoch", 0)) - 0.5,
+                color="grey",
+                ls=":",
+                lw=1,
+                label=name if (ax is ax_acc and name not in seen) else None,
+            )
         seen.add(name)
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
@@ -39,6 +48,13 @@ def save_curves(epochs: Sequence[dict], events: Sequence[dict], path: str | Path
         ax_acc.legend(fontsize=7, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ CPU: measured faster in both precisions on the CPUs benchmarked (benchmarks/trai
 Only the forward (and its backward) runs in reduced precision: losses, metrics, k-means,
 optimizer state and checkpoints stay fp32 (the model's parameters are never cast).
 """
+
 from __future__ import annotations
 
 import functools
@@ -137,9 +138,11 @@ def resolve_precision(amp, channels_last, device: torch.device | str, convolutio
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     elif device.type == "cpu":
         if amp == "on" and not cpu_has_native_bf16():
-            raise ValueError(f"train.amp=on: this CPU has no native bf16 ({cpu_description()}; needs AVX-512 BF16 "
-                             "or AMX on x86, BF16 on ARM) and emulated bf16 is slower than fp32; use "
-                             "train.amp=auto or off")
+            raise ValueError(
+                f"train.amp=on: this CPU has no native bf16 ({cpu_description()}; needs AVX-512 BF16 "
+                "or AMX on x86, BF16 on ARM) and emulated bf16 is slower than fp32; use "
+                "train.amp=auto or off"
+            )
         if amp != "off" and cpu_has_native_bf16():
             dtype = torch.bfloat16
     elif amp == "on":
@@ -148,5 +151,4 @@ def resolve_precision(amp, channels_last, device: torch.device | str, convolutio
     return Precision(device.type, dtype, use_cl)
 
 
-__all__ = ["CHOICES", "Precision", "cpu_description", "cpu_has_native_bf16", "normalize_choice",
-           "resolve_precision"]
+__all__ = ["CHOICES", "Precision", "cpu_description", "cpu_has_native_bf16", "normalize_choice", "resolve_precision"]

@@ -39,6 +39,7 @@ updated), ``stage.json`` (parent, stage, what was chosen and the validation scor
 candidate), ``metrics.jsonl`` (cRT's epochs), ``checkpoints/best.pt`` (a normal checkpoint:
 ``dicc evaluate``, ``predict`` and ``export`` take the directory) and ``final.json``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -56,9 +57,11 @@ from .checkpoint import load_checkpoint, model_from_checkpoint, save_atomic, wri
 from .config import Config, from_dict, save_config
 
 STAGES = ("crt", "tau_norm", "logit_adjust")
-_OPTIONS = {"crt": {"epochs", "lr", "views", "space", "batch_size", "weight_decay", "checkpoint"},
-            "tau_norm": {"tau", "taus", "space", "checkpoint"},
-            "logit_adjust": {"tau", "taus", "checkpoint"}}
+_OPTIONS = {
+    "crt": {"epochs", "lr", "views", "space", "batch_size", "weight_decay", "checkpoint"},
+    "tau_norm": {"tau", "taus", "space", "checkpoint"},
+    "logit_adjust": {"tau", "taus", "checkpoint"},
+}
 logger = logging.getLogger("dicc")
 
 
@@ -71,8 +74,9 @@ def check_stage(stage: dict) -> dict:
         raise ValueError(f"stage: unknown name {name!r}; valid: {', '.join(STAGES)}")
     unknown = sorted(set(stage) - {"name"} - _OPTIONS[name])
     if unknown:
-        raise ValueError(f"stage {name}: unknown option(s) {', '.join(unknown)}; valid: "
-                         f"{', '.join(sorted(_OPTIONS[name]))}")
+        raise ValueError(
+            f"stage {name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(_OPTIONS[name]))}"
+        )
     if stage.get("checkpoint", "best") not in ("best", "last"):
         raise ValueError(f"stage {name}: checkpoint must be best or last, got {stage['checkpoint']!r}")
     if "space" in stage and stage["space"] not in ("parent", "subclass"):
@@ -94,7 +98,7 @@ def tau_normalized(weight: torch.Tensor, tau: float, groups: list[range] | None 
     if groups is not None:
         norms = norms.clone()
         for r in groups:
-            norms[r.start:r.stop] = norms[r.start:r.stop].mean()
+            norms[r.start : r.stop] = norms[r.start : r.stop].mean()
     return weight / norms.pow(tau)[:, None]
 
 
@@ -127,9 +131,19 @@ def _choose(candidates: list[float], score: Callable[[float], float]) -> tuple[f
     return best, scores
 
 
-def _train_head(feats: torch.Tensor, targets: torch.Tensor, num_outputs: int, groups: torch.Tensor, *,
-                epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int,
-                on_epoch: Callable[[int, nn.Linear, float], None]) -> nn.Linear:
+def _train_head(
+    feats: torch.Tensor,
+    targets: torch.Tensor,
+    num_outputs: int,
+    groups: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+    on_epoch: Callable[[int, nn.Linear, float], None],
+) -> nn.Linear:
     """A new linear head on fixed ``feats`` trained with draws balanced over ``groups``."""
     from .samplers import group_sampling_weights, weighted_indices
 
@@ -145,7 +159,7 @@ def _train_head(feats: torch.Tensor, targets: torch.Tensor, num_outputs: int, gr
         order = weighted_indices(groups, weights, epoch, seed)
         loss_sum = 0.0
         for s in range(steps):
-            idx = order[s * batch_size:(s + 1) * batch_size]
+            idx = order[s * batch_size : (s + 1) * batch_size]
             for g in opt.param_groups:
                 g["lr"] = lr * (1 + math.cos(math.pi * step / total)) / 2
             loss = F.cross_entropy(head(feats[idx]), targets[idx])
@@ -182,8 +196,9 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
         raise ValueError(f"{parent}: the run has no validation split (data.val); a re-balancing stage chooses on it")
     model, strategy = model_from_checkpoint(ckpt)
     precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, "cpu", model.convolutional)
-    eval_kw = dict(batch_size=cfg.train.eval_batch_size, mean=ckpt["normalization"]["mean"],
-                   std=ckpt["normalization"]["std"])
+    eval_kw = dict(
+        batch_size=cfg.train.eval_batch_size, mean=ckpt["normalization"]["mean"], std=ckpt["normalization"]["std"]
+    )
     train, val = data.train, data.val
     C = len(ckpt["class_names"])
     is_dicc = hasattr(strategy, "plan")
@@ -193,7 +208,7 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
     val_feats = _features(model, val, torch.arange(len(val)), eval_kw)
     record: dict = {"parent": str(parent.resolve()), "parent_checkpoint": Path(ckpt["_path"]).name, "stage": stage}
     rd = RunDirectory(out)
-    if rd.path.exists():   # an interrupted attempt: made anew
+    if rd.path.exists():  # an interrupted attempt: made anew
         import shutil
 
         shutil.rmtree(rd.path)
@@ -212,6 +227,7 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
 
         def score(t):
             return _mca(base - t * log_prior, val.labels, C)
+
         tau, scores = (float(stage["tau"]), {}) if stage.get("tau", "auto") != "auto" else _choose(taus, score)
         new_cfg.eval.logit_adjust = tau
         record.update({"chosen": {"tau": tau}, "val_mean_class_accuracy": scores})
@@ -226,10 +242,12 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
             def score(t):
                 head.weight.copy_(tau_normalized(w, t, groups))
                 return _mca(strategy.parent_logits(head(val_feats).float()), val.labels, C)
+
             tau, scores = (float(stage["tau"]), {}) if stage.get("tau", "auto") != "auto" else _choose(taus, score)
             head.weight.copy_(tau_normalized(w, tau, groups))
-        record.update({"chosen": {"tau": tau, "space": space if is_dicc else "parent"},
-                       "val_mean_class_accuracy": scores})
+        record.update(
+            {"chosen": {"tau": tau, "space": space if is_dicc else "parent"}, "val_mean_class_accuracy": scores}
+        )
     else:  # crt
         views = int(stage.get("views", 2))
         norm = ckpt["normalization"]
@@ -251,11 +269,19 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
             rd.log({"epoch": epoch + 1, "train_loss": loss, "val_mean_class_accuracy": vm, "time_epoch": 0.0})
             say(f"cRT epoch {epoch + 1}: loss {loss:.4f}  val mca {100 * vm:.2f}")
 
-        new_head = _train_head(feats, targets, num_out, targets, epochs=int(stage.get("epochs", 10)),
-                               lr=float(stage.get("lr", cfg.optim.lr)),
-                               weight_decay=float(stage.get("weight_decay", cfg.optim.weight_decay)),
-                               batch_size=int(stage.get("batch_size", 128)), seed=cfg.train.seed, on_epoch=on_epoch)
-        model.head = new_head   # outside training: no DDP hooks to keep
+        new_head = _train_head(
+            feats,
+            targets,
+            num_out,
+            targets,
+            epochs=int(stage.get("epochs", 10)),
+            lr=float(stage.get("lr", cfg.optim.lr)),
+            weight_decay=float(stage.get("weight_decay", cfg.optim.weight_decay)),
+            batch_size=int(stage.get("batch_size", 128)),
+            seed=cfg.train.seed,
+            on_epoch=on_epoch,
+        )
+        model.head = new_head  # outside training: no DDP hooks to keep
         strategy = new_strategy
         if space == "parent":
             new_cfg.method.name, new_cfg.method.options = "ce", {}
@@ -265,10 +291,14 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
     new = dict(ckpt)
     new.pop("_path", None)
     new["config"] = new_cfg.to_dict()
-    new["model"] = {k: v.detach().float().contiguous() if v.is_floating_point() else v
-                    for k, v in model.state_dict().items()}
-    new["model_spec"] = {**ckpt["model_spec"], "num_outputs": int(model.head.out_features),
-                         "head_type": "linear" if isinstance(model.head, nn.Linear) else ckpt["model_spec"]["head_type"]}
+    new["model"] = {
+        k: v.detach().float().contiguous() if v.is_floating_point() else v for k, v in model.state_dict().items()
+    }
+    new["model_spec"] = {
+        **ckpt["model_spec"],
+        "num_outputs": int(model.head.out_features),
+        "head_type": "linear" if isinstance(model.head, nn.Linear) else ckpt["model_spec"]["head_type"],
+    }
     new["strategy"] = {"name": strategy.name, "options": new_cfg.method.options, "state": strategy.state_dict()}
     for key in ("optimizer", "augment", "rng", "rank_states", "scaler"):
         new.pop(key, None)
@@ -282,24 +312,43 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
     loaded = load_checkpoint(rd.best)
     m2, s2 = model_from_checkpoint(loaded)
     precision.prepare_model(m2)
-    judged = s2   # (model_from_checkpoint applies the checkpoint's eval.logit_adjust)
-    kw = dict(batch_size=cfg.train.eval_batch_size, mean=eval_kw["mean"], std=eval_kw["std"], precision=precision,
-              tta=new_cfg.eval.tta)
+    judged = s2  # (model_from_checkpoint applies the checkpoint's eval.logit_adjust)
+    kw = dict(
+        batch_size=cfg.train.eval_batch_size,
+        mean=eval_kw["mean"],
+        std=eval_kw["std"],
+        precision=precision,
+        tta=new_cfg.eval.tta,
+    )
     vm = engine.evaluate(m2, judged, val, **kw)
     record["val"] = {k: vm[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")}
     write_text_atomic(rd.path / "stage.json", json.dumps(record, indent=2))
     final: dict = {}
     if data.test is not None:
         final = engine.evaluate(m2, judged, data.test, **kw)
-        final.update({"split": cfg.data.test_split, "checkpoint": "best.pt", "epoch": ckpt.get("epoch"),
-                      "best_val_mean_class_accuracy": vm["mean_class_accuracy"], "method": f"{strategy.name}+{name}",
-                      "seed": cfg.train.seed, "train_class_counts": [int(c) for c in ckpt["class_counts"]],
-                      "stage": record["stage"], "parent": record["parent"], **precision.to_dict()})
+        final.update(
+            {
+                "split": cfg.data.test_split,
+                "checkpoint": "best.pt",
+                "epoch": ckpt.get("epoch"),
+                "best_val_mean_class_accuracy": vm["mean_class_accuracy"],
+                "method": f"{strategy.name}+{name}",
+                "seed": cfg.train.seed,
+                "train_class_counts": [int(c) for c in ckpt["class_counts"]],
+                "stage": record["stage"],
+                "parent": record["parent"],
+                **precision.to_dict(),
+            }
+        )
         rd.write_final(final)
         from .metrics import format_metrics, save_confusion_png
 
-        save_confusion_png(final["confusion_matrix"], list(ckpt["class_names"]), rd.path / "confusion_test.png",
-                           title=f"{parent.name} + {name} on {cfg.data.test_split}")
+        save_confusion_png(
+            final["confusion_matrix"],
+            list(ckpt["class_names"]),
+            rd.path / "confusion_test.png",
+            title=f"{parent.name} + {name} on {cfg.data.test_split}",
+        )
         say(f"{name} on {parent}: val mca {100 * vm['mean_class_accuracy']:.2f}; test ({cfg.data.test_split}):")
         say(format_metrics(final))
     return final

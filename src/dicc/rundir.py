@@ -7,6 +7,7 @@ epoch lines as a table), the files a strategy declares (``Strategy.run_files``, 
 ``subclass_plan.json``), ``checkpoints/{last,best}.pt``, ``final.json``,
 ``confusion_test.png`` and ``curves.png``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,13 @@ def source_revision() -> dict:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return {}
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return {"git_commit": rev.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -48,9 +54,16 @@ def environment(precision=None) -> dict:
     from . import __version__
     from .precision import cpu_description
 
-    env = {"dicc": __version__, "torch": str(torch.__version__), "python": platform.python_version(),
-           "numpy": numpy.__version__, "platform": platform.platform(), "cpu": cpu_description(),
-           "cuda": torch.version.cuda if torch.cuda.is_available() else None, **source_revision()}
+    env = {
+        "dicc": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_description(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        **source_revision(),
+    }
     if precision is not None:
         env.update(precision.to_dict())
     return env
@@ -137,7 +150,9 @@ class RunDirectory:
         else:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)):
-                    group, _, name = key.partition("_") if key.startswith(("val_", "train_", "time_")) else ("", "", key)
+                    group, _, name = (
+                        key.partition("_") if key.startswith(("val_", "train_", "time_")) else ("", "", key)
+                    )
                     self._writer.add_scalar(f"{group}/{name}" if group else key, value, step)
         self._writer.flush()
 

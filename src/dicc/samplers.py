@@ -2,6 +2,7 @@
 across ranks (:func:`shard`). Every strategy's ``epoch_indices`` goes through here, so under
 torchrun each rank visits its own part of one common order and all ranks take equally many
 steps."""
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,15 @@ def shuffled_indices(n: int, epoch: int, seed: int, rank: int = 0, world_size: i
     return shard(perm, rank, world_size)
 
 
-def weighted_indices(labels: torch.Tensor, class_weights: torch.Tensor, epoch: int, seed: int,
-                     rank: int = 0, world_size: int = 1, num_samples: int | None = None) -> torch.Tensor:
+def weighted_indices(
+    labels: torch.Tensor,
+    class_weights: torch.Tensor,
+    epoch: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_samples: int | None = None,
+) -> torch.Tensor:
     """Draw ``num_samples`` (default: dataset size) indices with replacement, each sample's
     probability proportional to its class weight; the same draw on every rank, then sharded."""
     n = num_samples or len(labels)

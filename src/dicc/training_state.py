@@ -1,5 +1,6 @@
 """What a training checkpoint holds, and how ranks load one: the engine's side of
 :mod:`dicc.checkpoint` (which saves, loads and checks the files)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,28 +22,59 @@ def _unwrap(model):
 def rank_states(augment, strategy: Strategy, dinfo: distributed.DistInfo) -> list[dict]:
     """Every rank's augmentation, torch RNG and per-rank strategy state (collective), so a
     resumed run continues each rank's random streams and state exactly."""
-    return distributed.all_gather_object({"augment": augment.state_dict(), "rng": torch.get_rng_state(),
-                                          "strategy": strategy.rank_state_dict()})
+    return distributed.all_gather_object(
+        {"augment": augment.state_dict(), "rng": torch.get_rng_state(), "strategy": strategy.rank_state_dict()}
+    )
 
 
-def training_state(model, strategy, optimizer, augment, cfg: Config, epoch: int, step: int, best: float | None,
-           train: FERDataset, rank_states: list[dict] | None = None, scaler=None, precision=None,
-           normalization: tuple | None = None) -> dict:
+def training_state(
+    model,
+    strategy,
+    optimizer,
+    augment,
+    cfg: Config,
+    epoch: int,
+    step: int,
+    best: float | None,
+    train: FERDataset,
+    rank_states: list[dict] | None = None,
+    scaler=None,
+    precision=None,
+    normalization: tuple | None = None,
+) -> dict:
     net = _unwrap(model)
     return {
-        "format": FORMAT, "version": VERSION, "epoch": epoch, "step": step, "best_val": best,
-        "config": cfg.to_dict(), "class_names": list(train.class_names), "class_counts": train.class_counts(),
+        "format": FORMAT,
+        "version": VERSION,
+        "epoch": epoch,
+        "step": step,
+        "best_val": best,
+        "config": cfg.to_dict(),
+        "class_names": list(train.class_names),
+        "class_counts": train.class_counts(),
         # fp32, in the standard memory format, whatever the run computed in
-        "model": {k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
-                  for k, v in net.state_dict().items()},
-        "model_spec": {"name": cfg.model.name, "width": cfg.model.width, "num_outputs": strategy.num_outputs,
-                       "head_type": strategy.head_type, "in_channels": train.channels,
-                       "image_size": train.image_size, "dropout": cfg.model.dropout},
-        "normalization": {"mean": (normalization or (cfg.augment.mean, cfg.augment.std))[0],
-                          "std": (normalization or (cfg.augment.mean, cfg.augment.std))[1],
-                          "image_size": train.image_size, "channels": train.channels},
+        "model": {
+            k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+            for k, v in net.state_dict().items()
+        },
+        "model_spec": {
+            "name": cfg.model.name,
+            "width": cfg.model.width,
+            "num_outputs": strategy.num_outputs,
+            "head_type": strategy.head_type,
+            "in_channels": train.channels,
+            "image_size": train.image_size,
+            "dropout": cfg.model.dropout,
+        },
+        "normalization": {
+            "mean": (normalization or (cfg.augment.mean, cfg.augment.std))[0],
+            "std": (normalization or (cfg.augment.mean, cfg.augment.std))[1],
+            "image_size": train.image_size,
+            "channels": train.channels,
+        },
         "strategy": {"name": strategy.name, "options": cfg.method.options, "state": strategy.state_dict()},
-        "optimizer": optimizer.state_dict(), "augment": augment.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "augment": augment.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
         "environment": environment(precision),
         **({"scaler": scaler.state_dict()} if scaler is not None else {}),

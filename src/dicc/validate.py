@@ -5,6 +5,7 @@ CLI prints it as one line and exits 2, and a grid fails before anything trains. 
 data (class counts: the sub-class plan, a long-tail profile) is checked by the strategies and
 the data builder as soon as the labels are known, still before the run directory is written.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,9 @@ def _positive_int(value, key: str, minimum: int = 1) -> None:
         raise ValueError(f"{key}: expected an integer >= {minimum}, got {value!r}")
 
 
-def _number(value, key: str, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
-            open_hi: bool = False) -> None:
+def _number(
+    value, key: str, lo: float | None = None, hi: float | None = None, *, open_lo: bool = False, open_hi: bool = False
+) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok and lo is not None:
         ok = value > lo if open_lo else value >= lo
@@ -51,8 +53,9 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise ValueError("train.log=tensorboard needs TensorBoard: pip install 'dicc[tensorboard]' "
-                             "(or pip install tensorboard)") from None
+            raise ValueError(
+                "train.log=tensorboard needs TensorBoard: pip install 'dicc[tensorboard]' (or pip install tensorboard)"
+            ) from None
     if o.name not in OPTIMIZERS:
         raise ValueError(f"optim.name: unknown optimizer {o.name!r}; valid: {', '.join(OPTIMIZERS)}")
     if o.schedule not in SCHEDULES:
@@ -67,9 +70,11 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
         raise ValueError(f"data.channels: expected 1 (grayscale) or 3 (RGB), got {d.channels!r}")
     _number(d.val_fraction, "data.val_fraction", 0.0, 1.0, open_lo=True, open_hi=True)
     if d.val is not None and d.test_split is not None and d.val == d.test_split:
-        raise ValueError(f"data.val={d.val!r} is the test split (data.test_split={d.test_split!r}): the checkpoint "
-                         "would be chosen on the images it is then tested on; use data.val=holdout (drawn from "
-                         "the training split) or another split")
+        raise ValueError(
+            f"data.val={d.val!r} is the test split (data.test_split={d.test_split!r}): the checkpoint "
+            "would be chosen on the images it is then tested on; use data.val=holdout (drawn from "
+            "the training split) or another split"
+        )
     for key in ("mean", "std"):
         v = getattr(a, key)
         vals = v if isinstance(v, (list, tuple)) else ([] if v == "auto" else [v])
@@ -87,11 +92,13 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     if cfg.eval.logit_adjust is not None:
         _number(cfg.eval.logit_adjust, "eval.logit_adjust")
     if a.mixup > 0 and cfg.method.name == "dicc" and cfg.method.options.get("feature_source", "train") == "train":
-        raise ValueError("augment.mixup with method dicc: the features kept from training would be those of mixed "
-                         "images; set method.options.feature_source=clean")
+        raise ValueError(
+            "augment.mixup with method dicc: the features kept from training would be those of mixed "
+            "images; set method.options.feature_source=clean"
+        )
     from .models import check_model_spec
 
-    if not user_model:   # a user's own module is checked when it meets the data (dicc.models.check_forward)
+    if not user_model:  # a user's own module is checked when it meets the data (dicc.models.check_forward)
         check_model_spec(m.name, m.width, m.pretrained)
     _number(m.dropout, "model.dropout", 0.0, 1.0, open_hi=True)
     from .strategies.base import available_strategies, build_options

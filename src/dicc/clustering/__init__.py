@@ -7,9 +7,19 @@
   constructor, ``fit(X, y)`` sets attributes ending in ``_``), which clusters every split class
   and keeps sub-class identities stable from one re-clustering to the next.
 """
+
 from .clusterer import BACKENDS, SubclassClusterer
 from .kmeans import enforce_min_size, kmeans, kmeans_plusplus, nearest
 from .plan import SIZE_RULES, SubclassPlan, plan_subclasses
 
-__all__ = ["BACKENDS", "SIZE_RULES", "SubclassClusterer", "SubclassPlan", "enforce_min_size", "kmeans",
-           "kmeans_plusplus", "nearest", "plan_subclasses"]
+__all__ = [
+    "BACKENDS",
+    "SIZE_RULES",
+    "SubclassClusterer",
+    "SubclassPlan",
+    "enforce_min_size",
+    "kmeans",
+    "kmeans_plusplus",
+    "nearest",
+    "plan_subclasses",
+]

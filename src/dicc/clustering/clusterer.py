@@ -5,6 +5,7 @@ clusters to those of the previous clustering (Hungarian matching on centroid cos
 so sub-class ``j`` keeps its meaning, and records diagnostics. It holds no distributed code: the
 caller clusters on one rank and broadcasts the result.
 """
+
 from __future__ import annotations
 
 import time
@@ -44,13 +45,33 @@ class SubclassClusterer:
     tensors under their former names.)
     """
 
-    _PARAMS = ("plan", "init", "previous_labels", "backend", "n_init", "max_iter", "tol", "seed",
-               "min_cluster_size", "feature_sample")
+    _PARAMS = (
+        "plan",
+        "init",
+        "previous_labels",
+        "backend",
+        "n_init",
+        "max_iter",
+        "tol",
+        "seed",
+        "min_cluster_size",
+        "feature_sample",
+    )
 
-    def __init__(self, plan: SubclassPlan, *, init: torch.Tensor | None = None,
-                 previous_labels: torch.Tensor | None = None, backend: str = "torch", n_init: int = 3,
-                 max_iter: int = 100, tol: float = 1e-4, seed: int = 0, min_cluster_size: int = 0,
-                 feature_sample: int = 0) -> None:
+    def __init__(
+        self,
+        plan: SubclassPlan,
+        *,
+        init: torch.Tensor | None = None,
+        previous_labels: torch.Tensor | None = None,
+        backend: str = "torch",
+        n_init: int = 3,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        seed: int = 0,
+        min_cluster_size: int = 0,
+        feature_sample: int = 0,
+    ) -> None:
         self.plan = plan
         self.init = init
         self.previous_labels = previous_labels
@@ -78,15 +99,21 @@ class SubclassClusterer:
     def _run(self, x: torch.Tensor, k: int, init: torch.Tensor | None, seed: int) -> torch.Tensor:
         if self.backend == "torch":
             g = torch.Generator().manual_seed(seed)
-            c, _, _ = kmeans(x, k, init=init, n_init=int(self.n_init), max_iter=int(self.max_iter),
-                             tol=float(self.tol), generator=g)
+            c, _, _ = kmeans(
+                x, k, init=init, n_init=int(self.n_init), max_iter=int(self.max_iter), tol=float(self.tol), generator=g
+            )
             return c
         from sklearn.cluster import KMeans
 
         xs = x.detach().float().cpu().numpy()
-        km = KMeans(n_clusters=k, init=init.detach().float().cpu().numpy() if init is not None else "k-means++",
-                    n_init=1 if init is not None else int(self.n_init), max_iter=int(self.max_iter),
-                    tol=float(self.tol), random_state=seed % (2 ** 32)).fit(xs)
+        km = KMeans(
+            n_clusters=k,
+            init=init.detach().float().cpu().numpy() if init is not None else "k-means++",
+            n_init=1 if init is not None else int(self.n_init),
+            max_iter=int(self.max_iter),
+            tol=float(self.tol),
+            random_state=seed % (2**32),
+        ).fit(xs)
         return torch.from_numpy(km.cluster_centers_).to(device=x.device, dtype=x.dtype)
 
     def fit(self, X: torch.Tensor, y: torch.Tensor) -> "SubclassClusterer":
@@ -110,7 +137,9 @@ class SubclassClusterer:
         if self.init is not None:
             prev_c = torch.as_tensor(self.init).to(device=x.device, dtype=x.dtype)
             if prev_c.shape != (plan.S, dim):
-                raise ValueError(f"clusterer: init centroids have shape {tuple(prev_c.shape)}, expected {(plan.S, dim)}")
+                raise ValueError(
+                    f"clusterer: init centroids have shape {tuple(prev_c.shape)}, expected {(plan.S, dim)}"
+                )
         if self.previous_labels is not None:
             prev_a = torch.as_tensor(self.previous_labels).to(x.device).long()
             if prev_a.shape != (n,):
@@ -136,7 +165,7 @@ class SubclassClusterer:
             if fs and len(idx) > max(fs, k):
                 pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed + 1))[:fs]
                 xs = xc[pick.to(x.device)]
-            init = prev_c[off:off + k] if prev_c is not None else None
+            init = prev_c[off : off + k] if prev_c is not None else None
             cents = self._run(xs, k, init, seed)
             local = nearest(xc, cents)
             local = _reseed_empty(xc, local, ((xc - cents[local]) ** 2).sum(1), k)
@@ -144,8 +173,10 @@ class SubclassClusterer:
             cents, local = enforce_min_size(xc, cents, local, max(1, int(self.min_cluster_size)))
             # stable identities
             if init is not None:
-                sim = torch.nn.functional.normalize(cents.double(), dim=1) @ \
-                    torch.nn.functional.normalize(init.double(), dim=1).t()
+                sim = (
+                    torch.nn.functional.normalize(cents.double(), dim=1)
+                    @ torch.nn.functional.normalize(init.double(), dim=1).t()
+                )
                 rows, cols = linear_sum_assignment(sim.cpu().numpy(), maximize=True)
                 new_id = torch.empty(k, dtype=torch.long)
                 new_id[torch.as_tensor(rows)] = torch.as_tensor(cols)
@@ -159,7 +190,7 @@ class SubclassClusterer:
             reordered = torch.empty_like(cents)
             reordered[new_id] = cents
             cents = reordered
-            centroids[off:off + k] = cents
+            centroids[off : off + k] = cents
             assign[idx] = off + local
             self.class_inertia_[c] = _inertia(xc, cents, local)
             if prev_a is not None:
@@ -185,7 +216,7 @@ class SubclassClusterer:
             idx = (labels == c).nonzero().flatten()
             if len(idx):
                 r = plan.subclass_range(c)
-                out[idx] = r.start + nearest(x[idx], self.centroids_[r.start:r.stop])
+                out[idx] = r.start + nearest(x[idx], self.centroids_[r.start : r.stop])
         return out
 
 

@@ -7,6 +7,7 @@ compare directly. The features DICC clusters are L2-normalised, where ``||x - y|
 cos(x, y)``: assigning to the nearest centroid ranks points by cosine similarity to the
 (un-normalised) mean of the cluster.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ def _rand(n: int, generator: torch.Generator, device: torch.device) -> torch.Ten
     return torch.rand(n, generator=generator, device=generator.device, dtype=torch.float64).to(device)
 
 
-def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator | int | None = None,
-                    n_local_trials: int | None = None) -> torch.Tensor:
+def kmeans_plusplus(
+    x: torch.Tensor, k: int, generator: torch.Generator | int | None = None, n_local_trials: int | None = None
+) -> torch.Tensor:
     """Greedy k-means++ seeding (as scikit-learn's): each new centre is the best of
     ``2 + log k`` candidates drawn with probability proportional to the squared distance."""
     g = _as_generator(generator)
@@ -42,14 +44,14 @@ def kmeans_plusplus(x: torch.Tensor, k: int, generator: torch.Generator | int | 
     x_sq = (x * x).sum(1)
     first = int((_rand(1, g, torch.device("cpu")) * n).long().clamp_max(n - 1))
     centers = [x[first]]
-    closest = _sq_dist(x, x_sq, x[first:first + 1])[:, 0].double()
+    closest = _sq_dist(x, x_sq, x[first : first + 1])[:, 0].double()
     pot = closest.sum()
     for _ in range(1, k):
         if pot <= 0:  # every point coincides with a centre: pick any
             cand = (_rand(trials, g, x.device) * n).long().clamp_max(n - 1)
         else:
             cand = torch.searchsorted(closest.cumsum(0), _rand(trials, g, x.device) * pot).clamp_max(n - 1)
-        d_cand = _sq_dist(x, x_sq, x[cand]).t().double()           # [trials, n]
+        d_cand = _sq_dist(x, x_sq, x[cand]).t().double()  # [trials, n]
         new_closest = torch.minimum(closest[None, :], d_cand)
         pots = new_closest.sum(1)
         best = int(pots.argmin())
@@ -92,8 +94,9 @@ def _reseed_empty(x: torch.Tensor, assign: torch.Tensor, mind: torch.Tensor, k: 
     return assign
 
 
-def enforce_min_size(x: torch.Tensor, centroids: torch.Tensor, assign: torch.Tensor,
-                     min_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def enforce_min_size(
+    x: torch.Tensor, centroids: torch.Tensor, assign: torch.Tensor, min_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Grow every cluster smaller than ``min_size`` (capped at ``n // k``) with the points
     nearest to its centroid taken from clusters that can spare them; the centroids are then
     the means of the new clusters. Returns ``(centroids, assign)``."""
@@ -123,8 +126,9 @@ def enforce_min_size(x: torch.Tensor, centroids: torch.Tensor, assign: torch.Ten
     return centroids, assign
 
 
-def _lloyd(x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, max_iter: int,
-           tol: float) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+def _lloyd(
+    x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, max_iter: int, tol: float
+) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """One k-means run from ``centers``: ``(centers, assign, inertia, iterations)``."""
     k = centers.shape[0]
     assign = None
@@ -153,9 +157,16 @@ def _inertia(x: torch.Tensor, centroids: torch.Tensor, assign: torch.Tensor) -> 
     return float(((x - centroids[assign]) ** 2).sum(1).double().sum())
 
 
-def kmeans(x: torch.Tensor, k: int, init: torch.Tensor | None = None, n_init: int = 1, max_iter: int = 100,
-           tol: float = 1e-4, generator: torch.Generator | int | None = None,
-           min_size: int = 0) -> tuple[torch.Tensor, torch.Tensor, float]:
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    init: torch.Tensor | None = None,
+    n_init: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    generator: torch.Generator | int | None = None,
+    min_size: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Lloyd's k-means on ``x`` ``[n, d]`` (squared Euclidean distance), on ``x``'s device.
 
     ``init`` (``[k, d]``) warm-starts from given centroids (one run; ``n_init`` is then

@@ -3,6 +3,7 @@
 :func:`plan_subclasses` turns the counts into a :class:`SubclassPlan`: ``k_c = clamp(floor(n_c /
 s), 1, k_max)`` sub-classes per class, with contiguous global ids.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,16 +73,25 @@ class SubclassPlan:
         """One dict per class: ``class``, ``count``, ``k``, ``subclass_size`` (``n_c / k_c``),
         ``subclasses`` (its global ids)."""
         names = list(class_names) if class_names is not None else [str(c) for c in range(self.num_classes)]
-        return [{"class": names[c], "count": n, "k": k, "subclass_size": round(n / k, 1),
-                 "subclasses": list(self.subclass_range(c))}
-                for c, (n, k) in enumerate(zip(self.counts, self.k))]
+        return [
+            {
+                "class": names[c],
+                "count": n,
+                "k": k,
+                "subclass_size": round(n / k, 1),
+                "subclasses": list(self.subclass_range(c)),
+            }
+            for c, (n, k) in enumerate(zip(self.counts, self.k))
+        ]
 
     def format_table(self, class_names: Sequence[str] | None = None) -> str:
         rows = self.table(class_names)
         w = max([5] + [len(str(r["class"])) for r in rows])
-        lines = [f"DICC sub-class plan: s = {self.size:g} ({self.size_rule}), k_max = {self.k_max}, "
-                 f"S = {self.S} sub-classes",
-                 f"  {'class':<{w}}  {'count':>7}  {'k':>2}  {'sub-class size':>14}  ids"]
+        lines = [
+            f"DICC sub-class plan: s = {self.size:g} ({self.size_rule}), k_max = {self.k_max}, "
+            f"S = {self.S} sub-classes",
+            f"  {'class':<{w}}  {'count':>7}  {'k':>2}  {'sub-class size':>14}  ids",
+        ]
         for r in rows:
             ids = r["subclasses"]
             span = f"{ids[0]}" if len(ids) == 1 else f"{ids[0]}-{ids[-1]}"
@@ -90,21 +100,37 @@ class SubclassPlan:
 
     # -- serialisation (plain values, safe for torch.load(weights_only=True) and JSON) --
     def to_dict(self) -> dict:
-        return {"counts": list(self.counts), "k": list(self.k), "size": float(self.size),
-                "size_rule": str(self.size_rule), "k_max": int(self.k_max), "S": self.S,
-                "offsets": self.offsets.tolist(), "sub_to_parent": self.sub_to_parent.tolist()}
+        return {
+            "counts": list(self.counts),
+            "k": list(self.k),
+            "size": float(self.size),
+            "size_rule": str(self.size_rule),
+            "k_max": int(self.k_max),
+            "S": self.S,
+            "offsets": self.offsets.tolist(),
+            "sub_to_parent": self.sub_to_parent.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "SubclassPlan":
-        plan = cls(counts=list(d["counts"]), k=list(d["k"]), size=float(d["size"]),
-                   size_rule=str(d.get("size_rule", "median")), k_max=int(d.get("k_max", max(d["k"]))))
+        plan = cls(
+            counts=list(d["counts"]),
+            k=list(d["k"]),
+            size=float(d["size"]),
+            size_rule=str(d.get("size_rule", "median")),
+            k_max=int(d.get("k_max", max(d["k"]))),
+        )
         if "S" in d and int(d["S"]) != plan.S:
             raise ValueError(f"plan: S={d['S']} does not match k={plan.k}")
         return plan
 
 
-def plan_subclasses(class_counts: Sequence[int] | torch.Tensor, size: str | int | float = "median",
-                    k_max: int = 4, min_size_floor: int = 100) -> SubclassPlan:
+def plan_subclasses(
+    class_counts: Sequence[int] | torch.Tensor,
+    size: str | int | float = "median",
+    k_max: int = 4,
+    min_size_floor: int = 100,
+) -> SubclassPlan:
     """``k_c = clamp(floor(n_c / s), 1, k_max)`` for every class.
 
     ``size`` chooses the target sub-class size ``s``: ``"median"`` (the median class count,

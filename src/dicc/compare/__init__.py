@@ -17,6 +17,7 @@ The grid file's format is documented in :mod:`dicc.compare.grid`, the report's f
 - ``report`` and ``charts``: results.csv, results.md and the figures.
 - ``cli``: the ``dicc compare`` subcommand.
 """
+
 from .charts import save_confusion_grid, save_recall_chart
 from .cli import add_compare_parser, run_compare
 from .grid import DEFAULT_SETTING, Grid, MethodEntry, load_grid
@@ -25,7 +26,26 @@ from .records import config_differences, epoch_records, read_metrics, run_status
 from .report import collect_results, mean_std, write_report
 from .run import GridOutcome, run_grid
 
-__all__ = ["DEFAULT_SETTING", "DerivedStage", "Grid", "GridOutcome", "GridRun", "MethodEntry", "add_compare_parser",
-           "collect_results", "config_differences", "epoch_records", "load_grid", "mean_std", "plan_runs",
-           "read_metrics", "run_compare", "run_grid", "run_status", "save_confusion_grid", "save_recall_chart",
-           "train_counts", "write_report"]
+__all__ = [
+    "DEFAULT_SETTING",
+    "DerivedStage",
+    "Grid",
+    "GridOutcome",
+    "GridRun",
+    "MethodEntry",
+    "add_compare_parser",
+    "collect_results",
+    "config_differences",
+    "epoch_records",
+    "load_grid",
+    "mean_std",
+    "plan_runs",
+    "read_metrics",
+    "run_compare",
+    "run_grid",
+    "run_status",
+    "save_confusion_grid",
+    "save_recall_chart",
+    "train_counts",
+    "write_report",
+]

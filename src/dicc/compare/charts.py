@@ -1,5 +1,6 @@
 """The report's figures: per-class recall bars and confusion matrices, methods side by side
 (matplotlib is imported only when drawing)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ def _save(plt, fig, path: Path) -> Path:
     return Path(path)
 
 
-def save_recall_chart(summ: dict, methods: list[str], classes: list[str], counts: list[int] | None,
-                      path: Path, title: str = "") -> Path:
+def save_recall_chart(
+    summ: dict, methods: list[str], classes: list[str], counts: list[int] | None, path: Path, title: str = ""
+) -> Path:
     """Grouped bars of per-class recall (mean over seeds, sample-std error bars), one bar per method."""
     plt = _plt()
     n_m = max(len(methods), 1)
@@ -39,12 +41,19 @@ def save_recall_chart(summ: dict, methods: list[str], classes: list[str], counts
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(100 * v[0])
             es.append(100 * v[1] if v[1] is not None else 0.0)
-        ax.bar(xs, ys, width=width, yerr=es if any(es) else None, capsize=2, label=f"{m} (n={summ[m]['n']})",
-               color=palette[j % len(palette)])
+        ax.bar(
+            xs,
+            ys,
+            width=width,
+            yerr=es if any(es) else None,
+            capsize=2,
+            label=f"{m} (n={summ[m]['n']})",
+            color=palette[j % len(palette)],
+        )
     labels = [f"{c}\n{counts[i]}" for i, c in enumerate(classes)] if counts else classes
     ax.set_xticks(range(len(classes)), labels, fontsize=8)
     ax.set_ylabel("recall (%)")
-    ax.set_ylim(0, 118)   # headroom for the legend
+    ax.set_ylim(0, 118)  # headroom for the legend
     ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel("class (training count)" if counts else "class")
     ax.grid(axis="y", alpha=0.3)
@@ -54,8 +63,7 @@ def save_recall_chart(summ: dict, methods: list[str], classes: list[str], counts
     return _save(plt, fig, path)
 
 
-def save_confusion_grid(rows: list[dict], methods: list[str], classes: list[str], path: Path,
-                        title: str = "") -> Path:
+def save_confusion_grid(rows: list[dict], methods: list[str], classes: list[str], path: Path, title: str = "") -> Path:
     """One row-normalised confusion matrix per method (summed over its seeds), side by side."""
     import numpy as np
 
@@ -67,13 +75,17 @@ def save_confusion_grid(rows: list[dict], methods: list[str], classes: list[str]
     n = len(methods)
     cols = min(n, 4)
     nrows = -(-n // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(0.6 * len(classes) * cols + 1, 0.6 * len(classes) * nrows + 1),
-                             dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(0.6 * len(classes) * cols + 1, 0.6 * len(classes) * nrows + 1), dpi=100, squeeze=False
+    )
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, m in zip(axes.flat, methods):
-        mats = [np.asarray(r["confusion_matrix"], dtype=float) for r in rows
-                if r["method"] == m and r.get("confusion_matrix") is not None]
+        mats = [
+            np.asarray(r["confusion_matrix"], dtype=float)
+            for r in rows
+            if r["method"] == m and r.get("confusion_matrix") is not None
+        ]
         if not mats or mats[0].shape != (len(natural), len(natural)):
             ax.axis("off")
             continue

@@ -52,6 +52,7 @@ finished already or be selected too (``--only ce --only ce+crt``), else nothing 
 error says which parent runs are missing (``--dry-run`` lists every derived run with its
 parent and the parent's status).
 """
+
 from __future__ import annotations
 
 import copy
@@ -73,6 +74,7 @@ DEFAULT_SETTING = "default"
 class MethodEntry:
     """One entry of ``methods``: a registered method trained with ``options`` (and ``overrides``),
     or, with ``after`` and ``stage``, a second stage applied to the runs of entry ``after``."""
+
     label: str
     name: str | None
     options: dict = field(default_factory=dict)
@@ -97,12 +99,17 @@ class Grid:
     seeds: list[int]
     settings: dict[str, list[str]]
     out: Path
-    path: Path | None = None        # the grid file, when it came from one
-    extra_overrides: list[str] = field(default_factory=list)   # --set, applied to every run
+    path: Path | None = None  # the grid file, when it came from one
+    extra_overrides: list[str] = field(default_factory=list)  # --set, applied to every run
 
     def to_dict(self) -> dict:
-        return {"out": str(self.out), "base": self.base, "methods": [m.to_dict() for m in self.methods],
-                "seeds": self.seeds, "settings": self.settings}
+        return {
+            "out": str(self.out),
+            "base": self.base,
+            "methods": [m.to_dict() for m in self.methods],
+            "seeds": self.seeds,
+            "settings": self.settings,
+        }
 
     @property
     def command(self) -> str:
@@ -131,29 +138,34 @@ def _override_list(value: Any, where: str) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ValueError(f"{where}: expected a list of dotted overrides like data.longtail=fer2013-if100, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{where}: expected a list of dotted overrides like data.longtail=fer2013-if100, got {value!r}"
+        )
     return list(value)
 
 
 def _parse_derived(entry: dict, where: str) -> MethodEntry:
     trained_only = sorted(k for k in entry if k in METHOD_KEYS and k not in DERIVED_KEYS)
     if trained_only:
-        raise ValueError(f"{where}: a derived entry (with 'after') takes no {', '.join(trained_only)}: its "
-                         f"config is its parent run's; put the stage's options in 'stage'")
+        raise ValueError(
+            f"{where}: a derived entry (with 'after') takes no {', '.join(trained_only)}: its "
+            f"config is its parent run's; put the stage's options in 'stage'"
+        )
     _check_keys(entry, DERIVED_KEYS, where)
     missing = [k for k in DERIVED_KEYS if k not in entry]
     if missing:
-        raise ValueError(f"{where}: a derived entry needs {', '.join(repr(k) for k in missing)} "
-                         f"(keys: {', '.join(DERIVED_KEYS)})")
+        raise ValueError(
+            f"{where}: a derived entry needs {', '.join(repr(k) for k in missing)} (keys: {', '.join(DERIVED_KEYS)})"
+        )
     label = _check_name(entry["label"], f"{where}: label")
     after = entry["after"]
     if not isinstance(after, str) or not after:
         raise ValueError(f"{where} ({label}): after must be the label of another method entry, got {after!r}")
     stage = entry["stage"]
     if not isinstance(stage, dict) or not isinstance(stage.get("name"), str) or not stage["name"]:
-        raise ValueError(f"{where} ({label}): stage must be a mapping with a 'name' (and the stage's options), "
-                         f"got {stage!r}")
+        raise ValueError(
+            f"{where} ({label}): stage must be a mapping with a 'name' (and the stage's options), got {stage!r}"
+        )
     return MethodEntry(label=label, name=None, after=after, stage=copy.deepcopy(stage))
 
 
@@ -162,8 +174,9 @@ def _parse_method(entry: Any, i: int) -> MethodEntry:
     if isinstance(entry, str):
         return MethodEntry(label=_check_name(entry, f"{where}: method name"), name=entry)
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: expected a method name or a mapping with keys {', '.join(METHOD_KEYS)}, "
-                         f"got {entry!r}")
+        raise ValueError(
+            f"{where}: expected a method name or a mapping with keys {', '.join(METHOD_KEYS)}, got {entry!r}"
+        )
     if "after" in entry or "stage" in entry:
         return _parse_derived(entry, where)
     _check_keys(entry, METHOD_KEYS, where)
@@ -176,8 +189,12 @@ def _parse_method(entry: Any, i: int) -> MethodEntry:
     options = entry.get("options") or {}
     if not isinstance(options, dict):
         raise ValueError(f"{where} ({label}): options must be a mapping, got {options!r}")
-    return MethodEntry(label=label, name=name, options=dict(options),
-                       overrides=_override_list(entry.get("set"), f"{where} ({label}): set"))
+    return MethodEntry(
+        label=label,
+        name=name,
+        options=dict(options),
+        overrides=_override_list(entry.get("set"), f"{where} ({label}): set"),
+    )
 
 
 def _check_parents(methods: list[MethodEntry], where: str) -> None:
@@ -189,12 +206,16 @@ def _check_parents(methods: list[MethodEntry], where: str) -> None:
         while cur.derived:
             if cur.after not in by_label:
                 via = f" (through {' -> '.join(chain)})" if len(chain) > 1 else ""
-                raise ValueError(f"{where}: methods[{i}] ({m.label}): after: {cur.after!r} is not a method entry "
-                                 f"of this grid{via}; labels: {', '.join(by_label)}")
+                raise ValueError(
+                    f"{where}: methods[{i}] ({m.label}): after: {cur.after!r} is not a method entry "
+                    f"of this grid{via}; labels: {', '.join(by_label)}"
+                )
             if cur.after in chain:
-                raise ValueError(f"{where}: methods[{i}] ({m.label}): after: a cycle "
-                                 f"{' -> '.join(chain + [cur.after])}; a chain of derived entries must start "
-                                 f"at a trained entry")
+                raise ValueError(
+                    f"{where}: methods[{i}] ({m.label}): after: a cycle "
+                    f"{' -> '.join(chain + [cur.after])}; a chain of derived entries must start "
+                    f"at a trained entry"
+                )
             chain.append(cur.after)
             cur = by_label[cur.after]
 
@@ -210,7 +231,7 @@ def _load_raw(grid: str | Path | dict, overrides: list[str] | None):
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {err}") from None
-    if path.suffix == ".json" and isinstance(raw, dict) and "grid" in raw:   # a compare.json
+    if path.suffix == ".json" and isinstance(raw, dict) and "grid" in raw:  # a compare.json
         return raw["grid"], path, list(raw.get("overrides") or []) + list(overrides or [])
     return raw, path, list(overrides or [])
 
@@ -234,13 +255,17 @@ def _load_settings(settings_raw: Any, where: str) -> dict[str, list[str]]:
         return {DEFAULT_SETTING: []}
     if not isinstance(settings_raw, dict):
         raise ValueError(f"{where}: settings must map setting names to lists of dotted overrides")
-    settings = {_check_name(str(k), "setting name"): _override_list(v, f"{where}: settings.{k}")
-                for k, v in settings_raw.items()}
+    settings = {
+        _check_name(str(k), "setting name"): _override_list(v, f"{where}: settings.{k}")
+        for k, v in settings_raw.items()
+    }
     for name, items in settings.items():
         bad = [o for o in items if o.split("=", 1)[0].strip().startswith("method")]
         if bad:
-            raise ValueError(f"{where}: settings.{name}: {', '.join(bad)}: the method is set per entry of "
-                             f"'methods' (use its options or set)")
+            raise ValueError(
+                f"{where}: settings.{name}: {', '.join(bad)}: the method is set per entry of "
+                f"'methods' (use its options or set)"
+            )
     return settings
 
 
@@ -277,10 +302,20 @@ def load_grid(grid: str | Path | dict | Grid, overrides: list[str] | None = None
     seeds = raw.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
         raise ValueError(f"{where}: seeds must be a non-empty list of non-negative integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{where}: seeds has duplicates: {seeds}")
-    return Grid(base=base, methods=methods, seeds=list(seeds), settings=_load_settings(raw.get("settings"), where),
-                out=Path(str(raw["out"])), path=path, extra_overrides=overrides)
+    return Grid(
+        base=base,
+        methods=methods,
+        seeds=list(seeds),
+        settings=_load_settings(raw.get("settings"), where),
+        out=Path(str(raw["out"])),
+        path=path,
+        extra_overrides=overrides,
+    )

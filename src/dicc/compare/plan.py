@@ -1,5 +1,6 @@
 """The runs a grid means: :func:`plan_runs` lists them (setting x method x seed), each with its
 validated train config or, for a derived entry, the parent run and the stage applied to it."""
+
 from __future__ import annotations
 
 import copy
@@ -14,6 +15,7 @@ from .grid import Grid, MethodEntry
 class DerivedStage:
     """What a derived run is made from: the finished run ``parent`` (entry ``after``, same
     setting and seed) and the ``stage`` (``{"name": ..., options}``) applied to it."""
+
     after: str
     parent: Path
     stage: dict
@@ -25,7 +27,7 @@ class GridRun:
     label: str
     seed: int
     run_dir: Path
-    cfg: Config | None                  # the train config (None for a derived run)
+    cfg: Config | None  # the train config (None for a derived run)
     derived: DerivedStage | None = None
 
     @property
@@ -70,9 +72,11 @@ def _trained_run(grid: Grid, setting: str, m: MethodEntry, seed: int, run_dir: P
     except ValueError as err:
         raise ValueError(f"run {setting}/{m.label}/seed{seed}: {err}") from None
     if cfg.method.name != m.name:
-        raise ValueError(f"run {setting}/{m.label}/seed{seed}: an override changed method.name to "
-                         f"{cfg.method.name!r}; use a separate method entry instead")
-    if cfg.method.options != m.options:   # a setting or `set` touched the options
+        raise ValueError(
+            f"run {setting}/{m.label}/seed{seed}: an override changed method.name to "
+            f"{cfg.method.name!r}; use a separate method entry instead"
+        )
+    if cfg.method.options != m.options:  # a setting or `set` touched the options
         try:
             build_options(strategies[m.name], cfg.method.options)
         except (TypeError, ValueError) as err:
@@ -80,8 +84,9 @@ def _trained_run(grid: Grid, setting: str, m: MethodEntry, seed: int, run_dir: P
     return GridRun(setting, m.label, seed, run_dir, cfg)
 
 
-def plan_runs(grid: Grid, only: list[str] | None = None, settings: list[str] | None = None,
-              seeds: list[int] | None = None) -> list[GridRun]:
+def plan_runs(
+    grid: Grid, only: list[str] | None = None, settings: list[str] | None = None, seeds: list[int] | None = None
+) -> list[GridRun]:
     """All runs of ``grid`` (filtered by method labels / setting names / seeds), each with its validated
     config; a derived run comes after the runs of its parent entry. Raises ValueError naming the
     entry for an unknown method, option or config key, before anything is trained. Selecting a
@@ -99,13 +104,16 @@ def plan_runs(grid: Grid, only: list[str] | None = None, settings: list[str] | N
             build_options(strategies[m.name], m.options)
         except (TypeError, ValueError) as err:
             raise ValueError(f"method entry {m.label!r}: {err}") from None
-    for wanted, valid, what in ((only, [m.label for m in grid.methods], "--only: method label"),
-                                (settings, list(grid.settings), "--setting: setting"),
-                                (seeds, list(grid.seeds), "--seed: seed")):
+    for wanted, valid, what in (
+        (only, [m.label for m in grid.methods], "--only: method label"),
+        (settings, list(grid.settings), "--setting: setting"),
+        (seeds, list(grid.seeds), "--seed: seed"),
+    ):
         bad = [w for w in (wanted or []) if w not in valid]
         if bad:
-            raise ValueError(f"{what}(s) {', '.join(map(str, bad))} not in the grid; "
-                             f"valid: {', '.join(map(str, valid))}")
+            raise ValueError(
+                f"{what}(s) {', '.join(map(str, bad))} not in the grid; valid: {', '.join(map(str, valid))}"
+            )
     runs = []
     for setting in grid.settings:
         if settings and setting not in settings:
@@ -119,8 +127,11 @@ def plan_runs(grid: Grid, only: list[str] | None = None, settings: list[str] | N
                 run_dir = grid.out / setting / m.label / f"seed{seed}"
                 if m.derived:
                     parent = grid.out / setting / m.after / f"seed{seed}"
-                    runs.append(GridRun(setting, m.label, seed, run_dir, None,
-                                        DerivedStage(m.after, parent, copy.deepcopy(m.stage))))
+                    runs.append(
+                        GridRun(
+                            setting, m.label, seed, run_dir, None, DerivedStage(m.after, parent, copy.deepcopy(m.stage))
+                        )
+                    )
                 else:
                     runs.append(_trained_run(grid, setting, m, seed, run_dir, strategies))
     return runs

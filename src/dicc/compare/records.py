@@ -1,5 +1,6 @@
 """Reading what a run directory records: its status, its ``metrics.jsonl`` (without the repeats
 a resumed run leaves), its training counts, and whether it was made with the grid's config."""
+
 from __future__ import annotations
 
 import json
@@ -7,13 +8,20 @@ from pathlib import Path
 
 import yaml
 
-from ..config import Config, from_dict
+from ..config import Config, flatten, from_dict
 from .plan import DerivedStage
 
 # keys that do not change a run's numbers: ignored when checking a run against the grid
-_INCIDENTAL = {"train.out", "train.progress", "train.device", "train.threads", "train.eval_batch_size",
-               "data.workers", "data.cache_dir"}
-STAGE_RECORD = "stage.json"    # a derived run's record of its parent and stage, written by dicc compare
+_INCIDENTAL = {
+    "train.out",
+    "train.progress",
+    "train.device",
+    "train.threads",
+    "train.eval_batch_size",
+    "data.workers",
+    "data.cache_dir",
+}
+STAGE_RECORD = "stage.json"  # a derived run's record of its parent and stage, written by dicc compare
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -30,19 +38,22 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
-            continue       # a line cut short by an interruption
+            continue  # a line cut short by an interruption
         if not isinstance(rec, dict):
             continue
         key = (rec.get("event"), json.dumps(rec["epoch"])) if "epoch" in rec else i
-        last.pop(key, None)   # re-insert: the dict keeps the order of the last occurrences
+        last.pop(key, None)  # re-insert: the dict keeps the order of the last occurrences
         last[key] = rec
     return list(last.values())
 
 
 def epoch_records(run_dir: str | Path) -> dict[int, dict]:
     """The per-epoch records of metrics.jsonl (those with ``time_epoch``), by epoch."""
-    return {rec["epoch"]: rec for rec in read_metrics(run_dir)
-            if "event" not in rec and "time_epoch" in rec and isinstance(rec.get("epoch"), int)}
+    return {
+        rec["epoch"]: rec
+        for rec in read_metrics(run_dir)
+        if "event" not in rec and "time_epoch" in rec and isinstance(rec.get("epoch"), int)
+    }
 
 
 def run_status(run_dir: str | Path) -> str:
@@ -63,7 +74,7 @@ def train_counts(run_dir: str | Path) -> list[int] | None:
         if counts is not None:
             return [int(c) for c in counts]
     except (OSError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        pass   # no usable record: try the checkpoints
+        pass  # no usable record: try the checkpoints
     for name in ("last.pt", "best.pt"):
         path = Path(run_dir) / "checkpoints" / name
         if not path.is_file():
@@ -73,7 +84,7 @@ def train_counts(run_dir: str | Path) -> list[int] | None:
         try:
             try:
                 ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:   # mmap needs the zip format
+            except RuntimeError:  # mmap needs the zip format
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a report must not fail on one unreadable checkpoint
             continue
@@ -91,23 +102,13 @@ def write_stage_record(run_dir: str | Path, derived: DerivedStage) -> Path:
     return write_text_atomic(Path(run_dir) / STAGE_RECORD, json.dumps(record, indent=2))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and not (prefix + k).startswith("method.options"):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def _stage_differences(run_dir: Path, derived: DerivedStage) -> list[str]:
     path = run_dir / STAGE_RECORD
     if not path.is_file():
         return []
     try:
         saved = json.loads(path.read_text())
-        was, now = _flatten(saved["stage"], "stage."), _flatten(derived.stage, "stage.")
+        was, now = flatten(saved["stage"], "stage."), flatten(derived.stage, "stage.")
         diff = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
         if saved["after"] != derived.after:
             diff.append("after")
@@ -130,8 +131,8 @@ def config_differences(run_dir: str | Path, cfg: Config | DerivedStage) -> list[
     if not path.is_file():
         return []
     try:
-        saved = _flatten(from_dict(Config, yaml.safe_load(path.read_text()) or {}).to_dict())
+        saved = flatten(from_dict(Config, yaml.safe_load(path.read_text()) or {}).to_dict())
     except (yaml.YAMLError, ValueError):
         return ["config.yaml (unreadable)"]
-    now = _flatten(cfg.to_dict())
+    now = flatten(cfg.to_dict())
     return sorted(k for k in set(saved) | set(now) if k not in _INCIDENTAL and saved.get(k) != now.get(k))

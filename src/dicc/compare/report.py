@@ -16,6 +16,7 @@ Outputs (under ``OUT``)
   (summed over seeds).
 - ``compare.json``: the normalised grid and its path (orders the report's rows).
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,12 @@ from typing import Any, Callable
 from .charts import save_confusion_grid, save_recall_chart
 from .records import epoch_records, train_counts
 
-_METRICS = (("val_mean_class_accuracy", "val mean class acc."), ("accuracy", "accuracy"),
-            ("mean_class_accuracy", "mean class acc."), ("macro_f1", "macro-F1"))
+_METRICS = (
+    ("val_mean_class_accuracy", "val mean class acc."),
+    ("accuracy", "accuracy"),
+    ("mean_class_accuracy", "mean class acc."),
+    ("macro_f1", "macro-F1"),
+)
 
 
 def collect_results(out_dir: str | Path) -> list[dict]:
@@ -47,19 +52,26 @@ def collect_results(out_dir: str | Path) -> list[dict]:
         except (json.JSONDecodeError, OSError) as err:
             raise ValueError(f"{final_path}: not readable JSON ({err})") from None
         epochs = epoch_records(run_dir)
-        rows.append({
-            "setting": run_dir.parent.parent.name, "method": run_dir.parent.name, "seed": int(m.group(1)),
-            "accuracy": final["accuracy"], "mean_class_accuracy": final["mean_class_accuracy"],
-            "macro_f1": final["macro_f1"],
-            # the validation score the checkpoint was selected by (NaN when the run had no val split)
-            "val_mean_class_accuracy": final.get("best_val_mean_class_accuracy") if
-            final.get("best_val_mean_class_accuracy") is not None else float("nan"),
-            "recall": {name: pc["recall"] for name, pc in final.get("per_class", {}).items()},
-            "confusion_matrix": final.get("confusion_matrix"),
-            "train_time_s": round(sum(float(r["time_epoch"]) for r in epochs.values()), 3),
-            "epochs": max(epochs) if epochs else None, "best_epoch": final.get("epoch"),
-            "run_dir": run_dir,
-        })
+        rows.append(
+            {
+                "setting": run_dir.parent.parent.name,
+                "method": run_dir.parent.name,
+                "seed": int(m.group(1)),
+                "accuracy": final["accuracy"],
+                "mean_class_accuracy": final["mean_class_accuracy"],
+                "macro_f1": final["macro_f1"],
+                # the validation score the checkpoint was selected by (NaN when the run had no val split)
+                "val_mean_class_accuracy": final.get("best_val_mean_class_accuracy")
+                if final.get("best_val_mean_class_accuracy") is not None
+                else float("nan"),
+                "recall": {name: pc["recall"] for name, pc in final.get("per_class", {}).items()},
+                "confusion_matrix": final.get("confusion_matrix"),
+                "train_time_s": round(sum(float(r["time_epoch"]) for r in epochs.values()), 3),
+                "epochs": max(epochs) if epochs else None,
+                "best_epoch": final.get("epoch"),
+                "run_dir": run_dir,
+            }
+        )
     return rows
 
 
@@ -113,7 +125,7 @@ def _markdown_table(summ: dict, methods: list[str], classes: list[str]) -> str:
     cols = [k for k, _ in _METRICS] + [f"recall_{c}" for c in classes]
     heads = [h for _, h in _METRICS] + [f"recall {c}" for c in classes]
     best = {}
-    for col in cols:    # best displayed mean (ties at 2 decimals are all bold)
+    for col in cols:  # best displayed mean (ties at 2 decimals are all bold)
         shown = [round(100 * summ[m][col][0], 2) for m in methods if summ[m][col] is not None]
         best[col] = max(shown) if shown else None
     lines = ["| method | n | " + " | ".join(heads) + " |", "|---|---:|" + "---:|" * len(cols)]
@@ -151,32 +163,65 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
 
     # results.csv
     csv_path = out_dir / "results.csv"
-    fields = ["setting", "method", "seed", "val_mean_class_accuracy", "accuracy", "mean_class_accuracy", "macro_f1",
-              *[f"recall_{c}" for c in all_classes], "train_time_s", "epochs", "best_epoch", "run_dir"]
+    fields = [
+        "setting",
+        "method",
+        "seed",
+        "val_mean_class_accuracy",
+        "accuracy",
+        "mean_class_accuracy",
+        "macro_f1",
+        *[f"recall_{c}" for c in all_classes],
+        "train_time_s",
+        "epochs",
+        "best_epoch",
+        "run_dir",
+    ]
     method_rank = {m: i for i, m in enumerate(pref_methods)}
-    ordered = sorted(rows, key=lambda r: (settings.index(r["setting"]), method_rank.get(r["method"], len(method_rank)),
-                                          r["method"], r["seed"]))
+    ordered = sorted(
+        rows,
+        key=lambda r: (
+            settings.index(r["setting"]),
+            method_rank.get(r["method"], len(method_rank)),
+            r["method"],
+            r["seed"],
+        ),
+    )
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for r in ordered:
-            w.writerow({"setting": r["setting"], "method": r["method"], "seed": r["seed"],
-                        "val_mean_class_accuracy": r["val_mean_class_accuracy"], "accuracy": r["accuracy"],
-                        "mean_class_accuracy": r["mean_class_accuracy"], "macro_f1": r["macro_f1"],
-                        **{f"recall_{c}": r["recall"].get(c, "") for c in all_classes},
-                        "train_time_s": r["train_time_s"], "epochs": "" if r["epochs"] is None else r["epochs"],
-                        "best_epoch": "" if r["best_epoch"] is None else r["best_epoch"],
-                        "run_dir": str(r["run_dir"])})
+            w.writerow(
+                {
+                    "setting": r["setting"],
+                    "method": r["method"],
+                    "seed": r["seed"],
+                    "val_mean_class_accuracy": r["val_mean_class_accuracy"],
+                    "accuracy": r["accuracy"],
+                    "mean_class_accuracy": r["mean_class_accuracy"],
+                    "macro_f1": r["macro_f1"],
+                    **{f"recall_{c}": r["recall"].get(c, "") for c in all_classes},
+                    "train_time_s": r["train_time_s"],
+                    "epochs": "" if r["epochs"] is None else r["epochs"],
+                    "best_epoch": "" if r["best_epoch"] is None else r["best_epoch"],
+                    "run_dir": str(r["run_dir"]),
+                }
+            )
 
     # results.md and figures
-    md = ["# Comparison", "",
-          f"Regenerate (trains whatever is unfinished, then rewrites this file): `{command}`",
-          f"(report only: `{command} --report-only`).", "",
-          "Metrics in %, mean ± sample standard deviation over seeds (n = number of seeds). "
-          "`val mean class acc.` is the validation score (held out from the training data) that selected "
-          "the checkpoint; every other column is on the test split; "
-          "per-class columns are recall, classes ordered by training count; the best mean of each column "
-          "is in **bold**.", ""]
+    md = [
+        "# Comparison",
+        "",
+        f"Regenerate (trains whatever is unfinished, then rewrites this file): `{command}`",
+        f"(report only: `{command} --report-only`).",
+        "",
+        "Metrics in %, mean ± sample standard deviation over seeds (n = number of seeds). "
+        "`val mean class acc.` is the validation score (held out from the training data) that selected "
+        "the checkpoint; every other column is on the test split; "
+        "per-class columns are recall, classes ordered by training count; the best mean of each column "
+        "is in **bold**.",
+        "",
+    ]
     figures = []
     for setting in settings:
         srows = [r for r in rows if r["setting"] == setting]
@@ -189,11 +234,13 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
             md += ["Training counts: " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)) + ".", ""]
         md += [_markdown_table(summ, methods, classes), "", f"Seeds: {', '.join(map(str, seeds))}.", ""]
         try:
-            figures.append(save_recall_chart(summ, methods, classes, counts, out_dir / f"recall_{setting}.png",
-                                             title=setting))
-            figures.append(save_confusion_grid(srows, methods, classes, out_dir / f"confusion_{setting}.png",
-                                               title=setting))
-        except ImportError:   # matplotlib is missing: the tables are still written
+            figures.append(
+                save_recall_chart(summ, methods, classes, counts, out_dir / f"recall_{setting}.png", title=setting)
+            )
+            figures.append(
+                save_confusion_grid(srows, methods, classes, out_dir / f"confusion_{setting}.png", title=setting)
+            )
+        except ImportError:  # matplotlib is missing: the tables are still written
             pass
     if not rows:
         md += ["No finished runs yet.", ""]

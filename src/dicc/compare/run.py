@@ -1,6 +1,7 @@
 """Running a grid: :func:`run_grid` trains every unfinished run in order (finished runs skipped,
 interrupted ones resumed), makes the derived runs from their finished parents, then writes the
 report."""
+
 from __future__ import annotations
 
 import copy
@@ -63,8 +64,11 @@ def _describe_status(run: GridRun, statuses: dict[str, str]) -> str:
 def _unmet_parents(todo: list[GridRun]) -> list[GridRun]:
     """Derived runs to make whose parent run is neither finished nor among the runs to do."""
     planned = {r.name for r in todo}
-    return [r for r in todo
-            if r.derived is not None and r.parent_name not in planned and run_status(r.derived.parent) != "done"]
+    return [
+        r
+        for r in todo
+        if r.derived is not None and r.parent_name not in planned and run_status(r.derived.parent) != "done"
+    ]
 
 
 def _unmet_text(run: GridRun) -> str:
@@ -84,8 +88,10 @@ def _derive(run: GridRun, outcome: "GridOutcome", log: Callable) -> None:
         try:
             if run_status(run.derived.parent) != "done":
                 why = " (it failed above)" if run.parent_name in outcome.failed else ""
-                raise RuntimeError(f"{run.name}: its parent run {run.parent_name} is not finished{why}: "
-                                   f"no {run.derived.parent / 'final.json'}")
+                raise RuntimeError(
+                    f"{run.name}: its parent run {run.parent_name} is not finished{why}: "
+                    f"no {run.derived.parent / 'final.json'}"
+                )
             rebalance(run.derived.parent, copy.deepcopy(run.derived.stage), run.run_dir, log=log)
             write_stage_record(run.run_dir, run.derived)
         except Exception as e:  # noqa: BLE001 - handed to every rank below
@@ -112,9 +118,18 @@ class GridOutcome:
         return not self.failed
 
 
-def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, settings: list[str] | None = None,
-             seeds: list[int] | None = None, overrides: list[str] | None = None, dry_run: bool = False, keep_going: bool = False,
-             report: bool = True, log: Callable = _info) -> GridOutcome:
+def run_grid(
+    grid: str | Path | dict | Grid,
+    *,
+    only: list[str] | None = None,
+    settings: list[str] | None = None,
+    seeds: list[int] | None = None,
+    overrides: list[str] | None = None,
+    dry_run: bool = False,
+    keep_going: bool = False,
+    report: bool = True,
+    log: Callable = _info,
+) -> GridOutcome:
     """Run every unfinished run of ``grid`` in order, then write the report into ``out``.
 
     Finished runs (``final.json``) are skipped, runs with ``checkpoints/last.pt`` but no
@@ -127,7 +142,7 @@ def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, s
     g = load_grid(grid, overrides)
     runs = plan_runs(g, only, settings, seeds)
     outcome = GridOutcome(runs)
-    statuses = {run.name: _status(run) for run in runs}   # decided up front
+    statuses = {run.name: _status(run) for run in runs}  # decided up front
     if dry_run:
         log(f"{len(runs)} run(s) under {g.out}:")
         for run in runs:
@@ -143,9 +158,11 @@ def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, s
     unmet = _unmet_parents(todo)
     if unmet:
         parents = " ".join(f"--only {shlex.quote(a)}" for a in dict.fromkeys(r.derived.after for r in unmet))
-        raise ValueError(f"derived run(s) whose parent run is not finished and not selected: "
-                         f"{'; '.join(_unmet_text(r) for r in unmet)}; train the parents first or select them too "
-                         f"({parents})")
+        raise ValueError(
+            f"derived run(s) whose parent run is not finished and not selected: "
+            f"{'; '.join(_unmet_text(r) for r in unmet)}; train the parents first or select them too "
+            f"({parents})"
+        )
     main = _is_main_process()
     if main:
         g.out.mkdir(parents=True, exist_ok=True)
@@ -156,8 +173,10 @@ def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, s
         resume = statuses[run.name] == "partial"
         diff = config_differences(run.run_dir, run.cfg) if resume else []
         if diff:
-            log(f"warning: {run.name} was started with a different config ({', '.join(diff)}); resuming with the "
-                f"grid's config (delete {run.run_dir} to start it afresh)")
+            log(
+                f"warning: {run.name} was started with a different config ({', '.join(diff)}); resuming with the "
+                f"grid's config (delete {run.run_dir} to start it afresh)"
+            )
         after = f" (after {run.parent_name}: {run.derived.stage['name']})" if run.derived is not None else ""
         log(f"=== [{i}/{len(todo)}] {run.name}{' (resuming)' if resume else ''}{after} ===")
         try:
@@ -182,6 +201,10 @@ def run_grid(grid: str | Path | dict | Grid, *, only: list[str] | None = None, s
 
 
 def _write_grid_record(g: Grid) -> None:
-    record = {"grid_path": str(g.path) if g.path is not None else None, "command": g.command,
-              "overrides": list(g.extra_overrides), "grid": g.to_dict()}
+    record = {
+        "grid_path": str(g.path) if g.path is not None else None,
+        "command": g.command,
+        "overrides": list(g.extra_overrides),
+        "grid": g.to_dict(),
+    }
     (g.out / "compare.json").write_text(json.dumps(record, indent=2))

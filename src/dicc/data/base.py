@@ -11,6 +11,7 @@ identity share an image, whatever its pixels (FER2013 has genuinely duplicated p
 different splits, which are different samples); :mod:`dicc.data.build` refuses runs whose
 training or validation images are among the test images.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,15 +24,15 @@ from .classes import EMOTIONS
 
 @dataclass
 class FERDataset:
-    labels: torch.Tensor                      # int64 [N], canonical class indices
-    images: torch.Tensor | None = None        # uint8 [N, C, H, W] when held in memory
-    paths: list[str] | None = None            # file paths when streaming from disk
+    labels: torch.Tensor  # int64 [N], canonical class indices
+    images: torch.Tensor | None = None  # uint8 [N, C, H, W] when held in memory
+    paths: list[str] | None = None  # file paths when streaming from disk
     image_size: int = 48
     channels: int = 1
     class_names: tuple[str, ...] = EMOTIONS
-    source: str = ""                          # where it came from (for messages)
+    source: str = ""  # where it came from (for messages)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. "style", "soft_labels"
-    ids: list[str] | None = None              # sample identities (default: paths, or source#i)
+    ids: list[str] | None = None  # sample identities (default: paths, or source#i)
     dropped: dict[str, int] = field(default_factory=dict)  # samples the reader left out, by reason
 
     def __post_init__(self) -> None:
@@ -52,8 +53,9 @@ class FERDataset:
         elif len(self.ids) != n:
             raise ValueError(f"{self.source}: {n} images but {len(self.ids)} sample ids")
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
-            raise ValueError(f"{self.source}: labels must be in 0..{len(self.class_names) - 1} "
-                             f"({', '.join(self.class_names)})")
+            raise ValueError(
+                f"{self.source}: labels must be in 0..{len(self.class_names) - 1} ({', '.join(self.class_names)})"
+            )
         for k, v in self.extras.items():
             if len(v) != n:
                 raise ValueError(f"{self.source}: extras[{k!r}] has {len(v)} rows for {n} images")
@@ -80,9 +82,7 @@ class FERDataset:
             return self.images[idx]
         from .decode import decode_image
 
-        return torch.stack(
-            [decode_image(self.paths[i], self.image_size, self.channels) for i in idx.tolist()]
-        )
+        return torch.stack([decode_image(self.paths[i], self.image_size, self.channels) for i in idx.tolist()])
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "FERDataset":
         """A new dataset with only the given indices (order kept)."""

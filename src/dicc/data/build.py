@@ -18,6 +18,7 @@ Checks, before anything trains (each a one-line ``ValueError``):
   the validation or test set are listed in :attr:`RunData.missing_classes` (their recall is
   undefined; the metrics leave them out of the means).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,16 +45,25 @@ def open_split(cfg, split: str) -> FERDataset:
     classes = resolve_classes(getattr(cfg, "classes", None))
     if cfg.path is None:
         if classes != EMOTIONS:
-            raise ValueError(f"data.classes: the built-in synthetic data has the seven emotions "
-                             f"({', '.join(EMOTIONS)}); got {', '.join(classes)} (set data.path to "
-                             "a dataset, or leave data.classes unset)")
+            raise ValueError(
+                f"data.classes: the built-in synthetic data has the seven emotions "
+                f"({', '.join(EMOTIONS)}); got {', '.join(classes)} (set data.path to "
+                "a dataset, or leave data.classes unset)"
+            )
         from .synthetic import make_synthetic
 
         return make_synthetic(split=split, seed=cfg.subset_seed, image_size=cfg.image_size)
     from .formats import load_split
 
-    return load_split(cfg.path, split, fmt=cfg.format, image_size=cfg.image_size, channels=cfg.channels,
-                      cache_dir=cfg.cache_dir, classes=classes)
+    return load_split(
+        cfg.path,
+        split,
+        fmt=cfg.format,
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+        cache_dir=cfg.cache_dir,
+        classes=classes,
+    )
 
 
 def _refuse_overlap(a: FERDataset, a_key: str, b: FERDataset, b_key: str) -> None:
@@ -63,9 +73,11 @@ def _refuse_overlap(a: FERDataset, a_key: str, b: FERDataset, b_key: str) -> Non
     big_ids = set(big.ids)
     shared = [i for i in small.ids if i in big_ids]
     if shared:
-        raise ValueError(f"{a_key} and {b_key} share {len(shared)} of their images (e.g. {shared[0]}): "
-                         f"{a.source} and {b.source} overlap; choose disjoint splits (e.g. data.val=holdout, "
-                         "drawn from the training images)")
+        raise ValueError(
+            f"{a_key} and {b_key} share {len(shared)} of their images (e.g. {shared[0]}): "
+            f"{a.source} and {b.source} overlap; choose disjoint splits (e.g. data.val=holdout, "
+            "drawn from the training images)"
+        )
 
 
 def build_run_data(cfg, *, need_test: bool = True) -> RunData:
@@ -93,9 +105,11 @@ def build_run_data(cfg, *, need_test: bool = True) -> RunData:
             val, train = full.subset(hold), full.subset(keep)
     missing = train.missing_classes()
     if missing:
-        raise ValueError(f"data.train_split={cfg.train_split!r}: {train.source} has no images of "
-                         f"{', '.join(missing)} (label space: {', '.join(names)}); add them, or set "
-                         "data.classes to the classes it has")
+        raise ValueError(
+            f"data.train_split={cfg.train_split!r}: {train.source} has no images of "
+            f"{', '.join(missing)} (label space: {', '.join(names)}); add them, or set "
+            "data.classes to the classes it has"
+        )
     val_key = f"data.val={cfg.val!r}"
     if val is not None:
         val.source = f"{full.source} (hold-out {cfg.val_fraction:g})"

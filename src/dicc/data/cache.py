@@ -11,6 +11,7 @@ once the new one is written, so the cache holds one entry per split. Files are w
 atomically (temporary file + ``os.replace``), so an interrupted run never leaves a
 half-written cache behind. Delete the directory at any time to reclaim the space.
 """
+
 from __future__ import annotations
 
 import glob
@@ -39,16 +40,19 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "dicc"
 
 
-def cache_key(source: str | os.PathLike, split: str, image_size: int, channels: int,
-              paths: Sequence[str | os.PathLike]) -> str:
+def cache_key(
+    source: str | os.PathLike, split: str, image_size: int, channels: int, paths: Sequence[str | os.PathLike]
+) -> str:
     """Hex digest identifying the decoded content of ``paths`` (stats every file)."""
     prefix = os.fspath(source)
     h = hashlib.sha256()
-    h.update(f"dicc-cache-v{CACHE_VERSION}|pillow-{PIL.__version__}|{Path(prefix).resolve()}|"
-             f"{split}|{image_size}|{channels}|{len(paths)}\n".encode())
+    h.update(
+        f"dicc-cache-v{CACHE_VERSION}|pillow-{PIL.__version__}|{Path(prefix).resolve()}|"
+        f"{split}|{image_size}|{channels}|{len(paths)}\n".encode()
+    )
     for p in map(os.fspath, paths):
         st = os.stat(p)
-        rel = p[len(prefix):] if p.startswith(prefix) else os.path.abspath(p)
+        rel = p[len(prefix) :] if p.startswith(prefix) else os.path.abspath(p)
         h.update(f"{rel}|{st.st_mtime_ns}|{st.st_size}\n".encode())
     return h.hexdigest()
 
@@ -58,8 +62,9 @@ def _decode_chunk(args: tuple[list[str], int, int]) -> np.ndarray:
     return np.stack([decode_array(p, size, channels) for p in paths])
 
 
-def decode_many(paths: Sequence[str | os.PathLike], image_size: int, channels: int,
-                workers: int | None = None) -> torch.Tensor:
+def decode_many(
+    paths: Sequence[str | os.PathLike], image_size: int, channels: int, workers: int | None = None
+) -> torch.Tensor:
     """Decode files into one uint8 tensor ``[N, C, S, S]``, in a process pool when it pays.
 
     ``workers`` defaults to ``$DICC_DECODE_WORKERS`` or the CPU count (at most 8); the pool
@@ -74,12 +79,11 @@ def decode_many(paths: Sequence[str | os.PathLike], image_size: int, channels: i
         return torch.empty((0, channels, image_size, image_size), dtype=torch.uint8)
     if workers is None:
         workers = int(os.environ.get("DICC_DECODE_WORKERS", min(os.cpu_count() or 1, 8)))
-    parallel = (workers > 1 and len(paths) >= _PARALLEL_MIN_FILES
-                and "fork" in mp.get_all_start_methods())
+    parallel = workers > 1 and len(paths) >= _PARALLEL_MIN_FILES and "fork" in mp.get_all_start_methods()
     if not parallel:
         return torch.from_numpy(_decode_chunk((paths, image_size, channels)))
     step = max(256, len(paths) // (workers * 8))
-    chunks = [(paths[i:i + step], image_size, channels) for i in range(0, len(paths), step)]
+    chunks = [(paths[i : i + step], image_size, channels) for i in range(0, len(paths), step)]
     with mp.get_context("fork").Pool(workers) as pool:
         arrays = pool.map(_decode_chunk, chunks)
     return torch.from_numpy(np.concatenate(arrays))
@@ -89,10 +93,17 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:40] or "data"
 
 
-def load_or_decode(paths: Sequence[str | os.PathLike], labels: torch.Tensor, *,
-                   source: str | os.PathLike, split: str, image_size: int, channels: int,
-                   cache_dir: str | os.PathLike | None | bool = None,
-                   workers: int | None = None) -> torch.Tensor:
+def load_or_decode(
+    paths: Sequence[str | os.PathLike],
+    labels: torch.Tensor,
+    *,
+    source: str | os.PathLike,
+    split: str,
+    image_size: int,
+    channels: int,
+    cache_dir: str | os.PathLike | None | bool = None,
+    workers: int | None = None,
+) -> torch.Tensor:
     """uint8 images ``[N, C, S, S]`` for ``paths``, from the on-disk cache when it is fresh.
 
     ``cache_dir=None`` uses :func:`default_cache_dir`; ``cache_dir=False`` disables caching.
@@ -124,6 +135,8 @@ def load_or_decode(paths: Sequence[str | os.PathLike], labels: torch.Tensor, *,
             if stale != file:
                 stale.unlink(missing_ok=True)
     except OSError as e:
-        warnings.warn(f"could not write the image cache in {folder} ({e}); "
-                      "set DICC_CACHE_DIR or cache_dir to a writable folder", stacklevel=2)
+        warnings.warn(
+            f"could not write the image cache in {folder} ({e}); set DICC_CACHE_DIR or cache_dir to a writable folder",
+            stacklevel=2,
+        )
     return images

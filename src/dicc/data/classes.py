@@ -17,6 +17,7 @@ Names are matched case-insensitively with aliases (``anger``, ``contemptuous``, 
 Readers of integer-labelled datasets (CSV, label lists) drop and count the samples whose class
 is not in the label space; readers of class folders refuse a folder whose class is not in it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -59,8 +60,10 @@ def resolve_classes(spec: Any = None) -> tuple[str, ...]:
         if key in LABEL_SPACES:
             return LABEL_SPACES[key]
         if "," not in spec:
-            raise ValueError(f"data.classes: unknown label space {spec!r}; expected "
-                             f"{', '.join(LABEL_SPACES)} or a list of class names")
+            raise ValueError(
+                f"data.classes: unknown label space {spec!r}; expected "
+                f"{', '.join(LABEL_SPACES)} or a list of class names"
+            )
         spec = [s for s in spec.split(",") if s.strip()]
     if isinstance(spec, (tuple, list)) and all(isinstance(s, str) for s in spec):
         names = tuple(canonical_name(s) for s in spec)
@@ -70,8 +73,7 @@ def resolve_classes(spec: Any = None) -> tuple[str, ...]:
         if dup:
             raise ValueError(f"data.classes: class {dup[0]!r} is listed twice in {list(spec)!r}")
         return names
-    raise ValueError(f"data.classes: expected {', '.join(LABEL_SPACES)} or a list of class names, "
-                     f"got {spec!r}")
+    raise ValueError(f"data.classes: expected {', '.join(LABEL_SPACES)} or a list of class names, got {spec!r}")
 
 
 def class_index(name: str, *, where: str = "", classes: Sequence[str] = EMOTIONS) -> int:
@@ -86,13 +88,19 @@ def class_index(name: str, *, where: str = "", classes: Sequence[str] = EMOTIONS
     place = f" ({where})" if where else ""
     canon = canonical_name(name)
     if canon in ALIASES.values():
-        hint = (" (data.classes=emotions8 keeps it)" if canon == "contempt" and "contempt" not in classes
-                else " (add it to data.classes, or move it out of the dataset)")
-        raise ValueError(f"class {name!r}{place} is not in the label space; valid classes are "
-                         f"{', '.join(classes)}{hint}")
+        hint = (
+            " (data.classes=emotions8 keeps it)"
+            if canon == "contempt" and "contempt" not in classes
+            else " (add it to data.classes, or move it out of the dataset)"
+        )
+        raise ValueError(
+            f"class {name!r}{place} is not in the label space; valid classes are {', '.join(classes)}{hint}"
+        )
     aliases = sorted(a for a, c in ALIASES.items() if c in classes and len(a) > 2 and a != c)
-    raise ValueError(f"unknown class name {name!r}{place}; expected one of {', '.join(classes)}"
-                     + (f" or an alias ({', '.join(aliases)})" if aliases else ""))
+    raise ValueError(
+        f"unknown class name {name!r}{place}; expected one of {', '.join(classes)}"
+        + (f" or an alias ({', '.join(aliases)})" if aliases else "")
+    )
 
 
 def find_class(name: str, classes: Sequence[str] = EMOTIONS) -> int | None:
@@ -110,5 +118,14 @@ def label_map(source_names: Sequence[str], classes: Sequence[str]) -> list[int |
     return [find_class(n, classes) for n in source_names]
 
 
-__all__ = ["ALIASES", "EMOTIONS", "EMOTIONS8", "LABEL_SPACES", "canonical_name", "class_index",
-           "find_class", "label_map", "resolve_classes"]
+__all__ = [
+    "ALIASES",
+    "EMOTIONS",
+    "EMOTIONS8",
+    "LABEL_SPACES",
+    "canonical_name",
+    "class_index",
+    "find_class",
+    "label_map",
+    "resolve_classes",
+]

@@ -6,6 +6,7 @@ array already in memory, e.g. a face cropped from a photo, is resized by PIL in 
 except that a JPEG file at least twice the model's size decodes at a reduced DCT scale first:
 a mean difference of about 0.1 grey level.)
 """
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,16 @@ from PIL import Image, ImageOps
 
 #: File name endings treated as images when scanning folders (compared lower-case).
 IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".pgm",
+    ".ppm",
 )
 
 

@@ -4,6 +4,7 @@ Counting reads only labels (file lists, the CSV's emotion column, RAF-DB's label
 AffectNet's and FERPlus's label files); no image is decoded. Used by
 ``dicc data info PATH [--split NAME] [--format F] [--json] [--chart FILE]``.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,7 @@ from .classes import resolve_classes
 from .formats import get_format, list_splits, resolve_split, split_summary
 
 
-def data_info(path: str | os.PathLike, split: str | None = None, fmt: str = "auto",
-              classes=None) -> dict:
+def data_info(path: str | os.PathLike, split: str | None = None, fmt: str = "auto", classes=None) -> dict:
     """Class counts of every split at ``path`` (or only ``split``) in the label space
     ``classes`` (default the seven emotions).
 
@@ -39,8 +39,7 @@ def data_info(path: str | os.PathLike, split: str | None = None, fmt: str = "aut
             "missing": [c for c, n in zip(names_cls, counts) if n == 0],
             "dropped": dict(sorted(summary.dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
-    return {"path": str(Path(path)), "format": f.name, "classes": list(names_cls),
-            "splits": splits}
+    return {"path": str(Path(path)), "format": f.name, "classes": list(names_cls), "splits": splits}
 
 
 def format_info(info: dict) -> str:
@@ -51,13 +50,19 @@ def format_info(info: dict) -> str:
     rows = []
     for name, s in info["splits"].items():
         imb = s.get("imbalance")
-        rows.append([name, *(str(s["counts"][c]) for c in classes), str(s["total"]),
-                     f"{imb:g}" if imb is not None else "-"])
+        rows.append(
+            [name, *(str(s["counts"][c]) for c in classes), str(s["total"]), f"{imb:g}" if imb is not None else "-"]
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt_row = lambda r: "  ".join(  # noqa: E731
-        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
-    lines = [f"{info['path']} ({info['format']})", fmt_row(header),
-             "  ".join("-" * w for w in widths), *map(fmt_row, rows)]
+        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))
+    )
+    lines = [
+        f"{info['path']} ({info['format']})",
+        fmt_row(header),
+        "  ".join("-" * w for w in widths),
+        *map(fmt_row, rows),
+    ]
     notes = []
     for name, s in info["splits"].items():
         if s.get("missing"):

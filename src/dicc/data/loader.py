@@ -8,6 +8,7 @@ image: ...")`` with or without workers: a worker returns the message instead of 
 worker's exception would reach the user wrapped in DataLoader's multi-line traceback), and the
 main process raises it.
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -40,8 +41,9 @@ class _BatchDataset(Dataset):
             return _Failed(str(e))
 
 
-def iterate_batches(ds: FERDataset, indices: torch.Tensor, batch_size: int, *, drop_last: bool = False,
-                    workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def iterate_batches(
+    ds: FERDataset, indices: torch.Tensor, batch_size: int, *, drop_last: bool = False, workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(images uint8 [B,C,H,W], labels [B], indices [B])`` in the order of ``indices``."""
     indices = torch.as_tensor(indices, dtype=torch.long)
     batches = list(indices.split(batch_size))
@@ -51,8 +53,9 @@ def iterate_batches(ds: FERDataset, indices: torch.Tensor, batch_size: int, *, d
         for idx in batches:
             yield ds.get_batch(idx), ds.labels[idx], idx
         return
-    loader = DataLoader(_BatchDataset(ds, batches), batch_size=None, shuffle=False, num_workers=workers,
-                        persistent_workers=False)
+    loader = DataLoader(
+        _BatchDataset(ds, batches), batch_size=None, shuffle=False, num_workers=workers, persistent_workers=False
+    )
     for item in loader:
         if isinstance(item, _Failed):
             raise ValueError(item.message)

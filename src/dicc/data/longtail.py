@@ -23,6 +23,7 @@ which are hand-chosen per class rather than one of the profiles above.
 (:func:`parse_longtail` + :func:`longtail_subset`) and the validation split from the images it
 leaves out; without a subset, :func:`stratified_holdout` splits off the validation images.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,7 @@ import torch
 
 from .classes import EMOTIONS, class_index
 
-__all__ = ["PRESETS", "PROFILES", "longtail_counts", "longtail_subset", "parse_longtail",
-           "stratified_holdout"]
+__all__ = ["PRESETS", "PROFILES", "longtail_counts", "longtail_subset", "parse_longtail", "stratified_holdout"]
 
 PROFILES: tuple[str, ...] = ("exp", "step")
 
@@ -44,18 +44,24 @@ def _canonical(d: Mapping[str, int]) -> dict[str, int]:
 
 # The DICC paper's long-tailed training sets (per-class counts), in canonical class order.
 PRESETS: dict[str, dict[str, int]] = {
-    "fer2013-if100": _canonical(dict(happy=4300, neutral=2997, sad=1796, fear=1077, angry=387,
-                                     surprise=139, disgust=43)),
-    "fer2013-if10": _canonical(dict(happy=4300, neutral=3488, sad=2612, fear=1744, angry=1308,
-                                    surprise=872, disgust=430)),
-    "mmafedb-if100": _canonical(dict(happy=15529, neutral=29300, sad=8497, fear=644, angry=1992,
-                                     surprise=4395, disgust=293)),
-    "mmafedb-if10": _canonical(dict(happy=21275, neutral=29300, sad=12223, fear=4859, angry=6566,
-                                    surprise=8113, disgust=2930)),
-    "emotion-domestic-if100": _canonical(dict(happy=20000, neutral=9080, sad=329, fear=200,
-                                              angry=1650, surprise=3260, disgust=802)),
-    "emotion-domestic-if20": _canonical(dict(happy=20000, neutral=10490, sad=1660, fear=1000,
-                                             angry=2810, surprise=3460, disgust=1812)),
+    "fer2013-if100": _canonical(
+        dict(happy=4300, neutral=2997, sad=1796, fear=1077, angry=387, surprise=139, disgust=43)
+    ),
+    "fer2013-if10": _canonical(
+        dict(happy=4300, neutral=3488, sad=2612, fear=1744, angry=1308, surprise=872, disgust=430)
+    ),
+    "mmafedb-if100": _canonical(
+        dict(happy=15529, neutral=29300, sad=8497, fear=644, angry=1992, surprise=4395, disgust=293)
+    ),
+    "mmafedb-if10": _canonical(
+        dict(happy=21275, neutral=29300, sad=12223, fear=4859, angry=6566, surprise=8113, disgust=2930)
+    ),
+    "emotion-domestic-if100": _canonical(
+        dict(happy=20000, neutral=9080, sad=329, fear=200, angry=1650, surprise=3260, disgust=802)
+    ),
+    "emotion-domestic-if20": _canonical(
+        dict(happy=20000, neutral=10490, sad=1660, fear=1000, angry=2810, surprise=3460, disgust=1812)
+    ),
 }
 
 
@@ -72,8 +78,7 @@ def _names(n: int, class_names: Sequence[str] | None) -> tuple[str, ...] | None:
 
 def _index(name: str, names: tuple[str, ...] | None, where: str) -> int:
     if names is None:
-        raise ValueError(f"{where}: class {name!r} given by name, but the classes have no names; "
-                         "give indices")
+        raise ValueError(f"{where}: class {name!r} given by name, but the classes have no names; give indices")
     return class_index(name, where=where, classes=names)
 
 
@@ -81,8 +86,7 @@ def _rank_order(class_counts: Sequence[int], order, names: tuple[str, ...] | Non
     n = len(class_counts)
     if order is None:
         return sorted(range(n), key=lambda c: (-int(class_counts[c]), c))
-    names = [_index(o, _names(n, names), "long-tail order") if isinstance(o, str) else int(o)
-             for o in order]
+    names = [_index(o, _names(n, names), "long-tail order") if isinstance(o, str) else int(o) for o in order]
     if sorted(names) != list(range(n)):
         raise ValueError(f"order must list each of the {n} classes exactly once, got {list(order)}")
     return names
@@ -133,8 +137,12 @@ def longtail_counts(
     return out
 
 
-def longtail_subset(labels: torch.Tensor | Sequence[int], counts: Sequence[int] | Mapping[str, int],
-                    seed: int = 0, class_names: Sequence[str] | None = None) -> torch.Tensor:
+def longtail_subset(
+    labels: torch.Tensor | Sequence[int],
+    counts: Sequence[int] | Mapping[str, int],
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> torch.Tensor:
     """Indices (int64, ascending) of a subset with exactly ``counts[c]`` samples of class ``c``,
     drawn per class without replacement; the same seed gives the same subset.
 
@@ -156,9 +164,7 @@ def longtail_subset(labels: torch.Tensor | Sequence[int], counts: Sequence[int] 
         if want < 0:
             raise ValueError(f"negative count {want} for class {_name(c, names)}")
         if want > have[c]:
-            raise ValueError(
-                f"class {_name(c, names)} has {have[c]} samples but the long-tail subset asks for {want}"
-            )
+            raise ValueError(f"class {_name(c, names)} has {have[c]} samples but the long-tail subset asks for {want}")
         idx = (labels == c).nonzero().flatten()
         picked.append(idx[torch.randperm(len(idx), generator=g)[:want]])
     return torch.cat(picked).sort().values if picked else torch.zeros(0, dtype=torch.long)
@@ -207,9 +213,11 @@ def parse_longtail(spec, class_counts: Sequence[int], class_names: Sequence[str]
     if key in PRESETS:
         if names != EMOTIONS:
             space = ", ".join(names) if names is not None else f"{n_cls} unnamed classes"
-            raise ValueError(f"long-tail preset {spec!r} is a table of the seven FER emotions "
-                             f"({', '.join(EMOTIONS)}) but this label space is {space}; use "
-                             f"exp:IF, step:IF or {n_cls} explicit counts")
+            raise ValueError(
+                f"long-tail preset {spec!r} is a table of the seven FER emotions "
+                f"({', '.join(EMOTIONS)}) but this label space is {space}; use "
+                f"exp:IF, step:IF or {n_cls} explicit counts"
+            )
         return [PRESETS[key][c] for c in EMOTIONS]
     if "," in s:
         try:
@@ -225,8 +233,9 @@ def parse_longtail(spec, class_counts: Sequence[int], class_names: Sequence[str]
                 factor = float(parts[1])
                 n_max = int(parts[2]) if len(parts) == 3 else None
             except ValueError:
-                raise ValueError(f"cannot read long-tail spec {spec!r}: expected {profile}:IF or "
-                                 f"{profile}:IF:N_MAX with numbers") from None
+                raise ValueError(
+                    f"cannot read long-tail spec {spec!r}: expected {profile}:IF or {profile}:IF:N_MAX with numbers"
+                ) from None
             return longtail_counts(profile, class_counts, factor, n_max=n_max, class_names=names)
     raise ValueError(
         f"unknown long-tail spec {spec!r}; expected a preset ({', '.join(PRESETS)}), "
@@ -234,8 +243,9 @@ def parse_longtail(spec, class_counts: Sequence[int], class_names: Sequence[str]
     )
 
 
-def stratified_holdout(labels: torch.Tensor | Sequence[int], fraction: float,
-                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_holdout(
+    labels: torch.Tensor | Sequence[int], fraction: float, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into ``(keep, holdout)`` (both int64, ascending), class by class.
 
     Each class holds out ``round(fraction * n_c)`` samples, at least 1 when the class has 2 or

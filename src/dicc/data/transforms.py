@@ -3,6 +3,7 @@
 Images arrive as uint8 ``[B, C, H, W]``; augmentation draws its randomness from an explicit
 ``torch.Generator`` (on the CPU) so a seed reproduces a run.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,8 @@ def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Te
     padded = F.pad(x, (padding,) * 4, mode="replicate")
     oy = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
     ox = torch.randint(0, 2 * padding + 1, (b,), generator=gen).to(x.device)
-    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # [B,1,H,1]
-    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # [B,1,1,W]
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B,1,H,1]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [B,1,1,W]
     bi = torch.arange(b, device=x.device)[:, None, None, None]
     ci = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[bi, ci, rows, cols]
@@ -89,8 +90,13 @@ def random_erase(x: torch.Tensor, p: float, gen: torch.Generator, scale=(0.02, 0
     x0 = (torch.rand(b, generator=gen) * (w - ew + 1)).long()
     yy = torch.arange(h)[None, :, None]
     xx = torch.arange(w)[None, None, :]
-    mask = (yy >= y0[:, None, None]) & (yy < (y0 + eh)[:, None, None]) & \
-           (xx >= x0[:, None, None]) & (xx < (x0 + ew)[:, None, None]) & apply[:, None, None]
+    mask = (
+        (yy >= y0[:, None, None])
+        & (yy < (y0 + eh)[:, None, None])
+        & (xx >= x0[:, None, None])
+        & (xx < (x0 + ew)[:, None, None])
+        & apply[:, None, None]
+    )
     return x.masked_fill(mask[:, None].to(x.device), 0.0)
 
 
@@ -122,7 +128,7 @@ def _beta(alpha: float, gen: torch.Generator) -> float:
     """One draw of Beta(alpha, alpha), seeded from ``gen`` (so it is part of its state)."""
     import numpy as np
 
-    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen))
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
@@ -140,7 +146,7 @@ def tta_views(x: torch.Tensor, mode: str, shift: int = 2) -> list[torch.Tensor]:
         p = F.pad(x.float(), (shift,) * 4, mode="replicate").to(x.dtype) if shift > 0 else x
         views = []
         for dy, dx in ((shift, shift), (0, 0), (0, 2 * shift), (2 * shift, 0), (2 * shift, 2 * shift)):
-            v = p[..., dy:dy + h, dx:dx + w]
+            v = p[..., dy : dy + h, dx : dx + w]
             views += [v, v.flip(-1)]
         return views
     raise ValueError(f"unknown test-time augmentation {mode!r}; valid: {', '.join(TTA_MODES)}")

@@ -5,13 +5,45 @@
 - :mod:`.align`: landmarks -> a square crop framed like FER2013's faces, eyes levelled;
 - :mod:`.crops`: a box -> model pixels, normalised as in training.
 """
+
 from .align import TEMPLATE, FaceTemplate, crop_geometry, eye_angle, landmark_crop
 from .crops import crop_faces, expand_box, face_pixels, normalize_batch, prepare_faces
-from .detect import (CASCADE_FILE, DETECTORS, MTCNN_INSTALL_HINT, Detections, Detector, FaceDetector, HaarDetector,
-                     MtcnnDetector, create_detector)
+from .detect import (
+    CASCADE_FILE,
+    DETECTORS,
+    MTCNN_INSTALL_HINT,
+    Detections,
+    Detector,
+    FaceDetector,
+    HaarDetector,
+    MtcnnDetector,
+    create_detector,
+)
 from .images import as_image_array, load_image, require_cv2, to_gray, to_uint8
 
-__all__ = ["TEMPLATE", "FaceTemplate", "crop_geometry", "eye_angle", "landmark_crop", "crop_faces", "expand_box",
-           "face_pixels", "normalize_batch", "prepare_faces", "CASCADE_FILE", "DETECTORS", "MTCNN_INSTALL_HINT",
-           "Detections", "Detector", "FaceDetector", "HaarDetector", "MtcnnDetector", "create_detector",
-           "as_image_array", "load_image", "require_cv2", "to_gray", "to_uint8"]
+__all__ = [
+    "TEMPLATE",
+    "FaceTemplate",
+    "crop_geometry",
+    "eye_angle",
+    "landmark_crop",
+    "crop_faces",
+    "expand_box",
+    "face_pixels",
+    "normalize_batch",
+    "prepare_faces",
+    "CASCADE_FILE",
+    "DETECTORS",
+    "MTCNN_INSTALL_HINT",
+    "Detections",
+    "Detector",
+    "FaceDetector",
+    "HaarDetector",
+    "MtcnnDetector",
+    "create_detector",
+    "as_image_array",
+    "load_image",
+    "require_cv2",
+    "to_gray",
+    "to_uint8",
+]

@@ -9,6 +9,7 @@ with ``rotate=False`` it stays axis-aligned (same centre and size), so the two d
 rotation only. Pixels outside the photo repeat its border. The crop keeps the photo's resolution;
 :func:`dicc.faces.crops.face_pixels` then resizes it exactly as training images are.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def eye_angle(landmarks: np.ndarray) -> float:
     return math.degrees(math.atan2(ry - ly, rx - lx))
 
 
-def crop_geometry(landmarks: np.ndarray, *, rotate: bool = True,
-                  template: FaceTemplate = TEMPLATE) -> tuple[np.ndarray, float, float]:
+def crop_geometry(
+    landmarks: np.ndarray, *, rotate: bool = True, template: FaceTemplate = TEMPLATE
+) -> tuple[np.ndarray, float, float]:
     """``(centre [2], side, angle in degrees)`` of the square that puts the face's eyes and
     mouth where ``template`` has them (``angle`` 0 when ``rotate`` is False)."""
     pts = np.asarray(landmarks, np.float64).reshape(5, 2)
@@ -61,8 +63,9 @@ def crop_geometry(landmarks: np.ndarray, *, rotate: bool = True,
     return centre, float(side), angle
 
 
-def landmark_crop(image: np.ndarray, landmarks: np.ndarray, *, rotate: bool = True,
-                  template: FaceTemplate = TEMPLATE) -> np.ndarray:
+def landmark_crop(
+    image: np.ndarray, landmarks: np.ndarray, *, rotate: bool = True, template: FaceTemplate = TEMPLATE
+) -> np.ndarray:
     """The square face crop of ``image`` (``HxW`` or ``HxWx3`` uint8) for one face's five
     landmarks (:class:`dicc.faces.detect.Detections`), at the photo's resolution."""
     cv2 = require_cv2()
@@ -75,5 +78,10 @@ def landmark_crop(image: np.ndarray, landmarks: np.ndarray, *, rotate: bool = Tr
     m = np.zeros((2, 3))
     m[:, :2] = rot * scale
     m[:, 2] = centre + rot @ (np.array([0.5, 0.5]) * scale - side / 2) - 0.5
-    return cv2.warpAffine(np.ascontiguousarray(image), m, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        np.ascontiguousarray(image),
+        m,
+        (n, n),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )

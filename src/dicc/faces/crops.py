@@ -4,6 +4,7 @@ Crops are converted the same way training images are decoded (:func:`dicc.data.d
 PIL's grayscale conversion and bilinear resize), so a face gives the same pixels whichever path
 loads it.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -31,7 +32,7 @@ def crop_faces(image: np.ndarray, boxes, margin: float = 0.1) -> list[np.ndarray
     crops = []
     for box in np.asarray(boxes).reshape(-1, 4):
         x, y, cw, ch = expand_box(box, margin, w, h)
-        crops.append(image[y:y + ch, x:x + cw])
+        crops.append(image[y : y + ch, x : x + cw])
     return crops
 
 
@@ -65,8 +66,7 @@ def normalize_batch(pixels: np.ndarray, mean, std) -> np.ndarray:
     return normalize(torch.from_numpy(np.ascontiguousarray(pixels)), mean, std).numpy()
 
 
-def prepare_faces(faces: Sequence[np.ndarray], image_size: int, channels: int, mean: float,
-                  std: float) -> np.ndarray:
+def prepare_faces(faces: Sequence[np.ndarray], image_size: int, channels: int, mean: float, std: float) -> np.ndarray:
     """Face crops -> the model's normalised ``float32 [N, C, S, S]`` input."""
     if not len(faces):
         return np.zeros((0, channels, image_size, image_size), dtype=np.float32)

@@ -12,6 +12,7 @@ Every detector is imported and loaded lazily (the first :meth:`Detector.detect_m
 :meth:`Detector.load` to fail early), so the rest of ``dicc`` works without either package.
 ``create_detector(name, **options)`` builds one by name; :data:`DETECTORS` lists the names.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,16 +47,22 @@ class Detections:
 
     @classmethod
     def empty(cls, with_landmarks: bool = False) -> "Detections":
-        return cls(np.zeros((0, 4), np.int64), np.zeros(0, np.float32) if with_landmarks else None,
-                   np.zeros((0, 5, 2), np.float32) if with_landmarks else None)
+        return cls(
+            np.zeros((0, 4), np.int64),
+            np.zeros(0, np.float32) if with_landmarks else None,
+            np.zeros((0, 5, 2), np.float32) if with_landmarks else None,
+        )
 
     def sorted(self) -> "Detections":
         """Left to right, then top to bottom."""
         if len(self.boxes) < 2:
             return self
         order = np.lexsort((self.boxes[:, 1], self.boxes[:, 0]))
-        return Detections(self.boxes[order], None if self.scores is None else self.scores[order],
-                          None if self.landmarks is None else self.landmarks[order])
+        return Detections(
+            self.boxes[order],
+            None if self.scores is None else self.scores[order],
+            None if self.landmarks is None else self.landmarks[order],
+        )
 
 
 class Detector:
@@ -105,8 +112,14 @@ class HaarDetector(Detector):
 
     name = "haar"
 
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int | Sequence[int] = 30,
-                 max_size: int | Sequence[int] | None = None, cascade: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size: int | Sequence[int] = 30,
+        max_size: int | Sequence[int] | None = None,
+        cascade: str | os.PathLike | None = None,
+    ) -> None:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_size = min_size
@@ -115,8 +128,10 @@ class HaarDetector(Detector):
         self._classifier = None
 
     def __repr__(self) -> str:
-        return (f"FaceDetector(scale_factor={self.scale_factor}, min_neighbors={self.min_neighbors}, "
-                f"min_size={self.min_size}, max_size={self.max_size})")
+        return (
+            f"FaceDetector(scale_factor={self.scale_factor}, min_neighbors={self.min_neighbors}, "
+            f"min_size={self.min_size}, max_size={self.max_size})"
+        )
 
     def load(self):
         """Load the cascade now; raises a clear error when OpenCV or the cascade file is missing."""
@@ -132,8 +147,9 @@ class HaarDetector(Detector):
         else:
             base = getattr(getattr(cv2, "data", None), "haarcascades", None)
             if base is None or not hasattr(cv2, "CascadeClassifier"):
-                raise ImportError(f"OpenCV {cv2.__version__} has no bundled Haar cascades (OpenCV 5 removed "
-                                  f"them): {_INSTALL_HINT}")
+                raise ImportError(
+                    f"OpenCV {cv2.__version__} has no bundled Haar cascades (OpenCV 5 removed them): {_INSTALL_HINT}"
+                )
             path = os.path.join(base, CASCADE_FILE)
         if not os.path.isfile(path):
             hint = "" if self.cascade is not None else f"; reinstall OpenCV 4: {_INSTALL_HINT}"
@@ -148,9 +164,13 @@ class HaarDetector(Detector):
         classifier = self.load()
         out = []
         for image in images:
-            found = classifier.detectMultiScale(to_gray(as_image_array(image)), scaleFactor=float(self.scale_factor),
-                                                minNeighbors=int(self.min_neighbors),
-                                                minSize=_size(self.min_size), maxSize=_size(self.max_size))
+            found = classifier.detectMultiScale(
+                to_gray(as_image_array(image)),
+                scaleFactor=float(self.scale_factor),
+                minNeighbors=int(self.min_neighbors),
+                minSize=_size(self.min_size),
+                maxSize=_size(self.max_size),
+            )
             out.append(Detections(np.asarray(found, dtype=np.int64).reshape(-1, 4)).sorted())
         return out
 
@@ -173,8 +193,15 @@ class MtcnnDetector(Detector):
     name = "mtcnn"
     has_landmarks = True
 
-    def __init__(self, min_size: int = 20, min_score: float = 0.9, thresholds: Sequence[float] = (0.6, 0.7, 0.7),
-                 factor: float = 0.709, device: str | None = None, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        min_size: int = 20,
+        min_score: float = 0.9,
+        thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        device: str | None = None,
+        batch_size: int = 16,
+    ) -> None:
         self.min_size = min_size
         self.min_score = min_score
         self.thresholds = tuple(thresholds)
@@ -184,8 +211,10 @@ class MtcnnDetector(Detector):
         self._mtcnn = None
 
     def __repr__(self) -> str:
-        return (f"MtcnnDetector(min_size={self.min_size}, min_score={self.min_score}, "
-                f"thresholds={self.thresholds}, factor={self.factor}, device={self.device!r})")
+        return (
+            f"MtcnnDetector(min_size={self.min_size}, min_score={self.min_score}, "
+            f"thresholds={self.thresholds}, factor={self.factor}, device={self.device!r})"
+        )
 
     def load(self):
         if self._mtcnn is not None:
@@ -205,14 +234,21 @@ class MtcnnDetector(Detector):
                 warnings.simplefilter("ignore")
                 from facenet_pytorch import MTCNN
         except ImportError as err:
-            raise ImportError(f"the mtcnn face detector needs facenet-pytorch 2.5: {MTCNN_INSTALL_HINT} "
-                              f"({err})") from None
+            raise ImportError(
+                f"the mtcnn face detector needs facenet-pytorch 2.5: {MTCNN_INSTALL_HINT} ({err})"
+            ) from None
         import torch
 
         if self.device in (None, "auto"):
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._mtcnn = MTCNN(keep_all=True, select_largest=False, min_face_size=int(self.min_size),
-                            thresholds=list(self.thresholds), factor=float(self.factor), device=self.device)
+        self._mtcnn = MTCNN(
+            keep_all=True,
+            select_largest=False,
+            min_face_size=int(self.min_size),
+            thresholds=list(self.thresholds),
+            factor=float(self.factor),
+            device=self.device,
+        )
         return self._mtcnn
 
     def detect_many(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -224,7 +260,7 @@ class MtcnnDetector(Detector):
             by_shape.setdefault(im.shape, []).append(i)
         for shape, idx in by_shape.items():
             for at in range(0, len(idx), int(self.batch_size)):
-                chunk = idx[at:at + int(self.batch_size)]
+                chunk = idx[at : at + int(self.batch_size)]
                 boxes, probs, points = mtcnn.detect(np.stack([rgb[i] for i in chunk]), landmarks=True)
                 for i, b, p, pt in zip(chunk, boxes, probs, points):
                     out[i] = self._detections(b, p, pt, shape[1], shape[0])

@@ -1,4 +1,5 @@
 """Images as arrays: any photo, PIL image or numpy array -> ``uint8`` ``HxW`` gray or ``HxWx3`` RGB."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,9 @@ def require_cv2():
     try:
         import cv2
     except ImportError as err:
-        raise ImportError(f"face detection, video input and annotation need OpenCV 4: {_INSTALL_HINT} "
-                          f"({err})") from None
+        raise ImportError(
+            f"face detection, video input and annotation need OpenCV 4: {_INSTALL_HINT} ({err})"
+        ) from None
     return cv2
 
 

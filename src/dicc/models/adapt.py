@@ -15,6 +15,7 @@ them, otherwise a new ``nn.Linear`` from the same features replaces it, before t
 (so DDP and DICC's in-place head split see the final parameters). A module without a usable head
 is a ``ValueError`` saying what is expected.
 """
+
 from __future__ import annotations
 
 
@@ -57,7 +58,9 @@ def adapt_model(module: nn.Module, num_outputs: int, head_type: str = "linear") 
         raise ValueError(f"model: expected a torch nn.Module, got {type(module).__name__}")
     if isinstance(module, FERModel):
         head = module.head
-        if getattr(head, "out_features", None) != num_outputs or (head_type == "cosine") != isinstance(head, CosineHead):
+        if getattr(head, "out_features", None) != num_outputs or (head_type == "cosine") != isinstance(
+            head, CosineHead
+        ):
             module.head = _new_head(module.feature_dim, num_outputs, head_type)
         return module
     name = type(module).__name__
@@ -70,14 +73,16 @@ def adapt_model(module: nn.Module, num_outputs: int, head_type: str = "linear") 
     else:
         attr = next((a for a in HEAD_NAMES if isinstance(getattr(module, a, None), nn.Linear)), None)
         if attr is None:
-            raise ValueError(f"model: {name} has no usable head: expected a timm model or a module whose final "
-                             f"nn.Linear is an attribute named {', '.join(HEAD_NAMES)} (the features are its input)")
+            raise ValueError(
+                f"model: {name} has no usable head: expected a timm model or a module whose final "
+                f"nn.Linear is an attribute named {', '.join(HEAD_NAMES)} (the features are its input)"
+            )
         head = getattr(module, attr)
         dim = head.in_features
         body = _Without(module, attr)
     model = FERModel(body, int(dim), num_outputs, head_type=head_type)
     if isinstance(head, nn.Linear) and head.out_features == num_outputs and head_type == "linear":
-        model.head = head          # the user's own head already has the right size: kept
+        model.head = head  # the user's own head already has the right size: kept
     model.convolutional = any(isinstance(m, nn.Conv2d) for m in module.modules())
     model.user_class = name
     return model
@@ -92,15 +97,18 @@ def check_forward(model: FERModel, example: torch.Tensor) -> None:
         with torch.no_grad():
             feats = model.features(example)
     except Exception as err:  # noqa: BLE001 - any failure of the user's forward
-        raise ValueError(f"model: {getattr(model, 'user_class', type(model).__name__)} does not take the training "
-                         f"images [B, {example.shape[1]}, {example.shape[2]}, {example.shape[3]}] "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        raise ValueError(
+            f"model: {getattr(model, 'user_class', type(model).__name__)} does not take the training "
+            f"images [B, {example.shape[1]}, {example.shape[2]}, {example.shape[3]}] "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
     finally:
         model.train(was)
     if feats.dim() != 2 or feats.shape[1] != model.feature_dim:
-        raise ValueError(f"model: its features have shape {tuple(feats.shape)}, expected [B, {model.feature_dim}] "
-                         "(the input of its head)")
-
+        raise ValueError(
+            f"model: its features have shape {tuple(feats.shape)}, expected [B, {model.feature_dim}] "
+            "(the input of its head)"
+        )
 
 
 __all__ = ["HEAD_NAMES", "adapt_model", "check_forward"]

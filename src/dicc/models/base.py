@@ -3,6 +3,7 @@
 ``head`` is an ``nn.Linear`` (or :class:`CosineHead` for LDAM); strategies that re-plan the
 head (DICC) rewrite its rows in place (:func:`copy_head_rows`), never replace it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,7 @@ class CosineHead(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False)
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).t()
@@ -27,8 +28,15 @@ class CosineHead(nn.Module):
 class FERModel(nn.Module):
     """A backbone (``body``: image -> feature vector) followed by a classification head."""
 
-    def __init__(self, body: nn.Module, feature_dim: int, num_outputs: int, head_type: str = "linear",
-                 dropout: float = 0.0, expand_channels: int | None = None) -> None:
+    def __init__(
+        self,
+        body: nn.Module,
+        feature_dim: int,
+        num_outputs: int,
+        head_type: str = "linear",
+        dropout: float = 0.0,
+        expand_channels: int | None = None,
+    ) -> None:
         super().__init__()
         #: grayscale input replicated to this many channels before the body (an RGB backbone)
         self.expand_channels = expand_channels
@@ -62,8 +70,9 @@ class FERModel(nn.Module):
 
 
 @torch.no_grad()
-def copy_head_rows(head: nn.Module, pairs, bias_add: dict[int, float] | None = None,
-                   optimizer: torch.optim.Optimizer | None = None) -> None:
+def copy_head_rows(
+    head: nn.Module, pairs, bias_add: dict[int, float] | None = None, optimizer: torch.optim.Optimizer | None = None
+) -> None:
     """In place: for every ``(src, dst)`` in ``pairs`` copy row ``src`` of the head's weight and
     bias into row ``dst``, then add ``bias_add[j]`` to bias row ``j``. With ``optimizer``, every
     per-row state tensor of those parameters (SGD's momentum, Adam's moments: the state shaped
@@ -71,8 +80,12 @@ def copy_head_rows(head: nn.Module, pairs, bias_add: dict[int, float] | None = N
     optimisation. The parameters stay the same objects (DDP keeps hooks on them)."""
     weight, bias = head.weight, getattr(head, "bias", None)
     params = [p for p in (weight, bias) if p is not None]
-    states = [[t for t in optimizer.state.get(p, {}).values() if torch.is_tensor(t) and t.shape == p.shape]
-              if optimizer is not None else [] for p in params]
+    states = [
+        [t for t in optimizer.state.get(p, {}).values() if torch.is_tensor(t) and t.shape == p.shape]
+        if optimizer is not None
+        else []
+        for p in params
+    ]
     for src, dst in pairs:
         for p, tensors in zip(params, states):
             p[dst].copy_(p[src])

@@ -15,6 +15,7 @@ The weights' input configuration decides the normalisation (``augment.mean/std: 
 weights' per-channel mean and std; their averages for grayscale data, which the model then
 replicates to three channels, :attr:`dicc.models.FERModel.expand_channels`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,9 +48,13 @@ def _load_file(net: nn.Module, path: str | Path, what: str, classifier: tuple[st
         raise ValueError(f"{path}: no tensor of this file matches {what} (is it a state dict of that model?)")
     bad = [k for k, v in keep.items() if tuple(v.shape) != tuple(own[k].shape)]
     if bad:
-        raise ValueError(f"{path}: {len(bad)} tensors do not fit {what}, e.g. {bad[0]}: "
-                         f"{tuple(keep[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}")
-    missing = [k for k in own if k not in keep and not k.endswith("num_batches_tracked") and not k.startswith(classifier)]
+        raise ValueError(
+            f"{path}: {len(bad)} tensors do not fit {what}, e.g. {bad[0]}: "
+            f"{tuple(keep[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}"
+        )
+    missing = [
+        k for k in own if k not in keep and not k.endswith("num_batches_tracked") and not k.startswith(classifier)
+    ]
     if missing:
         raise ValueError(f"{path}: lacks {len(missing)} tensors of {what}, e.g. {missing[0]}")
     net.load_state_dict(keep, strict=False)
@@ -60,18 +65,21 @@ def timm_backbone(name: str, pretrained: str | None, image_size: int | None = No
     try:
         import timm
     except ImportError as err:
-        raise ValueError(f"model.name=timm/{name} needs timm: pip install 'dicc[timm]' (or pip install timm) "
-                         f"({err})") from None
+        raise ValueError(
+            f"model.name=timm/{name} needs timm: pip install 'dicc[timm]' (or pip install timm) ({err})"
+        ) from None
     kwargs = {"num_classes": 0}
     if pretrained == "imagenet":
         try:
             body = _timm_create(timm, name, True, image_size, kwargs)
         except Exception as err:  # noqa: BLE001 - offline, or no such weights
-            raise ValueError(f"model.pretrained=imagenet: could not get timm's {name} weights "
-                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); timm downloads "
-                             "them into the Hugging Face cache (~/.cache/huggingface/hub); without a network, save "
-                             f"them where one is online (torch.save(timm.create_model('{name}', pretrained=True)"
-                             ".state_dict(), FILE)) and pass model.pretrained=FILE") from None
+            raise ValueError(
+                f"model.pretrained=imagenet: could not get timm's {name} weights "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); timm downloads "
+                "them into the Hugging Face cache (~/.cache/huggingface/hub); without a network, save "
+                f"them where one is online (torch.save(timm.create_model('{name}', pretrained=True)"
+                ".state_dict(), FILE)) and pass model.pretrained=FILE"
+            ) from None
     else:
         try:
             body = _timm_create(timm, name, False, image_size, kwargs)
@@ -88,7 +96,7 @@ def _timm_create(timm, name, pretrained, image_size, kwargs):
     if not timm.is_model(name):
         raise ValueError(f"model.name=timm/{name}: timm has no model {name!r} (timm.list_models() lists them)")
     if image_size:
-        try:   # transformers need their input size when built; CNNs take any size and refuse the keyword
+        try:  # transformers need their input size when built; CNNs take any size and refuse the keyword
             return timm.create_model(name, pretrained=pretrained, img_size=image_size, **kwargs)
         except TypeError:
             pass
@@ -107,10 +115,12 @@ def torchvision_backbone(name: str, pretrained: str | None) -> tuple[nn.Module, 
             net = models.get_model(name, weights=weights)
         except Exception as err:  # noqa: BLE001 - offline
             target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-            raise ValueError(f"model.pretrained=imagenet: could not download torchvision's {name} weights "
-                             f"({type(err).__name__}); put {Path(weights.url).name} (from {weights.url}) at {target}, "
-                             "or pass model.pretrained=FILE (a state dict of torchvision.models."
-                             f"{name}())") from None
+            raise ValueError(
+                f"model.pretrained=imagenet: could not download torchvision's {name} weights "
+                f"({type(err).__name__}); put {Path(weights.url).name} (from {weights.url}) at {target}, "
+                "or pass model.pretrained=FILE (a state dict of torchvision.models."
+                f"{name}())"
+            ) from None
     else:
         net = models.get_model(name, weights=None)
         if pretrained:

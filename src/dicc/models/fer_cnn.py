@@ -1,6 +1,7 @@
 """Compact CNNs for small grayscale faces, trained from scratch: ``vgg_fer`` and a ResNet-18 with a
 3x3 stride-1 stem and no max-pool (for 48x48 inputs; its stem cannot take ImageNet weights, use
 ``torchvision/resnet18`` for those)."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -8,8 +9,12 @@ from torch import nn
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
     )
 
@@ -19,8 +24,12 @@ def vgg_fer(in_channels: int = 1, width: int = 32) -> tuple[nn.Module, int]:
     average pooling; the feature dimension is ``8 * width``."""
     w = int(width)
     body = nn.Sequential(
-        _conv_block(in_channels, w), _conv_block(w, 2 * w), _conv_block(2 * w, 4 * w),
-        _conv_block(4 * w, 8 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        _conv_block(in_channels, w),
+        _conv_block(w, 2 * w),
+        _conv_block(2 * w, 4 * w),
+        _conv_block(4 * w, 8 * w),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
     return body, 8 * w
 

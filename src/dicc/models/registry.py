@@ -5,6 +5,7 @@ Names: ``vgg_fer`` and ``resnet18`` (compact CNNs for 48x48 grayscale, from scra
 optionally with pretrained weights). ``model.width`` applies to ``vgg_fer`` only (null = its
 default 32); ``resnet18`` is fixed at 64.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,9 +30,9 @@ def available_models() -> list[str]:
 
 def _family(name: str) -> tuple[str, str]:
     if name.startswith("timm/"):
-        return "timm", name[len("timm/"):]
+        return "timm", name[len("timm/") :]
     if name.startswith("torchvision/"):
-        return "torchvision", name[len("torchvision/"):]
+        return "torchvision", name[len("torchvision/") :]
     return "dicc", name
 
 
@@ -47,8 +48,9 @@ def check_model_spec(name: str, width: int | None, pretrained: str | None = None
         from .external import TORCHVISION
 
         if base not in TORCHVISION:
-            raise ValueError(f"model.name={name!r}: valid torchvision models: "
-                             f"{', '.join('torchvision/' + n for n in TORCHVISION)}")
+            raise ValueError(
+                f"model.name={name!r}: valid torchvision models: {', '.join('torchvision/' + n for n in TORCHVISION)}"
+            )
     if width is not None:
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise ValueError(f"model.width: expected a positive integer or null (the model's default), got {width!r}")
@@ -56,11 +58,15 @@ def check_model_spec(name: str, width: int | None, pretrained: str | None = None
             raise ValueError(f"model.width={width}: {name} has its own architecture; set model.width=null")
         allowed = _WIDTHS.get(base)
         if allowed is not None and width not in allowed:
-            raise ValueError(f"model.width={width}: {name} has a fixed width of {', '.join(map(str, allowed))} "
-                             f"(set model.width=null or {allowed[0]})")
+            raise ValueError(
+                f"model.width={width}: {name} has a fixed width of {', '.join(map(str, allowed))} "
+                f"(set model.width=null or {allowed[0]})"
+            )
     if pretrained == "imagenet" and family == "dicc":
-        raise ValueError(f"model.pretrained=imagenet: {name} has no ImageNet weights (it is trained from scratch); "
-                         "use torchvision/resnet18 or a timm/ model, or give a file")
+        raise ValueError(
+            f"model.pretrained=imagenet: {name} has no ImageNet weights (it is trained from scratch); "
+            "use torchvision/resnet18 or a timm/ model, or give a file"
+        )
 
 
 def default_normalization(name: str, pretrained: str | None = None) -> dict:
@@ -87,9 +93,16 @@ def default_normalization(name: str, pretrained: str | None = None) -> dict:
     return dict(FER_NORMALIZATION)
 
 
-def create_model(name: str, num_outputs: int, in_channels: int = 1, width: int | None = None,
-                 head_type: str = "linear", dropout: float = 0.0, pretrained: str | Path | None = None,
-                 image_size: int | None = None) -> FERModel:
+def create_model(
+    name: str,
+    num_outputs: int,
+    in_channels: int = 1,
+    width: int | None = None,
+    head_type: str = "linear",
+    dropout: float = 0.0,
+    pretrained: str | Path | None = None,
+    image_size: int | None = None,
+) -> FERModel:
     """Build the backbone ``name`` with a head of ``num_outputs`` (see the module docstring).
 
     ``pretrained``: for ``vgg_fer``/``resnet18`` a local state dict (of a whole
@@ -114,8 +127,23 @@ def create_model(name: str, num_outputs: int, in_channels: int = 1, width: int |
         body, dim, _ = timm_backbone(base, pretrained, image_size)
     else:
         body, dim, _ = torchvision_backbone(base, pretrained)
-    return FERModel(body, dim, num_outputs, head_type=head_type, dropout=dropout,
-                    expand_channels=3 if in_channels == 1 else None)
+    return FERModel(
+        body, dim, num_outputs, head_type=head_type, dropout=dropout, expand_channels=3 if in_channels == 1 else None
+    )
+
+
+def model_from_spec(spec: dict) -> FERModel:
+    """The architecture a checkpoint's ``model_spec`` describes (randomly initialised; no
+    pretrained weights are fetched: the checkpoint holds the trained ones)."""
+    return create_model(
+        spec["name"],
+        spec["num_outputs"],
+        in_channels=spec["in_channels"],
+        width=spec["width"],
+        head_type=spec["head_type"],
+        dropout=spec.get("dropout", 0.0),
+        image_size=spec.get("image_size"),
+    )
 
 
 def load_pretrained_body(model: FERModel, path: str | Path) -> None:
@@ -125,8 +153,9 @@ def load_pretrained_body(model: FERModel, path: str | Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    body = {k[len("body."):]: v for k, v in state.items() if k.startswith("body.")} or {
-        k: v for k, v in state.items() if not k.startswith(("head.", "fc."))}
+    body = {k[len("body.") :]: v for k, v in state.items() if k.startswith("body.")} or {
+        k: v for k, v in state.items() if not k.startswith(("head.", "fc."))
+    }
     if not set(body) & set(model.body.state_dict()):
         raise ValueError(f"{path}: no tensor matches the {type(model.body).__name__} backbone")
     try:
@@ -135,5 +164,11 @@ def load_pretrained_body(model: FERModel, path: str | Path) -> None:
         raise ValueError(f"{path}: weights do not fit this backbone: {err}") from None
 
 
-__all__ = ["FER_NORMALIZATION", "available_models", "check_model_spec", "create_model", "default_normalization",
-           "load_pretrained_body"]
+__all__ = [
+    "FER_NORMALIZATION",
+    "available_models",
+    "check_model_spec",
+    "create_model",
+    "default_normalization",
+    "load_pretrained_body",
+]

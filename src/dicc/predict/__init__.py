@@ -7,12 +7,26 @@
 - :mod:`.outputs`: records and their writers (table, JSON, JSON Lines, CSV), annotated images;
 - :mod:`.cli`: the ``dicc predict`` command.
 """
+
 from .cli import add_predict_parser, run_predict
 from .inputs import VIDEO_EXTENSIONS, VideoReader, collect_inputs, is_video_file, iter_video_frames
 from .outputs import RECORD_KEYS, annotate
 from .recognizer import Recognizer
 from .video import EmaSmoother, IouTracker, VideoPrediction, summarize
 
-__all__ = ["Recognizer", "VIDEO_EXTENSIONS", "VideoReader", "VideoPrediction", "IouTracker", "EmaSmoother",
-           "summarize", "RECORD_KEYS", "iter_video_frames", "annotate", "is_video_file", "collect_inputs",
-           "add_predict_parser", "run_predict"]
+__all__ = [
+    "Recognizer",
+    "VIDEO_EXTENSIONS",
+    "VideoReader",
+    "VideoPrediction",
+    "IouTracker",
+    "EmaSmoother",
+    "summarize",
+    "RECORD_KEYS",
+    "iter_video_frames",
+    "annotate",
+    "is_video_file",
+    "collect_inputs",
+    "add_predict_parser",
+    "run_predict",
+]

@@ -6,6 +6,7 @@ and merges a strategy's sub-classes (DICC) into the parent classes with ``parent
 :class:`OnnxBackend` runs a file from ``dicc export``, whose graph already ends in the 7
 probabilities.
 """
+
 from __future__ import annotations
 
 import numpy as np

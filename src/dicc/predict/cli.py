@@ -1,4 +1,5 @@
 """The ``dicc predict`` command: its parser, and the runner that feeds images, videos and a camera to a Recognizer."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ INPUT is any mix of image files, video files (.mp4 .avi .mov .mkv .webm) and fol
 (searched recursively, in sorted order); --camera INDEX reads a webcam until Ctrl-C.
 Output: one line/record/row per face per image or processed frame; an image or frame without
 a face gives one with face = null ("no face found"). Records (--json, --jsonl) have the keys
-{', '.join(RECORD_KEYS)}; frame, time_s (seconds) and face_id
+{", ".join(RECORD_KEYS)}; frame, time_s (seconds) and face_id
 (kept across frames while a face's box overlaps its last one) are null for images. With
 --smooth, a video face's emotions are its moving average. --summary FILE writes, per video
 face, the dominant emotion over time and the share of frames per emotion.
@@ -34,47 +35,90 @@ were skipped, 2 when none could be processed (or on a usage error), 130 when int
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("predict", help="faces and emotion probabilities in images, folders, videos, a camera",
-                              description="Detect faces and predict their emotion probabilities.", epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?", default="default",
-                   help="checkpoint .pt, run directory, exported .onnx model, or 'default' (the bundled model; also "
-                        "used when the first argument is an image, a video or a folder of them)")
+    p = subparsers.add_parser(
+        "predict",
+        help="faces and emotion probabilities in images, folders, videos, a camera",
+        description="Detect faces and predict their emotion probabilities.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        nargs="?",
+        default="default",
+        help="checkpoint .pt, run directory, exported .onnx model, or 'default' (the bundled model; also "
+        "used when the first argument is an image, a video or a folder of them)",
+    )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, video files or folders")
-    p.add_argument("--tta", choices=("none", "flip", "crops"), default="none",
-                   help="test-time augmentation: average over each face and its mirror (flip) or 10 views (crops)")
+    p.add_argument(
+        "--tta",
+        choices=("none", "flip", "crops"),
+        default=None,
+        help="test-time augmentation: average over each face and its mirror (flip) or 10 views (crops); "
+        "default: the checkpoint's own choice (eval.tta), else none",
+    )
     p.add_argument("--camera", type=int, metavar="INDEX", help="also read this webcam (0: the first) until Ctrl-C")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
     out.add_argument("--csv", metavar="FILE", help="write one CSV row per face to FILE instead of a table")
     out.add_argument("--jsonl", metavar="FILE", help="write one JSON record per line to FILE ('-': stdout)")
     p.add_argument("--summary", metavar="FILE", help="write per-face video summaries (JSON) to FILE")
-    p.add_argument("--annotate", metavar="OUT_DIR", help="write copies of the images (and processed video frames) "
-                   "with boxes and 'label prob' here")
-    p.add_argument("--no-detect", action="store_true", help="inputs are already face crops: the whole image is "
-                   "one face")
+    p.add_argument(
+        "--annotate",
+        metavar="OUT_DIR",
+        help="write copies of the images (and processed video frames) with boxes and 'label prob' here",
+    )
+    p.add_argument(
+        "--no-detect", action="store_true", help="inputs are already face crops: the whole image is one face"
+    )
     det = p.add_argument_group("face detection")
-    det.add_argument("--detector", choices=list(DETECTORS), default="haar", help="haar (OpenCV, default) or "
-                     "mtcnn (facenet-pytorch: finds rotated and smaller faces, gives eye landmarks)")
-    det.add_argument("--align", choices=ALIGN_MODES, default=DEFAULT_ALIGN, help="with landmarks (mtcnn): rotate "
-                     "the eyes level and frame the face as in training (rotate, default), frame only, or crop the "
-                     "box + margin (box)")
-    det.add_argument("--margin", type=float, default=0.1, help="grow each detected box by this fraction on every "
-                     "side before cropping (default 0.1; box crops)")
-    det.add_argument("--min-face", type=int, default=None, help="smallest face in pixels (default: haar 30, "
-                     "mtcnn 20)")
+    det.add_argument(
+        "--detector",
+        choices=list(DETECTORS),
+        default="haar",
+        help="haar (OpenCV, default) or mtcnn (facenet-pytorch: finds rotated and smaller faces, gives eye landmarks)",
+    )
+    det.add_argument(
+        "--align",
+        choices=ALIGN_MODES,
+        default=DEFAULT_ALIGN,
+        help="with landmarks (mtcnn): rotate "
+        "the eyes level and frame the face as in training (rotate, default), frame only, or crop the "
+        "box + margin (box)",
+    )
+    det.add_argument(
+        "--margin",
+        type=float,
+        default=0.1,
+        help="grow each detected box by this fraction on every side before cropping (default 0.1; box crops)",
+    )
+    det.add_argument("--min-face", type=int, default=None, help="smallest face in pixels (default: haar 30, mtcnn 20)")
     det.add_argument("--scale-factor", type=float, default=1.1, help="haar: pyramid step (default 1.1)")
     det.add_argument("--min-neighbors", type=int, default=5, help="haar: strictness (default 5)")
-    det.add_argument("--min-score", type=float, default=0.9, help="mtcnn: smallest face probability kept "
-                     "(default 0.9)")
+    det.add_argument("--min-score", type=float, default=0.9, help="mtcnn: smallest face probability kept (default 0.9)")
     vid = p.add_argument_group("video")
     vid.add_argument("--every", type=int, default=1, metavar="N", help="classify every N-th frame (default 1)")
-    vid.add_argument("--smooth", type=float, default=1.0, metavar="ALPHA", help="per-face moving average of the "
-                     "probabilities: weight of the newest frame, in (0, 1] (default 1: none)")
-    vid.add_argument("--track-iou", type=float, default=0.3, help="a face keeps its id while its box overlaps its "
-                     "last one by this IoU (default 0.3)")
-    p.add_argument("--batch-size", type=int, default=64, help="faces per forward pass (default 64); video "
-                   f"frames are detected and classified up to {VIDEO_CHUNK} at a time (a camera's one by one)")
+    vid.add_argument(
+        "--smooth",
+        type=float,
+        default=1.0,
+        metavar="ALPHA",
+        help="per-face moving average of the probabilities: weight of the newest frame, in (0, 1] (default 1: none)",
+    )
+    vid.add_argument(
+        "--track-iou",
+        type=float,
+        default=0.3,
+        help="a face keeps its id while its box overlaps its last one by this IoU (default 0.3)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="faces per forward pass (default 64); video "
+        f"frames are detected and classified up to {VIDEO_CHUNK} at a time (a camera's one by one)",
+    )
     p.add_argument("--device", default="auto", help="torch device for a .pt checkpoint (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -162,7 +206,7 @@ class _Runner:
         probs = rec.classify(np.concatenate([pixels for _, pixels in found]))
         at = 0
         for (path, rel, arr, _), (boxes, pixels) in zip(chunk, found):
-            faces = rec.faces(boxes, probs[at:at + len(pixels)])
+            faces = rec.faces(boxes, probs[at : at + len(pixels)])
             at += len(pixels)
             self.out.add(records(str(path), None, None, faces))
             self.succeeded += 1
@@ -179,11 +223,24 @@ class _Runner:
         args, camera = self.args, isinstance(source, int)
         try:
             total = 0 if camera else video_frame_count(source)
-            run = self.rec.predict_video(source, every=args.every, smooth=args.smooth, iou=args.track_iou,
-                                         detect=self.detect, chunk=1 if camera else min(args.batch_size, VIDEO_CHUNK),
-                                         should_stop=self.stop, with_images=self.annotator is not None)
-            with self.progress(total=-(-total // args.every) if total else None, unit="frame", desc=Path(name).name,
-                               disable=no_bar, file=sys.stderr, leave=False) as bar:
+            run = self.rec.predict_video(
+                source,
+                every=args.every,
+                smooth=args.smooth,
+                iou=args.track_iou,
+                detect=self.detect,
+                chunk=1 if camera else min(args.batch_size, VIDEO_CHUNK),
+                should_stop=self.stop,
+                with_images=self.annotator is not None,
+            )
+            with self.progress(
+                total=-(-total // args.every) if total else None,
+                unit="frame",
+                desc=Path(name).name,
+                disable=no_bar,
+                file=sys.stderr,
+                leave=False,
+            ) as bar:
                 try:
                     for frame in run:
                         self.out.add(records(name, frame["frame"], round(frame["time_s"], 3), frame["faces"]))
@@ -213,8 +270,11 @@ def _detector(args):
 
 
 def _check_options(args) -> None:
-    for name, value in (("--every", args.every), ("--batch-size", args.batch_size),
-                        ("--min-face", 1 if args.min_face is None else args.min_face)):
+    for name, value in (
+        ("--every", args.every),
+        ("--batch-size", args.batch_size),
+        ("--min-face", 1 if args.min_face is None else args.min_face),
+    ):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if args.margin < 0:
@@ -239,7 +299,7 @@ def _is_model(arg: str) -> bool:
 
 def run_predict(args) -> int:
     """``dicc predict``; see :data:`EPILOG` for the outputs and the exit status."""
-    if args.checkpoint != "default" and not _is_model(args.checkpoint):   # `dicc predict photo.jpg`
+    if args.checkpoint != "default" and not _is_model(args.checkpoint):  # `dicc predict photo.jpg`
         args.inputs = [args.checkpoint, *args.inputs]
         args.checkpoint = "default"
     _check_options(args)
@@ -251,8 +311,15 @@ def run_predict(args) -> int:
 
     try:
         detector = _detector(args)
-        rec = Recognizer.load(args.checkpoint, device=args.device, detector=detector, align=args.align,
-                              margin=args.margin, batch_size=args.batch_size, tta=args.tta)
+        rec = Recognizer.load(
+            args.checkpoint,
+            device=args.device,
+            detector=detector,
+            align=args.align,
+            margin=args.margin,
+            batch_size=args.batch_size,
+            tta=args.tta,
+        )
         if not args.no_detect:
             detector.load()  # fail now (missing OpenCV, cascade or facenet-pytorch), not once per file
         annotator = Annotator(args.annotate) if args.annotate else None
@@ -264,8 +331,9 @@ def run_predict(args) -> int:
     items, errors = collect_inputs(args.inputs)
     mode = "json" if args.json else "csv" if args.csv else "jsonl" if args.jsonl else "text"
     write = lambda line: tqdm.write(line, file=sys.stdout)  # noqa: E731
-    out = open_writer(mode, args.csv or args.jsonl, rec.class_names,
-                      max((len(str(p)) for p, _, _ in items), default=8), write)
+    out = open_writer(
+        mode, args.csv or args.jsonl, rec.class_names, max((len(str(p)) for p, _, _ in items), default=8), write
+    )
     no_bar = True if args.no_progress else None  # None: tqdm draws only on a terminal
     with StopFlag(lambda msg: tqdm.write(msg, file=sys.stderr)) as stop:
         run = _Runner(rec, args, out, annotator, tqdm, stop)
@@ -273,8 +341,14 @@ def run_predict(args) -> int:
             run.say(f"dicc predict: {msg}; skipped")
         run.failed += len(errors)
         try:
-            with tqdm(total=len(items), unit="file", desc="predict", disable=True if len(items) < 2 else no_bar,
-                      file=sys.stderr, leave=False) as bar:
+            with tqdm(
+                total=len(items),
+                unit="file",
+                desc="predict",
+                disable=True if len(items) < 2 else no_bar,
+                file=sys.stderr,
+                leave=False,
+            ) as bar:
                 for kind, group in _runs(items, args.batch_size):
                     if stop():
                         break
@@ -293,8 +367,7 @@ def run_predict(args) -> int:
                 write_json_atomic(args.summary, run.summaries)
                 run.say(f"wrote {len(run.summaries)} face summaries to {args.summary}")
     if interrupted:
-        print(f"dicc predict: interrupted; the outputs hold the {out.rows} record(s) written so far",
-              file=sys.stderr)
+        print(f"dicc predict: interrupted; the outputs hold the {out.rows} record(s) written so far", file=sys.stderr)
         return 130
     if run.succeeded == 0:
         print(f"dicc predict: error: none of the {run.failed} input(s) could be processed", file=sys.stderr)

@@ -5,6 +5,7 @@ rate) or of a camera (timestamps from the clock, until it is stopped). A frame t
 decoded is counted in ``bad_frames`` and skipped, not fatal; a source that cannot be opened is a
 ``ValueError`` naming it.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,9 +65,9 @@ def open_capture(source: str | int):
 
 @dataclass
 class Frame:
-    index: int          # position in the video (0-based), counting undecodable frames too
-    time_s: float       # seconds from the start
-    image: np.ndarray   # HxWx3 RGB uint8 (HxW for a grayscale source)
+    index: int  # position in the video (0-based), counting undecodable frames too
+    time_s: float  # seconds from the start
+    image: np.ndarray  # HxWx3 RGB uint8 (HxW for a grayscale source)
 
 
 class VideoReader:
@@ -77,8 +78,9 @@ class VideoReader:
     ``frames_read`` (frames yielded), ``bad_frames`` (wanted frames that could not be decoded).
     """
 
-    def __init__(self, source: str | os.PathLike | int, every: int = 1, *,
-                 should_stop: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, source: str | os.PathLike | int, every: int = 1, *, should_stop: Callable[[], bool] | None = None
+    ) -> None:
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
         self.camera = isinstance(source, int)
@@ -98,8 +100,10 @@ class VideoReader:
         cap = open_capture(self.source)
         try:
             if not cap.isOpened():
-                raise ValueError(f"{self.name}: cannot open " + ("the camera" if self.camera else
-                                                                 "the video (not a video, or an unsupported codec)"))
+                raise ValueError(
+                    f"{self.name}: cannot open "
+                    + ("the camera" if self.camera else "the video (not a video, or an unsupported codec)")
+                )
             fps = cap.get(cv2.CAP_PROP_FPS)
             self.fps = fps if fps and math.isfinite(fps) and fps > 0 else None
             n = 0 if self.camera else cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -108,8 +112,11 @@ class VideoReader:
         finally:
             cap.release()
         if self.frames_read == 0 and not self.stopped:
-            what = "the camera gave no frame" if self.camera else \
-                "no frame could be read (not a video, or an unsupported codec)"
+            what = (
+                "the camera gave no frame"
+                if self.camera
+                else "no frame could be read (not a video, or an unsupported codec)"
+            )
             raise ValueError(f"{self.name}: {what}")
 
     def _frames(self, cap, cv2) -> Iterator[Frame]:
@@ -147,8 +154,9 @@ class VideoReader:
         # failures at the end: the frames the container says it has are bad, the rest is its end
         if self.frame_count:
             first_failed = index - failed + 1
-            self.bad_frames += sum(1 for i in range(first_failed, min(self.frame_count, index + 1))
-                                   if i % self.every == 0)
+            self.bad_frames += sum(
+                1 for i in range(first_failed, min(self.frame_count, index + 1)) if i % self.every == 0
+            )
 
 
 def iter_video_frames(path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:

@@ -5,6 +5,7 @@ without a face gives one record with ``face`` = None. The text table, CSV and JS
 stream (each row is flushed as it is written, so an interrupted run leaves complete files); the
 JSON list is written at :meth:`close`, which ``dicc predict`` calls on every exit path.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,9 +26,19 @@ def records(file: str, frame, time_s, faces: list[dict]) -> list[dict]:
     """Records of one image (``frame``, ``time_s`` None) or one video frame."""
     if not faces:
         return [dict(zip(RECORD_KEYS, (file, frame, time_s, None, None, None, None, None)))]
-    return [{"file": file, "frame": frame, "time_s": time_s, "face": i, "face_id": f.get("face_id"),
-             "box": f["box"], "dominant": f["dominant"], "emotions": {k: round(v, 6) for k, v in f["emotions"].items()}}
-            for i, f in enumerate(faces)]
+    return [
+        {
+            "file": file,
+            "frame": frame,
+            "time_s": time_s,
+            "face": i,
+            "face_id": f.get("face_id"),
+            "box": f["box"],
+            "dominant": f["dominant"],
+            "emotions": {k: round(v, 6) for k, v in f["emotions"].items()},
+        }
+        for i, f in enumerate(faces)
+    ]
 
 
 class TextTable:
@@ -38,9 +49,11 @@ class TextTable:
         self.fw = max(4, min(file_width, 60))
         self.cw = [max(5, len(n)) for n in self.names]
         self.rows = 0
-        self.write(f"{'file':<{self.fw}}  {'frame':>6}  {'time_s':>8}  {'face':>4}  {'id':>4}  "
-                   f"{'box (x, y, w, h)':<20}  {'dominant':<14}  "
-                   + "  ".join(f"{n:>{w}}" for n, w in zip(self.names, self.cw)))
+        self.write(
+            f"{'file':<{self.fw}}  {'frame':>6}  {'time_s':>8}  {'face':>4}  {'id':>4}  "
+            f"{'box (x, y, w, h)':<20}  {'dominant':<14}  "
+            + "  ".join(f"{n:>{w}}" for n, w in zip(self.names, self.cw))
+        )
 
     def add(self, recs: list[dict]) -> None:
         for r in recs:
@@ -53,8 +66,9 @@ class TextTable:
                 fid = "-" if r["face_id"] is None else str(r["face_id"])
                 box = ", ".join(str(v) for v in r["box"])
                 dom = f"{r['dominant']} {r['emotions'][r['dominant']]:.2f}"
-                line += (f"{r['face']:>4}  {fid:>4}  {box:<20}  {dom:<14}  "
-                         + "  ".join(f"{r['emotions'][n]:>{w}.2f}" for n, w in zip(self.names, self.cw)))
+                line += f"{r['face']:>4}  {fid:>4}  {box:<20}  {dom:<14}  " + "  ".join(
+                    f"{r['emotions'][n]:>{w}.2f}" for n, w in zip(self.names, self.cw)
+                )
             self.write(line)
         self.rows += len(recs)
 
@@ -136,14 +150,19 @@ class CsvRows(_FileRows):
         for r in recs:
             box = r["box"] or [None] * 4
             probs = [None] * len(self.names) if r["emotions"] is None else [r["emotions"][n] for n in self.names]
-            self.csv.writerow(["" if v is None else v for v in [r["file"], r["frame"], r["time_s"], r["face"],
-                                                                 r["face_id"], *box, r["dominant"], *probs]])
+            self.csv.writerow(
+                [
+                    "" if v is None else v
+                    for v in [r["file"], r["frame"], r["time_s"], r["face"], r["face_id"], *box, r["dominant"], *probs]
+                ]
+            )
         self.fh.flush()
         self.rows += len(recs)
 
 
-def open_writer(mode: str, target: str | None, class_names: Sequence[str], file_width: int,
-                write: Callable[[str], None]):
+def open_writer(
+    mode: str, target: str | None, class_names: Sequence[str], file_width: int, write: Callable[[str], None]
+):
     """``mode``: "text", "json", "jsonl" or "csv" (``target``: the file, "-" for stdout)."""
     if mode == "json":
         return JsonList(write)
@@ -161,8 +180,10 @@ def summary_lines(file: str, summary: list[dict]) -> list[str]:
     for s in summary:
         shares = sorted(s["shares"].items(), key=lambda kv: -kv[1])
         top = ", ".join(f"{n} {v:.0%}" for n, v in shares[:3] if v > 0)
-        out.append(f"{file}: face {s['face_id']}: {s['frames']} frames, {s['first_s']:.2f}-{s['last_s']:.2f} s, "
-                   f"mostly {s['dominant']} ({top}), {len(s['segments'])} segment(s)")
+        out.append(
+            f"{file}: face {s['face_id']}: {s['frames']} frames, {s['first_s']:.2f}-{s['last_s']:.2f} s, "
+            f"mostly {s['dominant']} ({top}), {len(s['segments'])} segment(s)"
+        )
     return out
 
 
@@ -188,8 +209,16 @@ def annotate(image, faces: Sequence[dict], *, bgr: bool = False) -> np.ndarray:
     thick = max(1, int(round(scale * 2)))
     color = (0, 255, 0)
     if not faces:
-        cv2.putText(out, "no face found", (5, int(20 * scale) + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 255),
-                    thick, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            "no face found",
+            (5, int(20 * scale) + 5),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 255),
+            thick,
+            cv2.LINE_AA,
+        )
     for face in faces:
         x, y, bw, bh = face["box"]
         cv2.rectangle(out, (x, y), (x + bw, y + bh), color, thick)

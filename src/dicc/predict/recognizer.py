@@ -18,6 +18,7 @@ checkpoint), and all faces of a batch of images go through the backend
 (:mod:`dicc.predict.backends`) together. The probabilities are over the parent classes: a
 strategy's sub-classes (DICC) are merged by its ``parent_logits``.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,17 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..faces import (Detections, Detector, as_image_array, create_detector, expand_box, face_pixels, landmark_crop,
-                     load_image, normalize_batch)
+from ..faces import (
+    Detections,
+    Detector,
+    as_image_array,
+    create_detector,
+    expand_box,
+    face_pixels,
+    landmark_crop,
+    load_image,
+    normalize_batch,
+)
 from .backends import OnnxBackend, TorchBackend, auto_device
 
 # how a face is cut out of the photo (see Recognizer); "rotate" is the default, measured in
@@ -63,14 +73,28 @@ class Recognizer:
     - ``margin``: a detected box is grown by this fraction of its size on every side before
       cropping (clipped to the image; default 0.1). Reported boxes are the detector's;
     - ``batch_size``: faces per forward pass (default 64);
-    - ``tta``: test-time augmentation, ``"none"`` (default), ``"flip"`` (each face and its
-      mirror image) or ``"crops"`` (10 shifted and mirrored views); the probabilities are the
-      mean over the views, nothing else changes.
+    - ``tta``: test-time augmentation, ``"none"``, ``"flip"`` (each face and its mirror image)
+      or ``"crops"`` (10 shifted and mirrored views); the probabilities are the mean over the
+      views, nothing else changes. Default: a checkpoint's own ``eval.tta`` (the bundled
+      model's was chosen on validation), else none.
     """
 
-    def __init__(self, backend, class_names: Sequence[str], *, mean, std, image_size: int,
-                 channels: int, detector: str | Detector | None = None, align: str | bool | None = None,
-                 margin: float = 0.1, batch_size: int = 64, source: str = "", tta: str = "none") -> None:
+    def __init__(
+        self,
+        backend,
+        class_names: Sequence[str],
+        *,
+        mean,
+        std,
+        image_size: int,
+        channels: int,
+        detector: str | Detector | None = None,
+        align: str | bool | None = None,
+        margin: float = 0.1,
+        batch_size: int = 64,
+        source: str = "",
+        tta: str | None = None,
+    ) -> None:
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         if batch_size < 1:
@@ -79,6 +103,7 @@ class Recognizer:
         self.class_names = tuple(class_names)
         from ..data.transforms import TTA_MODES
 
+        tta = tta or "none"
         if tta not in TTA_MODES:
             raise ValueError(f"tta: unknown test-time augmentation {tta!r}; valid: {', '.join(TTA_MODES)}")
         self.tta = tta
@@ -92,9 +117,11 @@ class Recognizer:
         self.source = source
 
     def __repr__(self) -> str:
-        return (f"Recognizer({self.source!r}, classes={len(self.class_names)}, input={self.channels}x"
-                f"{self.image_size}x{self.image_size}, align={self.align!r}, margin={self.margin}, "
-                f"{self.detector!r})")
+        return (
+            f"Recognizer({self.source!r}, classes={len(self.class_names)}, input={self.channels}x"
+            f"{self.image_size}x{self.image_size}, align={self.align!r}, margin={self.margin}, "
+            f"{self.detector!r})"
+        )
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
@@ -107,13 +134,24 @@ class Recognizer:
         ckpt = path if isinstance(path, dict) else load_checkpoint(path)
         model, strategy = model_from_checkpoint(ckpt)
         norm = ckpt["normalization"]
+        if options.get("tta") is None:  # the test-time augmentation the checkpoint was chosen with
+            options["tta"] = ((ckpt.get("config") or {}).get("eval") or {}).get("tta", "none")
         backend = TorchBackend(model, strategy, auto_device(device))
-        return cls(backend, ckpt["class_names"], mean=norm["mean"], std=norm["std"], image_size=norm["image_size"],
-                   channels=norm["channels"], source=str(ckpt.get("_path", "")), **options)
+        return cls(
+            backend,
+            ckpt["class_names"],
+            mean=norm["mean"],
+            std=norm["std"],
+            image_size=norm["image_size"],
+            channels=norm["channels"],
+            source=str(ckpt.get("_path", "")),
+            **options,
+        )
 
     @classmethod
-    def from_onnx(cls, path, *, providers: Sequence[str] | None = None, threads: int | None = None,
-                  **options) -> "Recognizer":
+    def from_onnx(
+        cls, path, *, providers: Sequence[str] | None = None, threads: int | None = None, **options
+    ) -> "Recognizer":
         """From an ONNX file exported by ``dicc export`` (runs with onnxruntime; class names and
         normalisation come from the file's metadata). ``threads`` sets onnxruntime's intra-op
         threads (default: its own choice)."""
@@ -134,11 +172,20 @@ class Recognizer:
         meta = session.get_modelmeta().custom_metadata_map
         missing = [k for k in ("class_names", "mean", "std", "image_size", "channels") if k not in meta]
         if missing:
-            raise ValueError(f"{path}: the ONNX metadata lacks {', '.join(missing)}; export the model with "
-                             f"`dicc export CHECKPOINT --onnx FILE`")
-        return cls(OnnxBackend(session), json.loads(meta["class_names"]), mean=json.loads(meta["mean"]),
-                   std=json.loads(meta["std"]), image_size=int(meta["image_size"]), channels=int(meta["channels"]),
-                   source=str(path), **options)
+            raise ValueError(
+                f"{path}: the ONNX metadata lacks {', '.join(missing)}; export the model with "
+                f"`dicc export CHECKPOINT --onnx FILE`"
+            )
+        return cls(
+            OnnxBackend(session),
+            json.loads(meta["class_names"]),
+            mean=json.loads(meta["mean"]),
+            std=json.loads(meta["std"]),
+            image_size=int(meta["image_size"]),
+            channels=int(meta["channels"]),
+            source=str(path),
+            **options,
+        )
 
     @classmethod
     def load(cls, path="default", **options) -> "Recognizer":
@@ -163,19 +210,21 @@ class Recognizer:
                 face = landmark_crop(image, found.landmarks[k], rotate=self.align == "rotate")
             else:
                 x, y, w, h = expand_box(box, self.margin, iw, ih)
-                face = image[y:y + h, x:x + w]
+                face = image[y : y + h, x : x + w]
             crops.append(face_pixels(face, s, c))
         return np.stack(crops)
 
-    def extract_many(self, images: Iterable, *, detect: bool = True, bgr: bool = False
-                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def extract_many(
+        self, images: Iterable, *, detect: bool = True, bgr: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(boxes int64 [N, 4], model pixels uint8 [N, C, S, S])`` of each image's faces; the
         detector sees all the images at once (MTCNN batches those of one size)."""
         images = list(images)
         if not detect:
             return [self._whole(im, bgr) for im in images]
-        arrays = [load_image(im) if isinstance(im, (str, os.PathLike)) else as_image_array(im, bgr=bgr)
-                  for im in images]
+        arrays = [
+            load_image(im) if isinstance(im, (str, os.PathLike)) else as_image_array(im, bgr=bgr) for im in images
+        ]
         found = self.detector.detect_many(arrays) if arrays else []
         return [(f.boxes, self.crop(arr, f)) for arr, f in zip(arrays, found)]
 
@@ -209,11 +258,12 @@ class Recognizer:
         (forwarded in chunks of ``batch_size``)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
-            raise ValueError(f"expected input [N, {self.channels}, {self.image_size}, {self.image_size}], "
-                             f"got {list(x.shape)}")
+            raise ValueError(
+                f"expected input [N, {self.channels}, {self.image_size}, {self.image_size}], got {list(x.shape)}"
+            )
         if not len(x):
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        outs = [self.backend(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        outs = [self.backend(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
@@ -229,8 +279,9 @@ class Recognizer:
         probs = [self.predict_proba(self.preprocess(v.numpy())) for v in views]
         return np.mean(probs, axis=0).astype(np.float32)
 
-    def analyze(self, images: Iterable, *, detect: bool = True, bgr: bool = False
-                ) -> list[tuple[np.ndarray, np.ndarray]]:
+    def analyze(
+        self, images: Iterable, *, detect: bool = True, bgr: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(boxes [N, 4], probabilities [N, num_classes])`` per image, with one batched
         classification over all their faces."""
         found = self.extract_many(images, detect=detect, bgr=bgr)
@@ -239,15 +290,21 @@ class Recognizer:
         probs = self.classify(np.concatenate([p for _, p in found]))
         out, start = [], 0
         for boxes, pixels in found:
-            out.append((boxes, probs[start:start + len(pixels)]))
+            out.append((boxes, probs[start : start + len(pixels)]))
             start += len(pixels)
         return out
 
     def faces(self, boxes: np.ndarray, probs: np.ndarray) -> list[dict]:
         """``[{"box", "emotions", "dominant"}, ...]`` of boxes and their probabilities."""
         names = self.class_names
-        return [{"box": [int(v) for v in box], "emotions": {n: float(v) for n, v in zip(names, p)},
-                 "dominant": names[int(np.argmax(p))]} for box, p in zip(boxes, probs)]
+        return [
+            {
+                "box": [int(v) for v in box],
+                "emotions": {n: float(v) for n, v in zip(names, p)},
+                "dominant": names[int(np.argmax(p))],
+            }
+            for box, p in zip(boxes, probs)
+        ]
 
     # -- the API --------------------------------------------------------------------------------------
     def __call__(self, image, *, detect: bool = True, bgr: bool = False) -> list[dict]:
@@ -263,9 +320,20 @@ class Recognizer:
         """:meth:`__call__` for several images, with one batched forward over all their faces."""
         return [self.faces(b, p) for b, p in self.analyze(images, detect=detect, bgr=bgr)]
 
-    def predict_video(self, source, *, every: int = 1, smooth: float = 1.0, iou: float = 0.3, max_missed: int = 5,
-                      max_shift: float = 1.0, detect: bool = True, chunk: int = 32, should_stop=None,
-                      with_images: bool = False):
+    def predict_video(
+        self,
+        source,
+        *,
+        every: int = 1,
+        smooth: float = 1.0,
+        iou: float = 0.3,
+        max_missed: int = 5,
+        max_shift: float = 1.0,
+        detect: bool = True,
+        chunk: int = 32,
+        should_stop=None,
+        with_images: bool = False,
+    ):
         """A :class:`dicc.predict.video.VideoPrediction` of a video file (a path) or a camera (an
         int index): iterate it for ``{"frame", "time_s", "faces": [{"face_id", "box", "emotions",
         "dominant"}]}`` per processed frame (every ``every``-th); afterwards ``.summary()`` (per
@@ -282,6 +350,14 @@ class Recognizer:
         from .video import VideoPrediction
 
         reader = VideoReader(source, every, should_stop=should_stop)
-        return VideoPrediction(self, reader, smooth=smooth, iou=iou, max_missed=max_missed, max_shift=max_shift,
-                               chunk=chunk,
-                               detect=detect, with_images=with_images)
+        return VideoPrediction(
+            self,
+            reader,
+            smooth=smooth,
+            iou=iou,
+            max_missed=max_missed,
+            max_shift=max_shift,
+            chunk=chunk,
+            detect=detect,
+            with_images=with_images,
+        )

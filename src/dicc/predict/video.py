@@ -10,6 +10,7 @@ frame). :class:`FaceSummary` accumulates what one face did; :func:`summarize` tu
 dominant emotion over time (segments) and the share of frames per emotion.
 :class:`VideoPrediction` puts them together for :meth:`dicc.predict.Recognizer.predict_video`.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -60,8 +61,11 @@ class IouTracker:
             if self.max_shift > 0 and None in out and any(i is not None for i in ids):
                 last = np.stack([self.tracks[i][0] if i is not None else np.zeros(4) for i in ids]).astype(float)
                 b = boxes.astype(float)
-                shift = np.hypot(*((b[:, None, :2] + b[:, None, 2:] / 2) - (last[None, :, :2] + last[None, :, 2:] / 2)
-                                   ).transpose(2, 0, 1)) / np.maximum((b[:, None, 2] + last[None, :, 2]) / 2, 1)
+                shift = np.hypot(
+                    *((b[:, None, :2] + b[:, None, 2:] / 2) - (last[None, :, :2] + last[None, :, 2:] / 2)).transpose(
+                        2, 0, 1
+                    )
+                ) / np.maximum((b[:, None, 2] + last[None, :, 2]) / 2, 1)
                 ratio = b[:, None, 2] / np.maximum(last[None, :, 2], 1)
                 shift[(ratio < 0.5) | (ratio > 2)] = np.inf
                 self._greedy(shift, self.max_shift, ids, out)
@@ -153,10 +157,16 @@ def summarize(face: FaceSummary, class_names: Sequence[str]) -> dict:
             segments[-1]["frames"] += 1
         else:
             segments.append({"dominant": names[t], "start_s": face.times[k], "end_s": face.times[k], "frames": 1})
-    return {"face_id": face.face_id, "frames": len(top), "first_s": face.times[0], "last_s": face.times[-1],
-            "dominant": names[int(counts.argmax())],
-            "shares": {n: round(float(c) / len(top), 6) for n, c in zip(names, counts)},
-            "mean": {n: round(float(v), 6) for n, v in zip(names, probs.mean(0))}, "segments": segments}
+    return {
+        "face_id": face.face_id,
+        "frames": len(top),
+        "first_s": face.times[0],
+        "last_s": face.times[-1],
+        "dominant": names[int(counts.argmax())],
+        "shares": {n: round(float(c) / len(top), 6) for n, c in zip(names, counts)},
+        "mean": {n: round(float(v), 6) for n, v in zip(names, probs.mean(0))},
+        "segments": segments,
+    }
 
 
 class VideoPrediction:
@@ -165,9 +175,19 @@ class VideoPrediction:
     :func:`summarize`), ``bad_frames`` and ``frames_read``. Frames are detected and classified
     ``chunk`` at a time (one batched forward over all their faces)."""
 
-    def __init__(self, rec: "Recognizer", reader: "VideoReader", *, smooth: float = 1.0, iou: float = 0.3,
-                 max_missed: int = 5, max_shift: float = 1.0, chunk: int = 32, detect: bool = True,
-                 with_images: bool = False) -> None:
+    def __init__(
+        self,
+        rec: "Recognizer",
+        reader: "VideoReader",
+        *,
+        smooth: float = 1.0,
+        iou: float = 0.3,
+        max_missed: int = 5,
+        max_shift: float = 1.0,
+        chunk: int = 32,
+        detect: bool = True,
+        with_images: bool = False,
+    ) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.rec, self.reader, self.chunk, self.detect = rec, reader, int(chunk), detect

@@ -1,4 +1,5 @@
 """Imbalance methods behind one interface; see :mod:`dicc.strategies.base`."""
+
 from .base import EpochContext, Strategy, available_strategies, create_strategy, register_strategy
 
 

@@ -9,10 +9,11 @@ The engine never branches on a method's name. It asks the strategy for
   class), and
 - ``state_dict()`` / ``load_state_dict()`` (checkpoints; plain tensors and numbers only).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -31,15 +32,15 @@ def _raise_own(err: BaseException | None) -> None:
 class EpochContext:
     """What the engine hands a strategy at the start of each epoch."""
 
-    epoch: int                                   # 0-based index of the epoch about to run
-    epochs: int                                  # total number of epochs
-    model: nn.Module                             # the unwrapped model: .features(x), .head
+    epoch: int  # 0-based index of the epoch about to run
+    epochs: int  # total number of epochs
+    model: nn.Module  # the unwrapped model: .features(x), .head
     device: torch.device
     # L2-normalised penultimate features of *all* training images (eval mode, no
     # augmentation), ordered by dataset index and identical on every rank, with their labels;
     # called with a tensor of dataset indices: only those images, in that order (collective)
     extract_features: Callable[..., tuple[torch.Tensor, torch.Tensor]]
-    log: Callable[[dict], None] = lambda record: None   # adds a record to metrics.jsonl
+    log: Callable[[dict], None] = lambda record: None  # adds a record to metrics.jsonl
     rank: int = 0
     world_size: int = 1
     broadcast: Callable[[torch.Tensor, int], torch.Tensor] = lambda t, src=0: t  # in-place, returns t
@@ -77,8 +78,9 @@ class Strategy:
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, class_counts: Sequence[int], options: Any = None,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, class_counts: Sequence[int], options: Any = None, class_names: Sequence[str] | None = None
+    ) -> None:
         self.class_counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
         if class_names is None and len(self.class_counts) == len(EMOTIONS):
             class_names = EMOTIONS
@@ -88,8 +90,10 @@ class Strategy:
             raise ValueError(f"{self.name}: {len(self.class_names)} class names for {len(self.class_counts)} counts")
         if (self.class_counts <= 0).any():
             empty = [self.class_name(i) for i, c in enumerate(self.class_counts.tolist()) if c <= 0]
-            raise ValueError(f"{self.name}: the training data has no samples of {', '.join(empty)} (every class of "
-                             f"the label space needs some; counts: {self.format_counts()})")
+            raise ValueError(
+                f"{self.name}: the training data has no samples of {', '.join(empty)} (every class of "
+                f"the label space needs some; counts: {self.format_counts()})"
+            )
         self.options = options if options is not None else self.Options()
         #: label smoothing of every training loss (``train.label_smoothing``; set_label_smoothing)
         self.label_smoothing = 0.0
@@ -123,15 +127,16 @@ class Strategy:
     def num_outputs(self) -> int:
         return self.num_classes
 
-    head_type: ClassVar[str] = "linear"      # "linear" or "cosine" (normalised, LDAM)
+    head_type: ClassVar[str] = "linear"  # "linear" or "cosine" (normalised, LDAM)
 
     @property
     def log_prior(self) -> torch.Tensor:
         return (self.class_counts / self.class_counts.sum()).log().float()
 
     # -- training ------------------------------------------------------------------------
-    def epoch_indices(self, labels: torch.Tensor, epoch: int, seed: int,
-                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    def epoch_indices(
+        self, labels: torch.Tensor, epoch: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> torch.Tensor:
         """Dataset indices this rank visits in ``epoch`` (seeded, disjoint across ranks)."""
         from ..samplers import shuffled_indices
 
@@ -208,8 +213,9 @@ def build_options(cls: type[Strategy], options: dict | None) -> Any:
     return cls.Options(**options)
 
 
-def create_strategy(name: str, class_counts: Sequence[int], options: dict | None = None,
-                    class_names: Sequence[str] | None = None) -> Strategy:
+def create_strategy(
+    name: str, class_counts: Sequence[int], options: dict | None = None, class_names: Sequence[str] | None = None
+) -> Strategy:
     """The strategy ``name`` for training data with ``class_counts`` (and ``class_names``, for
     messages: default the canonical emotions when there are 7 classes)."""
     strategies = available_strategies()

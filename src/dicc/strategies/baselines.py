@@ -11,6 +11,7 @@
 
 The losses themselves live in :mod:`dicc.losses`.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ def _beta(method: str, beta: float) -> None:
 class _LossStrategy(Strategy):
     """A strategy whose training loss is one :mod:`dicc.losses` module (``self.criterion``)."""
 
-    def __init__(self, class_counts: Sequence[int], options: Any = None,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, class_counts: Sequence[int], options: Any = None, class_names: Sequence[str] | None = None
+    ) -> None:
         super().__init__(class_counts, options, class_names)
         self.criterion = self.build_criterion()
 
@@ -68,9 +70,9 @@ class Reweight(_LossStrategy):
 
     @dataclass
     class Options:
-        scheme: str = "effective"      # "effective" (Cui et al. 2019) or "inverse" (1 / n_c)
-        beta: float = 0.9999           # effective-number beta (the paper's default for CIFAR-LT)
-        reduction: str = "mean"        # "mean": (1/B) sum w_y l; "weighted_mean": / sum w_y
+        scheme: str = "effective"  # "effective" (Cui et al. 2019) or "inverse" (1 / n_c)
+        beta: float = 0.9999  # effective-number beta (the paper's default for CIFAR-LT)
+        reduction: str = "mean"  # "mean": (1/B) sum w_y l; "weighted_mean": / sum w_y
 
         def __post_init__(self) -> None:
             _choice("reweight", "scheme", self.scheme, WEIGHT_SCHEMES)
@@ -79,8 +81,9 @@ class Reweight(_LossStrategy):
 
     def build_criterion(self):
         o = self.options
-        return create_loss("weighted_ce", self.class_counts,
-                           {"weight": o.scheme, "beta": o.beta, "reduction": o.reduction})
+        return create_loss(
+            "weighted_ce", self.class_counts, {"weight": o.scheme, "beta": o.beta, "reduction": o.reduction}
+        )
 
 
 # -- re-sampling -------------------------------------------------------------------------------
@@ -100,7 +103,7 @@ class Resample(_LossStrategy):
 
     @dataclass
     class Options:
-        scheme: str = "balanced"       # "balanced" (uniform over classes) or "sqrt" (~ sqrt(n_c))
+        scheme: str = "balanced"  # "balanced" (uniform over classes) or "sqrt" (~ sqrt(n_c))
 
         def __post_init__(self) -> None:
             _choice("resample", "scheme", self.scheme, ("balanced", "sqrt"))
@@ -109,8 +112,9 @@ class Resample(_LossStrategy):
         """Per-class weight of one *sample* (the class's total probability is ``n_c`` times it)."""
         return group_sampling_weights(labels, self.num_classes, 1.0 if self.options.scheme == "balanced" else 0.5)
 
-    def epoch_indices(self, labels: torch.Tensor, epoch: int, seed: int,
-                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    def epoch_indices(
+        self, labels: torch.Tensor, epoch: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> torch.Tensor:
         labels = torch.as_tensor(labels).long().cpu()
         return weighted_indices(labels, self.sampling_weights(labels), epoch, seed, rank, world_size)
 
@@ -126,10 +130,10 @@ class Focal(_LossStrategy):
 
     @dataclass
     class Options:
-        gamma: float = 2.0             # focusing parameter (Lin et al.'s best value)
-        alpha: Optional[str] = None    # None, "effective" (Cui et al. 2019) or "inverse"
-        beta: float = 0.9999           # effective-number beta, used when alpha="effective"
-        reduction: str = "mean"        # "mean" or "weighted_mean" (only matters with alpha)
+        gamma: float = 2.0  # focusing parameter (Lin et al.'s best value)
+        alpha: Optional[str] = None  # None, "effective" (Cui et al. 2019) or "inverse"
+        beta: float = 0.9999  # effective-number beta, used when alpha="effective"
+        reduction: str = "mean"  # "mean" or "weighted_mean" (only matters with alpha)
 
         def __post_init__(self) -> None:
             if not (isinstance(self.gamma, (int, float)) and self.gamma >= 0 and math.isfinite(self.gamma)):
@@ -140,8 +144,9 @@ class Focal(_LossStrategy):
 
     def build_criterion(self):
         o = self.options
-        return create_loss("focal", self.class_counts, {"gamma": o.gamma, "weight": o.alpha,
-                                                        "beta": o.beta, "reduction": o.reduction})
+        return create_loss(
+            "focal", self.class_counts, {"gamma": o.gamma, "weight": o.alpha, "beta": o.beta, "reduction": o.reduction}
+        )
 
 
 # -- LDAM-DRW ----------------------------------------------------------------------------------
@@ -174,12 +179,12 @@ class LDAMDRW(_LossStrategy):
 
     @dataclass
     class Options:
-        max_m: float = 0.5             # largest margin (the rarest class's)
-        s: float = 30.0                # logit scale applied to the cosines
-        drw_start: Any = "auto"        # "auto" (schedule-aware, see above) or a fraction of the epochs
-        drw_lr_ratio: float = 0.1      # "auto": DRW once the lr is at most this share of its peak
+        max_m: float = 0.5  # largest margin (the rarest class's)
+        s: float = 30.0  # logit scale applied to the cosines
+        drw_start: Any = "auto"  # "auto" (schedule-aware, see above) or a fraction of the epochs
+        drw_lr_ratio: float = 0.1  # "auto": DRW once the lr is at most this share of its peak
         drw_epoch: Optional[int] = None  # an explicit 0-based epoch index (overrides drw_start)
-        beta: float = 0.9999           # effective-number beta of the DRW weights
+        beta: float = 0.9999  # effective-number beta of the DRW weights
         reduction: str = "weighted_mean"  # the authors' code (sum w l / sum w); "mean": (1/B) sum w l
 
         def __post_init__(self) -> None:
@@ -187,31 +192,38 @@ class LDAMDRW(_LossStrategy):
                 raise ValueError(f"method 'ldam_drw': max_m must be a number >= 0, got {self.max_m!r}")
             if not (isinstance(self.s, (int, float)) and self.s > 0):
                 raise ValueError(f"method 'ldam_drw': s must be a number > 0, got {self.s!r}")
-            if self.drw_start != "auto" and not (isinstance(self.drw_start, (int, float))
-                                                 and not isinstance(self.drw_start, bool)
-                                                 and 0.0 <= self.drw_start <= 1.0):
-                raise ValueError("method 'ldam_drw': drw_start is 'auto' or a fraction of the epochs in "
-                                 f"[0, 1], got {self.drw_start!r} (use drw_epoch for an epoch index)")
+            if self.drw_start != "auto" and not (
+                isinstance(self.drw_start, (int, float))
+                and not isinstance(self.drw_start, bool)
+                and 0.0 <= self.drw_start <= 1.0
+            ):
+                raise ValueError(
+                    "method 'ldam_drw': drw_start is 'auto' or a fraction of the epochs in "
+                    f"[0, 1], got {self.drw_start!r} (use drw_epoch for an epoch index)"
+                )
             if not (isinstance(self.drw_lr_ratio, (int, float)) and 0.0 < self.drw_lr_ratio < 1.0):
                 raise ValueError(f"method 'ldam_drw': drw_lr_ratio must lie in (0, 1), got {self.drw_lr_ratio!r}")
-            if self.drw_epoch is not None and (isinstance(self.drw_epoch, bool)
-                                               or not isinstance(self.drw_epoch, int)
-                                               or self.drw_epoch < 0):
-                raise ValueError(f"method 'ldam_drw': drw_epoch must be an epoch index >= 0 or "
-                                 f"none, got {self.drw_epoch!r}")
+            if self.drw_epoch is not None and (
+                isinstance(self.drw_epoch, bool) or not isinstance(self.drw_epoch, int) or self.drw_epoch < 0
+            ):
+                raise ValueError(
+                    f"method 'ldam_drw': drw_epoch must be an epoch index >= 0 or none, got {self.drw_epoch!r}"
+                )
             _beta("ldam_drw", self.beta)
             _choice("ldam_drw", "reduction", self.reduction, REDUCTIONS)
 
-    def __init__(self, class_counts: Sequence[int], options: Any = None,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, class_counts: Sequence[int], options: Any = None, class_names: Sequence[str] | None = None
+    ) -> None:
         super().__init__(class_counts, options, class_names)
         self.drw_active = False
         self.resolved_drw_epoch: Optional[int] = self.options.drw_epoch
 
     def build_criterion(self):
         o = self.options
-        return create_loss("ldam", self.class_counts, {"max_m": o.max_m, "s": o.s, "beta": o.beta,
-                                                       "reduction": o.reduction})
+        return create_loss(
+            "ldam", self.class_counts, {"max_m": o.max_m, "s": o.s, "beta": o.beta, "reduction": o.reduction}
+        )
 
     def drw_epoch_for(self, epochs: int, lr=None) -> int:
         """The 0-based epoch at which re-weighting starts in a run of ``epochs`` epochs, whose
@@ -241,15 +253,23 @@ class LDAMDRW(_LossStrategy):
         if active != self.drw_active:
             self._set_drw(active)
             if active:
-                ctx.log({"event": "drw_on", "epoch": ctx.epoch + 1, "lr": ctx.lr(ctx.epoch),
-                         "drw_weights": [round(float(w), 6) for w in self.criterion.weight]})
+                ctx.log(
+                    {
+                        "event": "drw_on",
+                        "epoch": ctx.epoch + 1,
+                        "lr": ctx.lr(ctx.epoch),
+                        "drw_weights": [round(float(w), 6) for w in self.criterion.weight],
+                    }
+                )
 
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits * self.options.s
 
     def state_dict(self) -> dict:
-        return {"drw_active": bool(self.drw_active),
-                "drw_epoch": -1 if self.resolved_drw_epoch is None else int(self.resolved_drw_epoch)}
+        return {
+            "drw_active": bool(self.drw_active),
+            "drw_epoch": -1 if self.resolved_drw_epoch is None else int(self.resolved_drw_epoch),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         epoch = int(state.get("drw_epoch", -1))
@@ -285,9 +305,9 @@ class LogitAdjust(_LossStrategy):
 
     @dataclass
     class Options:
-        mode: str = "posthoc"          # "posthoc" (CE training, adjusted evaluation) or "loss"
-        tau: float = 1.0               # temperature of the adjustment (1 = Bayes-optimal for
-                                       # the balanced error under the paper's assumptions)
+        mode: str = "posthoc"  # "posthoc" (CE training, adjusted evaluation) or "loss"
+        tau: float = 1.0  # temperature of the adjustment (1 = Bayes-optimal for
+        # the balanced error under the paper's assumptions)
 
         def __post_init__(self) -> None:
             _choice("logit_adjust", "mode", self.mode, ("posthoc", "loss"))

@@ -1,4 +1,5 @@
 """Plain cross-entropy: the reference every imbalance method is compared with."""
+
 from __future__ import annotations
 
 from .base import Strategy, register_strategy

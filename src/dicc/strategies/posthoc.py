@@ -5,6 +5,7 @@ the training class prior ``pi``: training is untouched, evaluation, prediction a
 the adjusted parent logits. So "DICC + post-hoc logit adjustment" is ``method.name=dicc`` with
 ``eval.logit_adjust=1.0``, no strategy of its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ class PostHocAdjusted:
         z = self.inner.parent_logits(logits)
         return z - self.tau * self.log_prior.to(device=z.device, dtype=z.dtype)
 
-    def __getattr__(self, name):          # everything else is the wrapped strategy's
+    def __getattr__(self, name):  # everything else is the wrapped strategy's
         return getattr(self.inner, name)
 
 

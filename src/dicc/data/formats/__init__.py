@@ -22,6 +22,7 @@ memory through the on-disk cache (:mod:`dicc.data.cache`); larger ones are strea
 paths. Adding a format: write a module that builds a :class:`Format` and ``register``\\s it,
 and import it below (at its place in the detection order).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,7 @@ import torch
 from ..base import FERDataset
 from ..classes import resolve_classes
 from .common import resolve_split_name
-from .registry import (FORMATS, IN_MEMORY_MAX_SIZE, Format, SplitLabels, check_options, existing,
-                       parse_format_spec)
+from .registry import FORMATS, IN_MEMORY_MAX_SIZE, Format, SplitLabels, check_options, existing, parse_format_spec
 
 # each module registers its format (with its rank in the detection order)
 from . import affectnet, fer2013_csv, fer2013_folders, ferplus, imagefolder, rafdb  # noqa: E402,F401
@@ -59,8 +59,7 @@ def _lookup(path: Path, fmt: str) -> tuple[Format, dict[str, str]]:
     if name in ("", "auto"):
         return FORMATS[detect_format(path)], options
     if name not in FORMATS:
-        raise ValueError(f"unknown dataset format {name!r}; choose one of "
-                         f"{', '.join(['auto', *FORMATS])}")
+        raise ValueError(f"unknown dataset format {name!r}; choose one of {', '.join(['auto', *FORMATS])}")
     return FORMATS[name], options
 
 
@@ -100,23 +99,32 @@ def resolve_split(path: str | os.PathLike, split: str, fmt: str = "auto") -> str
     return _resolve_in(p, _lookup(p, fmt)[0], split)
 
 
-def split_summary(path: str | os.PathLike, split: str, fmt: str = "auto", classes: Any = None,
-                  options: dict | None = None) -> SplitLabels:
+def split_summary(
+    path: str | os.PathLike, split: str, fmt: str = "auto", classes: Any = None, options: dict | None = None
+) -> SplitLabels:
     """Labels of a split and the samples the reader dropped, without decoding any image."""
     p, f, opts = _resolve(path, fmt, options)
     return f.labels(p, _resolve_in(p, f, split), resolve_classes(classes), opts)
 
 
-def split_labels(path: str | os.PathLike, split: str, fmt: str = "auto", classes: Any = None,
-                 options: dict | None = None) -> torch.Tensor:
+def split_labels(
+    path: str | os.PathLike, split: str, fmt: str = "auto", classes: Any = None, options: dict | None = None
+) -> torch.Tensor:
     """Labels of a split (label-space indices) without decoding any image (for counting)."""
     return split_summary(path, split, fmt, classes, options).labels
 
 
-def load_split(path: str | os.PathLike, split: str, fmt: str = "auto", image_size: int = 48,
-               channels: int = 1, cache_dir: str | os.PathLike | None | bool = None,
-               in_memory: bool | Literal["auto"] = "auto", classes: Any = None,
-               options: dict | None = None) -> FERDataset:
+def load_split(
+    path: str | os.PathLike,
+    split: str,
+    fmt: str = "auto",
+    image_size: int = 48,
+    channels: int = 1,
+    cache_dir: str | os.PathLike | None | bool = None,
+    in_memory: bool | Literal["auto"] = "auto",
+    classes: Any = None,
+    options: dict | None = None,
+) -> FERDataset:
     """Load one split of the dataset at ``path`` as a :class:`FERDataset`.
 
     ``fmt`` is a key of :data:`FORMATS` or ``"auto"``, optionally with options
@@ -134,10 +142,29 @@ def load_split(path: str | os.PathLike, split: str, fmt: str = "auto", image_siz
     space = resolve_classes(classes)
     p, f, opts = _resolve(path, fmt, options)
     name = _resolve_in(p, f, split)
-    return f.load(p, name, classes=space, options=opts, image_size=image_size, channels=channels,
-                  cache_dir=cache_dir, in_memory=in_memory)
+    return f.load(
+        p,
+        name,
+        classes=space,
+        options=opts,
+        image_size=image_size,
+        channels=channels,
+        cache_dir=cache_dir,
+        in_memory=in_memory,
+    )
 
 
-__all__ = ["FORMATS", "Format", "IN_MEMORY_MAX_SIZE", "SplitLabels", "detect_format",
-           "get_format", "list_splits", "load_split", "parse_format_spec", "resolve_split",
-           "split_labels", "split_summary"]
+__all__ = [
+    "FORMATS",
+    "Format",
+    "IN_MEMORY_MAX_SIZE",
+    "SplitLabels",
+    "detect_format",
+    "get_format",
+    "list_splits",
+    "load_split",
+    "parse_format_spec",
+    "resolve_split",
+    "split_labels",
+    "split_summary",
+]

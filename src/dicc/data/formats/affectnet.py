@@ -12,6 +12,7 @@ report on, its own test set being unreleased); a run's validation set is a hold-
 default ``emotions7``; kept with ``emotions8``). The training split has about 290k images
 at full resolution: they stream from disk (``data.image_size`` above 64, ``data.workers``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,7 @@ AFFECTNET_NAMES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "an
 NON_EXPRESSION = {8: "none", 9: "uncertain", 10: "non-face"}
 _FILES = {"train": "training.csv", "test": "validation.csv"}
 _LIST_DIRS = ("", "Manually_Annotated_file_lists")
-_IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images",
-               "Manually_Annotated")
+_IMAGE_DIRS = ("Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images", "Manually_Annotated")
 _ALIASES = {"training": "train", "testing": "test"}
 
 
@@ -67,8 +67,10 @@ def _rows_cached(file: str, mtime_ns: int, size: int) -> tuple[tuple[str, ...], 
         header = [c.strip().strip('"').lower() for c in f.readline().decode("utf-8-sig", "replace").split(",")]
         missing = [c for c in ("subdirectory_filepath", "expression") if c not in header]
         if missing:
-            raise ValueError(f"{file}: missing column(s) {', '.join(missing)}; found "
-                             f"{header}, expected subDirectory_filePath, ..., expression, ...")
+            raise ValueError(
+                f"{file}: missing column(s) {', '.join(missing)}; found "
+                f"{header}, expected subDirectory_filePath, ..., expression, ..."
+            )
         i_path, i_expr = header.index("subdirectory_filepath"), header.index("expression")
         for line_no, line in enumerate(f, start=2):
             if line.isspace() or not line:
@@ -81,8 +83,9 @@ def _rows_cached(file: str, mtime_ns: int, size: int) -> tuple[tuple[str, ...], 
                 raise ValueError(f"{file}: line {line_no}: expected {len(header)} fields, found {len(row)}")
             code = row[i_expr].strip()
             if not code.isdigit() or int(code) > 10:
-                raise ValueError(f"{file}: line {line_no}: expression {code!r} out of range "
-                                 "(expected an integer 0..10)")
+                raise ValueError(
+                    f"{file}: line {line_no}: expression {code!r} out of range (expected an integer 0..10)"
+                )
             name = row[i_path].strip()
             if not name:
                 raise ValueError(f"{file}: line {line_no}: empty subDirectory_filePath")
@@ -94,8 +97,9 @@ def _rows_cached(file: str, mtime_ns: int, size: int) -> tuple[tuple[str, ...], 
 def _rows(root: Path, split: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
     file = _csv(root, split)
     if file is None:
-        raise FileNotFoundError(f"{root}: no AffectNet list {_FILES[split]} (looked in "
-                                f"{', '.join(d or '.' for d in _LIST_DIRS)})")
+        raise FileNotFoundError(
+            f"{root}: no AffectNet list {_FILES[split]} (looked in {', '.join(d or '.' for d in _LIST_DIRS)})"
+        )
     st = file.stat()
     return _rows_cached(str(file.resolve()), st.st_mtime_ns, st.st_size)
 
@@ -132,7 +136,15 @@ def _files_labels_only(root: Path, split: str, classes: tuple, options: dict) ->
     return FileList(list(rel), labels, dict(dropped))
 
 
-FORMAT = register(files_format(
-    "affectnet", "AffectNet: training.csv / validation.csv (subDirectory_filePath, expression) "
-    "+ Manually_Annotated_Images/", _detect, _splits, _ALIASES, _files,
-    label_files=_files_labels_only), rank=20)  # counting needs no image: skip the file checks
+FORMAT = register(
+    files_format(
+        "affectnet",
+        "AffectNet: training.csv / validation.csv (subDirectory_filePath, expression) + Manually_Annotated_Images/",
+        _detect,
+        _splits,
+        _ALIASES,
+        _files,
+        label_files=_files_labels_only,
+    ),
+    rank=20,
+)  # counting needs no image: skip the file checks

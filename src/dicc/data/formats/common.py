@@ -1,5 +1,6 @@
 """Helpers shared by the readers: scanning class folders, resolving split names, and turning
 a list of (image file, label) into a :class:`~dicc.data.base.FERDataset`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -33,8 +34,7 @@ class FileList:
 def subdirs(folder: Path) -> list[str]:
     """Names of the visible sub-folders of ``folder``, sorted."""
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith(".")
-                      and e.name not in _IGNORED_DIRS)
+        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith(".") and e.name not in _IGNORED_DIRS)
 
 
 def scan_images(folder: Path) -> list[str]:
@@ -61,16 +61,17 @@ def class_folders(folder: Path, classes: tuple[str, ...]) -> FileList:
         d = folder / name
         label = class_index(name, where=f"class folder {d}", classes=classes)
         if label in per_class:
-            raise ValueError(f"{d} and {per_class[label][0]} are both class "
-                             f"{classes[label]!r}; merge or rename one of them")
+            raise ValueError(
+                f"{d} and {per_class[label][0]} are both class {classes[label]!r}; merge or rename one of them"
+            )
         files = scan_images(d)
         if not files:
-            raise ValueError(f"{d}: class folder is empty (no {'/'.join(IMAGE_EXTENSIONS)} "
-                             "files)")
+            raise ValueError(f"{d}: class folder is empty (no {'/'.join(IMAGE_EXTENSIONS)} files)")
         per_class[label] = (d, files)
     if not per_class:
-        raise ValueError(f"{folder}: no class folders found (expected sub-folders named "
-                         f"{', '.join(classes)} or aliases)")
+        raise ValueError(
+            f"{folder}: no class folders found (expected sub-folders named {', '.join(classes)} or aliases)"
+        )
     paths, labels = [], []
     for label in sorted(per_class):
         files = per_class[label][1]
@@ -79,8 +80,9 @@ def class_folders(folder: Path, classes: tuple[str, ...]) -> FileList:
     return FileList(paths, labels)
 
 
-def map_labels(source: list[int], names: tuple[str, ...], classes: tuple[str, ...],
-               dropped: Counter | None = None) -> tuple[list[int], list[int], Counter]:
+def map_labels(
+    source: list[int], names: tuple[str, ...], classes: tuple[str, ...], dropped: Counter | None = None
+) -> tuple[list[int], list[int], Counter]:
     """Map a dataset's labels (``source[i]`` indexes ``names``) into ``classes``.
 
     Returns ``(kept positions, their label-space labels, dropped counts by class name)``."""
@@ -108,8 +110,7 @@ def resolve_split_name(split: str, valid: list[str], aliases: dict[str, str], wh
         return by_lower[target.lower()]
     alias_text = [a for a, t in aliases.items() if t.lower() in by_lower and a not in by_lower]
     extra = f" (aliases: {', '.join(alias_text)})" if alias_text else ""
-    raise ValueError(f"{where}: unknown split {split!r}; valid splits are "
-                     f"{', '.join(valid) or '(none)'}{extra}")
+    raise ValueError(f"{where}: unknown split {split!r}; valid splits are {', '.join(valid) or '(none)'}{extra}")
 
 
 def labels_tensor(labels: list[int]) -> torch.Tensor:
@@ -124,11 +125,16 @@ def variant_tag(classes: tuple[str, ...], options: dict, defaults: dict) -> str:
     return "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def files_format(name: str, description: str, detect: Callable[[Path], bool],
-                 splits: Callable[[Path], list[str]], aliases: dict[str, str],
-                 files: Callable[[Path, str, tuple, dict], FileList],
-                 options: dict[str, Option] | None = None,
-                 label_files: Callable[[Path, str, tuple, dict], FileList] | None = None) -> Format:
+def files_format(
+    name: str,
+    description: str,
+    detect: Callable[[Path], bool],
+    splits: Callable[[Path], list[str]],
+    aliases: dict[str, str],
+    files: Callable[[Path, str, tuple, dict], FileList],
+    options: dict[str, Option] | None = None,
+    label_files: Callable[[Path, str, tuple, dict], FileList] | None = None,
+) -> Format:
     """A :class:`Format` for layouts that are a list of (image file, label).
 
     Small images are decoded once into memory through the on-disk cache; larger ones stream
@@ -141,13 +147,20 @@ def files_format(name: str, description: str, detect: Callable[[Path], bool],
         fl = (label_files or files)(root, split, classes, opts)
         return SplitLabels(labels_tensor(fl.labels), dict(fl.dropped))
 
-    def load(root: Path, split: str, *, classes: tuple, options: dict, image_size: int,
-             channels: int, cache_dir, in_memory) -> FERDataset:
+    def load(
+        root: Path, split: str, *, classes: tuple, options: dict, image_size: int, channels: int, cache_dir, in_memory
+    ) -> FERDataset:
         fl = files(root, split, classes, options)
         source = f"{root}:{split}"
         labs = labels_tensor(fl.labels)
-        common = dict(labels=labs, class_names=classes, source=source, extras=fl.extras,
-                      ids=[p if os.path.isabs(p) else os.path.abspath(p) for p in fl.paths], dropped=dict(fl.dropped))
+        common = dict(
+            labels=labs,
+            class_names=classes,
+            source=source,
+            extras=fl.extras,
+            ids=[p if os.path.isabs(p) else os.path.abspath(p) for p in fl.paths],
+            dropped=dict(fl.dropped),
+        )
         if in_memory == "auto":
             in_memory = image_size <= IN_MEMORY_MAX_SIZE
         if not in_memory:
@@ -155,8 +168,15 @@ def files_format(name: str, description: str, detect: Callable[[Path], bool],
         from ..cache import load_or_decode
 
         tag = variant_tag(classes, options, defaults)
-        images = load_or_decode(fl.paths, labs, source=root, split=f"{name}-{split}{tag}",
-                                image_size=image_size, channels=channels, cache_dir=cache_dir)
+        images = load_or_decode(
+            fl.paths,
+            labs,
+            source=root,
+            split=f"{name}-{split}{tag}",
+            image_size=image_size,
+            channels=channels,
+            cache_dir=cache_dir,
+        )
         return FERDataset(images=images, **common)
 
     return Format(name, description, detect, splits, aliases, labels, load, specs)

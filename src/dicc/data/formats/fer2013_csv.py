@@ -12,6 +12,7 @@ The images are held in memory.
 
 :func:`read_rows` and :func:`parse_pixels` are shared with the FERPlus reader.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,9 +31,15 @@ from .registry import Format, SplitLabels, register
 
 CSV_NAMES = ("fer2013.csv", "icml_face_data.csv", "fer2013/fer2013.csv")
 CSV_SPLITS = ("Training", "PublicTest", "PrivateTest")
-CSV_ALIASES = {"train": "Training", "training": "Training", "public": "PublicTest",
-               "publictest": "PublicTest", "test": "PublicTest", "private": "PrivateTest",
-               "privatetest": "PrivateTest"}
+CSV_ALIASES = {
+    "train": "Training",
+    "training": "Training",
+    "public": "PublicTest",
+    "publictest": "PublicTest",
+    "test": "PublicTest",
+    "private": "PrivateTest",
+    "privatetest": "PrivateTest",
+}
 _ROWS_PER_CHUNK = 1024
 
 
@@ -98,8 +105,10 @@ def read_rows(path: Path, split: str | None, want_pixels: bool):
         lower = [c.lower() for c in cols]
         missing = [c for c in ("emotion", "pixels") if c not in lower]
         if missing:
-            raise ValueError(f"{file}: missing column(s) {', '.join(missing)}; found columns "
-                             f"{cols}, expected emotion, pixels and Usage")
+            raise ValueError(
+                f"{file}: missing column(s) {', '.join(missing)}; found columns "
+                f"{cols}, expected emotion, pixels and Usage"
+            )
         i_emo, i_pix = lower.index("emotion"), lower.index("pixels")
         i_use = lower.index("usage") if "usage" in lower else None
         target = split.encode() if split is not None else None
@@ -111,28 +120,32 @@ def read_rows(path: Path, split: str | None, want_pixels: bool):
             row += 1
             b = _field_bounds(line, len(cols))
             if b is None:
-                raise ValueError(f"{file}: line {lineno}: expected {len(cols)} comma-separated "
-                                 f"fields ({', '.join(cols)}), found {line.count(b',') + 1}")
-            usage = line[b[i_use] + 1:b[i_use + 1]].strip().strip(b'"') if i_use is not None \
-                else b"all"
+                raise ValueError(
+                    f"{file}: line {lineno}: expected {len(cols)} comma-separated "
+                    f"fields ({', '.join(cols)}), found {line.count(b',') + 1}"
+                )
+            usage = line[b[i_use] + 1 : b[i_use + 1]].strip().strip(b'"') if i_use is not None else b"all"
             if target is None:
                 usages.add(usage.decode())
                 continue
             if usage != target:
                 continue
-            emo = line[b[i_emo] + 1:b[i_emo + 1]].strip().strip(b'"')
+            emo = line[b[i_emo] + 1 : b[i_emo + 1]].strip().strip(b'"')
             if not emo.isdigit() or int(emo) >= len(EMOTIONS):
-                raise ValueError(f"{file}: line {lineno}: emotion label {emo.decode()!r} out of "
-                                 f"range (expected an integer 0..{len(EMOTIONS) - 1})")
+                raise ValueError(
+                    f"{file}: line {lineno}: emotion label {emo.decode()!r} out of "
+                    f"range (expected an integer 0..{len(EMOTIONS) - 1})"
+                )
             labels.append(int(emo))
             lines.append(lineno)
             rows.append(row)
             if want_pixels:
-                pixels.append(line[b[i_pix] + 1:b[i_pix + 1]].strip().strip(b'"').strip())
+                pixels.append(line[b[i_pix] + 1 : b[i_pix + 1]].strip().strip(b'"').strip())
     if split is not None and not labels:
         valid = csv_splits(file)
-        raise ValueError(f"{file}: unknown split {split!r} (no row has this Usage); valid "
-                         f"splits are {', '.join(valid) or '(none)'}")
+        raise ValueError(
+            f"{file}: unknown split {split!r} (no row has this Usage); valid splits are {', '.join(valid) or '(none)'}"
+        )
     return file, labels, lines, rows, (usages if split is None else pixels)
 
 
@@ -155,8 +168,7 @@ def _row_error(file: Path, line: int, text: bytes, n_pix: int) -> ValueError:
     tokens = text.split()
     if len(tokens) != n_pix:
         side = math.isqrt(n_pix)
-        return ValueError(f"{file}: line {line}: expected {n_pix} pixel values ({side}x{side}), "
-                          f"found {len(tokens)}")
+        return ValueError(f"{file}: line {line}: expected {n_pix} pixel values ({side}x{side}), found {len(tokens)}")
     return ValueError(f"{file}: line {line}: pixel values must be integers 0..255")
 
 
@@ -175,7 +187,7 @@ def parse_pixels(file: Path, pixels: list[bytes], lines: list[int]) -> np.ndarra
         raise ValueError(f"{file}: line {lines[0]}: {n_pix} pixel values is not a square image")
     out = np.empty((len(pixels), n_pix), dtype=np.uint8)
     for start in range(0, len(pixels), _ROWS_PER_CHUNK):
-        chunk = pixels[start:start + _ROWS_PER_CHUNK]
+        chunk = pixels[start : start + _ROWS_PER_CHUNK]
         joined = b" ".join(chunk)
         raw = np.frombuffer(joined, dtype=np.uint8)
         space = raw == 32
@@ -193,7 +205,7 @@ def parse_pixels(file: Path, pixels: list[bytes], lines: list[int]) -> np.ndarra
         if len(bad):
             i = int(bad[0])
             raise _row_error(file, lines[start + i], chunk[i], n_pix)
-        out[start:start + len(chunk)] = values
+        out[start : start + len(chunk)] = values
     return out.reshape(len(pixels), side, side)
 
 
@@ -201,15 +213,13 @@ def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear (antialiased) resize of a uint8 batch ``[N, C, H, W]`` in chunks."""
     out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
     for i in range(0, len(images), 4096):
-        x = images[i:i + 4096].float()
-        y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
-                                            antialias=True, align_corners=False)
-        out[i:i + 4096] = y.round_().clamp_(0, 255).to(torch.uint8)
+        x = images[i : i + 4096].float()
+        y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[i : i + 4096] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 
-def pixels_to_images(file: Path, pixels: list[bytes], lines: list[int], image_size: int,
-                     channels: int) -> torch.Tensor:
+def pixels_to_images(file: Path, pixels: list[bytes], lines: list[int], image_size: int, channels: int) -> torch.Tensor:
     """uint8 ``[N, channels, image_size, image_size]`` from the rows' pixel fields."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
@@ -233,8 +243,9 @@ def _labels(path: Path, split: str, classes: tuple, options: dict) -> SplitLabel
     return SplitLabels(labels_tensor(mapped), dict(dropped))
 
 
-def _load(path: Path, split: str, *, classes: tuple, options: dict, image_size: int,
-          channels: int, cache_dir, in_memory) -> FERDataset:
+def _load(
+    path: Path, split: str, *, classes: tuple, options: dict, image_size: int, channels: int, cache_dir, in_memory
+) -> FERDataset:
     file, labels, lines, _, pixels = read_rows(path, split, True)
     keep, mapped, dropped = map_labels(labels, EMOTIONS, classes, Counter())
     if len(keep) < len(labels):
@@ -242,10 +253,26 @@ def _load(path: Path, split: str, *, classes: tuple, options: dict, image_size: 
         lines = [lines[i] for i in keep]
     images = pixels_to_images(file, pixels, lines, image_size, channels)
     del pixels
-    return FERDataset(labels=labels_tensor(mapped), images=images, class_names=classes,
-                      source=f"{file}:{split}", ids=row_ids(file, lines), dropped=dict(dropped))
+    return FERDataset(
+        labels=labels_tensor(mapped),
+        images=images,
+        class_names=classes,
+        source=f"{file}:{split}",
+        ids=row_ids(file, lines),
+        dropped=dict(dropped),
+    )
 
 
-FORMAT = register(Format(
-    "fer2013_csv", "FER2013 CSV (emotion,pixels,Usage), incl. icml_face_data.csv",
-    _detect, csv_splits, CSV_ALIASES, _labels, _load, quick_splits=CSV_SPLITS), rank=30)
+FORMAT = register(
+    Format(
+        "fer2013_csv",
+        "FER2013 CSV (emotion,pixels,Usage), incl. icml_face_data.csv",
+        _detect,
+        csv_splits,
+        CSV_ALIASES,
+        _labels,
+        _load,
+        quick_splits=CSV_SPLITS,
+    ),
+    rank=30,
+)

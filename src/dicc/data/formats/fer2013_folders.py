@@ -6,6 +6,7 @@ and ``PrivateTest`` (aliases ``training``, ``testing``, ``public``, ``private``)
 validation split: ``PublicTest`` is part of ``test``, and a run refuses a validation set that
 shares images with its test set.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,8 +18,14 @@ from .common import FileList, class_folders, files_format, scan_images, subdirs
 from .registry import register
 
 _PREFIXES = ("Training_", "PublicTest_", "PrivateTest_")
-_ALIASES = {"training": "train", "testing": "test", "public": "PublicTest",
-            "publictest": "PublicTest", "private": "PrivateTest", "privatetest": "PrivateTest"}
+_ALIASES = {
+    "training": "train",
+    "testing": "test",
+    "public": "PublicTest",
+    "publictest": "PublicTest",
+    "private": "PrivateTest",
+    "privatetest": "PrivateTest",
+}
 
 
 def _first_images(folder: Path, per_class: int = 3) -> list[str]:
@@ -52,12 +59,20 @@ def _files(root: Path, split: str, classes: tuple, options: dict) -> FileList:
     fl = class_folders(root / "test", classes)
     keep = [i for i, p in enumerate(fl.paths) if os.path.basename(p).startswith(split + "_")]
     if not keep:
-        raise ValueError(f"{root / 'test'}: split {split!r} selects no files (no file name "
-                         f"starts with {split + '_'!r})")
+        raise ValueError(
+            f"{root / 'test'}: split {split!r} selects no files (no file name starts with {split + '_'!r})"
+        )
     return FileList([fl.paths[i] for i in keep], [fl.labels[i] for i in keep])
 
 
-FORMAT = register(files_format(
-    "fer2013_folders",
-    "FER2013 image folders: train/<class>/Training_*, test/<class>/PublicTest_*",
-    _detect, _splits, _ALIASES, _files), rank=50)
+FORMAT = register(
+    files_format(
+        "fer2013_folders",
+        "FER2013 image folders: train/<class>/Training_*, test/<class>/PublicTest_*",
+        _detect,
+        _splits,
+        _ALIASES,
+        _files,
+    ),
+    rank=50,
+)

@@ -37,6 +37,7 @@ distribution (the mode's, over the label space, rows summing to 1; one-hot in ``
 as ``extras["soft_labels"]`` (float32 ``[N, num_classes]``); dicc's methods train on the hard
 label, the soft labels are there for custom losses and analysis.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,16 +55,23 @@ from .registry import Format, Option, SplitLabels, parse_bool, parse_choice, reg
 
 #: FERPlus's emotion columns (label order), by canonical name; then ``unknown`` and ``NF``
 FERPLUS_NAMES = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
-VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-                "contempt", "unknown", "nf")
+VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "nf")
 UNKNOWN, NOT_FACE = 8, 9
 MODES = ("majority", "crossentropy", "probability", "multi_target")
 SPLITS = ("Training", "PublicTest", "PrivateTest")
 FOLDERS = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", "PrivateTest": "FER2013Test"}
-ALIASES = {"train": "Training", "training": "Training", "val": "PublicTest",
-           "valid": "PublicTest", "validation": "PublicTest", "public": "PublicTest",
-           "publictest": "PublicTest", "test": "PrivateTest", "private": "PrivateTest",
-           "privatetest": "PrivateTest"}
+ALIASES = {
+    "train": "Training",
+    "training": "Training",
+    "val": "PublicTest",
+    "valid": "PublicTest",
+    "validation": "PublicTest",
+    "public": "PublicTest",
+    "publictest": "PublicTest",
+    "test": "PrivateTest",
+    "private": "PrivateTest",
+    "privatetest": "PrivateTest",
+}
 NEW_CSV = "fer2013new.csv"
 OPTIONS = {
     "mode": Option("majority", parse_choice(*MODES), "label rule: " + ", ".join(MODES)),
@@ -146,8 +154,9 @@ def _votes(text: list[str], where: str) -> list[float]:
     except ValueError:
         raise ValueError(f"{where}: vote counts must be numbers, got {','.join(text)!r}") from None
     if len(out) != len(VOTE_COLUMNS) or min(out) < 0:
-        raise ValueError(f"{where}: expected {len(VOTE_COLUMNS)} vote counts "
-                         f"({', '.join(VOTE_COLUMNS)}), got {','.join(text)!r}")
+        raise ValueError(
+            f"{where}: expected {len(VOTE_COLUMNS)} vote counts ({', '.join(VOTE_COLUMNS)}), got {','.join(text)!r}"
+        )
     return out
 
 
@@ -179,9 +188,11 @@ def _read_new(file: Path) -> list[tuple[int, str, str, list[float]]]:
         need = ["usage", "image name", *VOTE_COLUMNS]
         missing = [c for c in need if c not in header]
         if missing:
-            raise ValueError(f"{file}: missing column(s) {', '.join(missing)}; expected Usage, "
-                             "Image name, neutral, happiness, surprise, sadness, anger, disgust, "
-                             "fear, contempt, unknown, NF")
+            raise ValueError(
+                f"{file}: missing column(s) {', '.join(missing)}; expected Usage, "
+                "Image name, neutral, happiness, surprise, sadness, anger, disgust, "
+                "fear, contempt, unknown, NF"
+            )
         cols = [header.index(c) for c in need]
         rows = []
         for row in reader:
@@ -200,25 +211,28 @@ def _pixels_csv(new: Path) -> Path:
         f = csv_file(folder)
         if f is not None:
             return f
-    raise FileNotFoundError(f"{new}: FERPlus needs FER2013's pixels: no {' or '.join(CSV_NAMES)} "
-                            f"next to it (fer2013new.csv follows fer2013.csv row by row)")
+    raise FileNotFoundError(
+        f"{new}: FERPlus needs FER2013's pixels: no {' or '.join(CSV_NAMES)} "
+        f"next to it (fer2013new.csv follows fer2013.csv row by row)"
+    )
 
 
 def _csv_select(new: Path, split: str, options: dict, classes: tuple):
     rows = [(i, r) for i, r in enumerate(_read_new(new)) if r[1] == split]
     if not rows:
-        raise ValueError(f"{new}: unknown split {split!r} (no row has this Usage); valid "
-                         f"splits are {', '.join(SPLITS)}")
+        raise ValueError(
+            f"{new}: unknown split {split!r} (no row has this Usage); valid splits are {', '.join(SPLITS)}"
+        )
     named = [(i, r) for i, r in rows if r[2]]
-    keep, labels, soft, dropped = label_votes([r[3] for _, r in named], options["mode"], classes,
-                                              options["soft_labels"])
+    keep, labels, soft, dropped = label_votes(
+        [r[3] for _, r in named], options["mode"], classes, options["soft_labels"]
+    )
     if len(named) < len(rows):
         dropped["unnamed"] += len(rows) - len(named)
     return rows, [named[k][0] for k in keep], labels, soft, dropped
 
 
-def _csv_load(new: Path, split: str, classes: tuple, options: dict, image_size: int,
-              channels: int) -> FERDataset:
+def _csv_load(new: Path, split: str, classes: tuple, options: dict, image_size: int, channels: int) -> FERDataset:
     rows, chosen, labels, soft, dropped = _csv_select(new, split, options, classes)
     px_file = _pixels_csv(new)
     file, _, lines, px_rows, pixels = read_rows(px_file, split, True)
@@ -226,16 +240,23 @@ def _csv_load(new: Path, split: str, classes: tuple, options: dict, image_size: 
         mine = {i for i, _ in rows}
         theirs = set(px_rows)
         bad = min(mine ^ theirs) if mine != theirs else 0
-        raise ValueError(f"{new} and {file} do not line up: data row {bad + 1} has Usage {split!r} in "
-                         f"one of them only (fer2013new.csv must follow fer2013.csv row by row)")
+        raise ValueError(
+            f"{new} and {file} do not line up: data row {bad + 1} has Usage {split!r} in "
+            f"one of them only (fer2013new.csv must follow fer2013.csv row by row)"
+        )
     at = {r: k for k, r in enumerate(px_rows)}
     sel = [at[r] for r in chosen]
-    images = pixels_to_images(file, [pixels[k] for k in sel], [lines[k] for k in sel],
-                              image_size, channels)
+    images = pixels_to_images(file, [pixels[k] for k in sel], [lines[k] for k in sel], image_size, channels)
     extras = {"soft_labels": soft} if soft is not None else {}
-    return FERDataset(labels=labels_tensor(labels), images=images, class_names=classes,
-                      source=f"{new}:{split}", extras=extras,
-                      ids=row_ids(file, [lines[k] for k in sel]), dropped=dict(dropped))
+    return FERDataset(
+        labels=labels_tensor(labels),
+        images=images,
+        class_names=classes,
+        source=f"{new}:{split}",
+        extras=extras,
+        ids=row_ids(file, [lines[k] for k in sel]),
+        dropped=dict(dropped),
+    )
 
 
 # ----------------------------------------------------------------------------- folder layout
@@ -267,8 +288,7 @@ def _folder_files(root: Path, split: str, classes: tuple, options: dict) -> File
     return FileList(paths, [labels[j] for j in order], dict(dropped), extras)
 
 
-_FOLDERS_FORMAT = files_format("ferplus", "", _detect, lambda r: [], ALIASES, _folder_files,
-                               options=OPTIONS)
+_FOLDERS_FORMAT = files_format("ferplus", "", _detect, lambda r: [], ALIASES, _folder_files, options=OPTIONS)
 
 
 # ----------------------------------------------------------------------------- the format
@@ -288,17 +308,35 @@ def _labels(root: Path, split: str, classes: tuple, options: dict) -> SplitLabel
     return SplitLabels(labels_tensor(labels), dict(dropped))
 
 
-def _load(root: Path, split: str, *, classes: tuple, options: dict, image_size: int,
-          channels: int, cache_dir, in_memory) -> FERDataset:
+def _load(
+    root: Path, split: str, *, classes: tuple, options: dict, image_size: int, channels: int, cache_dir, in_memory
+) -> FERDataset:
     new = _new_csv(root)
     if new is None:
-        return _FOLDERS_FORMAT.load(root, split, classes=classes, options=options,
-                                    image_size=image_size, channels=channels,
-                                    cache_dir=cache_dir, in_memory=in_memory)
+        return _FOLDERS_FORMAT.load(
+            root,
+            split,
+            classes=classes,
+            options=options,
+            image_size=image_size,
+            channels=channels,
+            cache_dir=cache_dir,
+            in_memory=in_memory,
+        )
     return _csv_load(new, split, classes, options, image_size, channels)
 
 
-FORMAT = register(Format(
-    "ferplus", "FERPlus: fer2013new.csv (vote counts) + fer2013.csv, or FER2013Train/ "
-    "FER2013Valid/ FER2013Test/ with label.csv", _detect, _splits, ALIASES, _labels, _load,
-    options=OPTIONS), rank=10)
+FORMAT = register(
+    Format(
+        "ferplus",
+        "FERPlus: fer2013new.csv (vote counts) + fer2013.csv, or FER2013Train/ "
+        "FER2013Valid/ FER2013Test/ with label.csv",
+        _detect,
+        _splits,
+        ALIASES,
+        _labels,
+        _load,
+        options=OPTIONS,
+    ),
+    rank=10,
+)

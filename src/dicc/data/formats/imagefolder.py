@@ -23,6 +23,7 @@ stratified split of ``all`` (each class puts ``round(test_fraction * n_c)`` imag
     both: whole groups are moved to ``test`` in a seeded order while that brings each class's
     test count closer to its target.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,9 @@ SPLIT_SYNONYMS = (("train", "training"), ("val", "valid", "validation"), ("test"
 OPTIONS = {
     "test_fraction": Option(0.2, parse_fraction, "share of each class in the derived test split"),
     "split_seed": Option(0, parse_int, "seed of the derived train/test split"),
-    "group": Option("none", parse_choice("none", "prefix"),
-                    "none, or prefix: file names sharing the part before '_' stay together"),
+    "group": Option(
+        "none", parse_choice("none", "prefix"), "none, or prefix: file names sharing the part before '_' stay together"
+    ),
 }
 
 
@@ -107,8 +109,10 @@ def _derived(fl: FileList, split: str, options: dict, root: Path) -> FileList:
     if options["group"] == "prefix":
         groups = [os.path.basename(p).split("_", 1)[0] for p in fl.paths]
         if len(set(groups)) < 2:
-            raise ValueError(f"{root}: group=prefix found {len(set(groups))} group(s) of file "
-                             "names (the part before the first '_'); it needs at least 2")
+            raise ValueError(
+                f"{root}: group=prefix found {len(set(groups))} group(s) of file "
+                "names (the part before the first '_'); it needs at least 2"
+            )
         mask = _group_holdout(fl.labels, groups, frac, seed)
     else:
         mask = torch.zeros(len(fl.labels), dtype=torch.bool)
@@ -122,15 +126,28 @@ def _files(root: Path, split: str, classes: tuple, options: dict) -> FileList:
     flat = is_flat(root)
     if not flat and any(options[k] != o.default for k, o in OPTIONS.items()):
         changed = [k for k, o in OPTIONS.items() if options[k] != o.default]
-        raise ValueError(f"{root}: imagefolder option {changed[0]} applies to a flat layout "
-                         "(root/<class>/*) only; this one has split folders")
+        raise ValueError(
+            f"{root}: imagefolder option {changed[0]} applies to a flat layout "
+            "(root/<class>/*) only; this one has split folders"
+        )
     if not flat:
         return class_folders(root / split, classes)
     fl = class_folders(root, classes)
     return fl if split == "all" else _derived(fl, split, options, root)
 
 
-FORMAT = register(dataclasses.replace(files_format(
-    "imagefolder", "one folder per class: root/<split>/<class>/* or root/<class>/* "
-    "(derived train/test splits)",
-    _detect, _splits, {}, _files, options=OPTIONS), split_aliases=split_aliases), rank=90)
+FORMAT = register(
+    dataclasses.replace(
+        files_format(
+            "imagefolder",
+            "one folder per class: root/<split>/<class>/* or root/<class>/* (derived train/test splits)",
+            _detect,
+            _splits,
+            {},
+            _files,
+            options=OPTIONS,
+        ),
+        split_aliases=split_aliases,
+    ),
+    rank=90,
+)

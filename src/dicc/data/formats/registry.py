@@ -1,5 +1,6 @@
 """The format registry: what a dataset layout provides, the formats in detection order, and
 format options (``"name:key=value,key=value"``)."""
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,7 @@ def parse_format_spec(spec: str) -> tuple[str, dict[str, str]]:
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise ValueError(f"data.format: cannot read option {item!r} in {spec!r}; expected "
-                             "name:key=value,key=value")
+            raise ValueError(f"data.format: cannot read option {item!r} in {spec!r}; expected name:key=value,key=value")
         options[key.strip()] = value.strip()
     return name.strip(), options
 
@@ -98,8 +98,7 @@ def check_options(fmt: Format, given: dict | None) -> dict:
     unknown = sorted(set(given) - set(fmt.options))
     if unknown:
         valid = ", ".join(f"{k} ({o.help})" for k, o in fmt.options.items()) or "none"
-        raise ValueError(f"data.format: unknown option {unknown[0]!r} for format {fmt.name!r}; "
-                         f"valid options: {valid}")
+        raise ValueError(f"data.format: unknown option {unknown[0]!r} for format {fmt.name!r}; valid options: {valid}")
     out = {}
     for key, opt in fmt.options.items():
         if key not in given:
@@ -130,6 +129,7 @@ def parse_choice(*choices: str) -> Callable[[Any], str]:
         if key not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
         return key
+
     return parse
 
 

@@ -30,6 +30,7 @@ Modules: ``styles`` (the neutral face and each class's styles, as expression par
 (renders faces from their parameters), ``dataset`` (:func:`make_synthetic`: split sizes, the
 random stream, batched rendering into a :class:`~dicc.data.base.FERDataset`).
 """
+
 from .dataset import SYNTHETIC_SPLITS, make_synthetic, synthetic_counts
 from .styles import SYNTHETIC_STYLES
 

@@ -1,5 +1,6 @@
 """``make_synthetic``: the synthetic dataset's split sizes, styles per class and random stream,
 and the batched rendering of a split into a :class:`~dicc.data.base.FERDataset`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,7 @@ _DEFAULT_COUNTS: dict[str, dict[str, int]] = {
 }
 SYNTHETIC_SPLITS: tuple[str, ...] = tuple(_DEFAULT_COUNTS)
 
-_CHUNK = 1024          # images rendered at once (bounds memory, not results)
+_CHUNK = 1024  # images rendered at once (bounds memory, not results)
 
 
 def synthetic_counts(split: str = "train") -> list[int]:
@@ -122,7 +123,7 @@ def make_synthetic(
     params = sample_params(labels_t, styles_t, g)
     noise = torch.randn(len(labels_t), image_size, image_size, generator=g)
     chunks = [
-        render({k: v[i:i + _CHUNK] for k, v in params.items()}, image_size, noise[i:i + _CHUNK])
+        render({k: v[i : i + _CHUNK] for k, v in params.items()}, image_size, noise[i : i + _CHUNK])
         for i in range(0, len(labels_t), _CHUNK)
     ]
     images = torch.cat(chunks) if chunks else torch.zeros(0, image_size, image_size, dtype=torch.uint8)

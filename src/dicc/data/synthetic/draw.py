@@ -7,11 +7,12 @@ then one bilinear ``grid_sample`` applies each image's pose, and the background,
 occluder, lighting and noise are added in image coordinates. Shapes are [B, H, W];
 per-image parameters broadcast as [B, 1, 1].
 """
+
 from __future__ import annotations
 
 import torch
 
-_EXTENT = 0.96      # the face canvas spans face coordinates [-_EXTENT, _EXTENT]^2
+_EXTENT = 0.96  # the face canvas spans face coordinates [-_EXTENT, _EXTENT]^2
 
 
 def _soft(d: torch.Tensor, inv_edge: float) -> torch.Tensor:
@@ -209,20 +210,19 @@ def render(p: dict[str, torch.Tensor], size: int, noise: torch.Tensor) -> torch.
     cos, sin, inv = torch.cos(q["rot"]), torch.sin(q["rot"]), 1.0 / (q["scale"] * _EXTENT)
     dx, dy = x - q["tx"], y - q["ty"]
     grid = torch.stack([(cos * dx + sin * dy) * inv, (cos * dy - sin * dx) * inv], -1)
-    warped = torch.nn.functional.grid_sample(torch.stack([face.mul_(alpha), alpha], 1), grid,
-                                             mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = torch.nn.functional.grid_sample(
+        torch.stack([face.mul_(alpha), alpha], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     img = q["bg"] + q["bg_gx"] * x + q["bg_gy"] * y
     img = img.mul_(1.0 - warped[:, 1]).add_(warped[:, 0])  # premultiplied "over"
 
     idx, h = _on(q, "occ")
     if idx is not None:  # a hand or an object, in image coordinates
         sub = img[idx]
-        _paint(sub, _ellipse(x, y, h["occ_x"], h["occ_y"], h["occ_r"], h["occ_r"] * 1.3, size / 2.0),
-               h["occ_grey"])
+        _paint(sub, _ellipse(x, y, h["occ_x"], h["occ_y"], h["occ_r"], h["occ_r"] * 1.3, size / 2.0), h["occ_grey"])
         img[idx] = sub
 
     # lighting across the image, sensor noise
     img.mul_(1.0 + q["light_x"] * x + q["light_y"] * y)
     img.add_(q["noise"] * noise)
     return img.round_().clamp_(0.0, 255.0).to(torch.uint8)
-

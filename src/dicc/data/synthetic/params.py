@@ -1,5 +1,6 @@
 """Draws each synthetic face's parameters from one random stream: its expression (style,
 intensity, jitter), identity, pose and scene."""
+
 from __future__ import annotations
 
 import math

@@ -34,6 +34,7 @@ Life of a run (``W = warmup_epochs``, ``R = recluster_every``):
 - **Evaluation.** :meth:`DICC.parent_logits` merges each class's live rows (``logsumexp`` or
   ``max``); nothing outside training sees sub-classes.
 """
+
 from .merge import Merge
 from .options import FEATURE_SOURCES, MERGES, SAMPLERS, DICCOptions
 from .strategy import DICC

@@ -11,6 +11,7 @@ trained on yet (``drop_last`` leftovers of every epoch so far). The bank is save
 checkpoint (``Strategy.rank_state_dict``), so a resumed run clusters what an uninterrupted one
 would.
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,8 +57,9 @@ class FeatureBank:
         """Features, labels and a found-mask ``[N]`` of the kept ``rows`` (a mask) of every rank."""
         n, dim = self.feats.shape
         idx = rows.nonzero().flatten()
-        vals = torch.cat([self.feats[idx], self.labels[idx, None].float(),
-                          torch.ones(len(idx), 1, device=self.feats.device)], 1)
+        vals = torch.cat(
+            [self.feats[idx], self.labels[idx, None].float(), torch.ones(len(idx), 1, device=self.feats.device)], 1
+        )
         out = ctx.gather(vals, idx, n)
         return out[:, :dim], out[:, dim].long(), out[:, dim + 1] > 0
 
@@ -85,8 +87,11 @@ class FeatureBank:
     def state_dict(self) -> dict:
         if self.feats is None:
             return {}
-        return {"kept": self.feats.detach().cpu().clone(), "kept_label": self.labels.cpu().clone(),
-                "kept_epoch": self.epochs.cpu().clone()}
+        return {
+            "kept": self.feats.detach().cpu().clone(),
+            "kept_label": self.labels.cpu().clone(),
+            "kept_epoch": self.epochs.cpu().clone(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state and "kept" in state:

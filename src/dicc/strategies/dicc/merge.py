@@ -1,4 +1,5 @@
 """Group mapping: parent (class) logits from sub-class logits, exportable as a module."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """The options of the ``dicc`` method (``method.options``), checked when they are built."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -86,8 +87,9 @@ class DICCOptions:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"dicc: unknown sampler {self.sampler!r}; valid: {', '.join(SAMPLERS)}")
         if self.feature_source not in FEATURE_SOURCES:
-            raise ValueError(f"dicc: unknown feature_source {self.feature_source!r}; valid: "
-                             f"{', '.join(FEATURE_SOURCES)}")
+            raise ValueError(
+                f"dicc: unknown feature_source {self.feature_source!r}; valid: {', '.join(FEATURE_SOURCES)}"
+            )
         # LDAM needs a cosine head whose bias is unused, so the split could not keep the parent
         # predictions (DESIGN 2.4) and the merge would see unscaled cosines: not offered here
         valid = [n for n in available_losses() if n != "ldam"]
@@ -95,10 +97,16 @@ class DICCOptions:
             if getattr(self, key) not in valid:
                 raise ValueError(f"dicc: unknown {key} {getattr(self, key)!r}; valid: {', '.join(valid)}")
         w = self.warmup_epochs
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 or (isinstance(w, float) and w >= 1
-                                                                                and not w.is_integer()):
-            raise ValueError(f"dicc: warmup_epochs must be a number of epochs (an integer >= 0) or a fraction of "
-                             f"the epochs in [0, 1), got {w!r}")
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, (int, float))
+            or w < 0
+            or (isinstance(w, float) and w >= 1 and not w.is_integer())
+        ):
+            raise ValueError(
+                f"dicc: warmup_epochs must be a number of epochs (an integer >= 0) or a fraction of "
+                f"the epochs in [0, 1), got {w!r}"
+            )
         if isinstance(self.recluster_every, bool) or int(self.recluster_every) < 0:
             raise ValueError("dicc: recluster_every must be an integer >= 0")
         if not 0.0 <= float(self.soft_sibling) < 1.0:

@@ -1,4 +1,5 @@
 """The ``dicc`` strategy (see the package docstring for the life of a run)."""
+
 from __future__ import annotations
 
 import math
@@ -29,29 +30,36 @@ class DICC(Strategy):
     summary = "Dynamic Intra-Class Clustering: majority classes split into re-clustered sub-classes"
     Options = DICCOptions
 
-    def __init__(self, class_counts: Sequence[int], options: DICCOptions | None = None,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, class_counts: Sequence[int], options: DICCOptions | None = None, class_names: Sequence[str] | None = None
+    ) -> None:
         super().__init__(class_counts, options, class_names)
         o = self.options
-        self.plan: SubclassPlan = plan_subclasses([int(c) for c in self.class_counts.tolist()], o.size,
-                                                  o.k_max, o.size_floor)
+        self.plan: SubclassPlan = plan_subclasses(
+            [int(c) for c in self.class_counts.tolist()], o.size, o.k_max, o.size_floor
+        )
         # checked now, before any training: k-means needs at least k_c samples in class c
-        short = [f"{self.class_name(c)} ({int(n)} images, {k} sub-classes)"
-                 for c, (n, k) in enumerate(zip(self.class_counts.tolist(), self.plan.k)) if k > n]
+        short = [
+            f"{self.class_name(c)} ({int(n)} images, {k} sub-classes)"
+            for c, (n, k) in enumerate(zip(self.class_counts.tolist(), self.plan.k))
+            if k > n
+        ]
         if short:
-            raise ValueError(f"dicc: the sub-class plan splits classes into more sub-classes than they have "
-                             f"images: {'; '.join(short)}; raise method.options.size or lower k_max")
-        self._epochs: int | None = None               # the run's epochs (known at the first epoch)
+            raise ValueError(
+                f"dicc: the sub-class plan splits classes into more sub-classes than they have "
+                f"images: {'; '.join(short)}; raise method.options.size or lower k_max"
+            )
+        self._epochs: int | None = None  # the run's epochs (known at the first epoch)
         # clustering state (all on CPU; what state_dict() saves)
         self.split = False
-        self.pseudo: torch.Tensor | None = None       # [N] global sub-class id per dataset index
-        self.centroids: torch.Tensor | None = None    # [S, D]
+        self.pseudo: torch.Tensor | None = None  # [N] global sub-class id per dataset index
+        self.centroids: torch.Tensor | None = None  # [S, D]
         self.sub_counts = self.plan.even_subclass_counts()
         self.last_cluster_epoch = -1
         self.rounds = 0
         # feature_source="train": the training passes' features, per dataset index (per rank)
         self.bank = FeatureBank()
-        self._capture_epoch: int | None = None        # epoch being captured now (None: not capturing)
+        self._capture_epoch: int | None = None  # epoch being captured now (None: not capturing)
         self._build()
 
     # -- shape ---------------------------------------------------------------------------
@@ -114,8 +122,9 @@ class DICC(Strategy):
         return base.reduce(per, sub_t)
 
     # -- training --------------------------------------------------------------------------
-    def epoch_indices(self, labels: torch.Tensor, epoch: int, seed: int,
-                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    def epoch_indices(
+        self, labels: torch.Tensor, epoch: int, seed: int, rank: int = 0, world_size: int = 1
+    ) -> torch.Tensor:
         """A shuffle, or a re-sampled draw (``sampler``) over classes or, once split, over
         sub-classes (the engine calls this after :meth:`on_epoch_start`, so a re-clustering
         at the start of the epoch is already reflected)."""
@@ -126,8 +135,9 @@ class DICC(Strategy):
         groups, num_groups = labels, self.num_classes
         if kind == "subclass" and self.split:
             if self.pseudo is None or len(self.pseudo) != len(labels):
-                raise ValueError(f"dicc: sampler 'subclass' needs a pseudo-label for each of the {len(labels)} "
-                                 f"training samples")
+                raise ValueError(
+                    f"dicc: sampler 'subclass' needs a pseudo-label for each of the {len(labels)} training samples"
+                )
             groups, num_groups = self.pseudo, self.plan.S
         weights = group_sampling_weights(groups, num_groups, 0.5 if kind == "sqrt" else 1.0)
         return weighted_indices(groups, weights, epoch, seed, rank, world_size)
@@ -178,7 +188,7 @@ class DICC(Strategy):
         t0 = time.perf_counter()
         if self.options.feature_source == "train" and not self.bank.empty:
             feats, labels, sources = self.bank.for_clustering(ctx)
-        elif self.options.feature_source == "train":   # nothing trained on yet: every index clean
+        elif self.options.feature_source == "train":  # nothing trained on yet: every index clean
             feats, labels = ctx.extract_features(torch.arange(int(self.class_counts.sum().item())))
             sources = {"train": 0, "older": 0, "clean": int(len(labels))}
         else:
@@ -188,8 +198,10 @@ class DICC(Strategy):
         n, dim = feats.shape
         found = torch.bincount(labels.long().cpu(), minlength=self.num_classes)
         if len(found) != self.num_classes or not torch.equal(found.double(), self.class_counts):
-            raise ValueError(f"dicc: the training labels have class counts {found.tolist()}, but the sub-class "
-                             f"plan was made for {[int(c) for c in self.class_counts.tolist()]}")
+            raise ValueError(
+                f"dicc: the training labels have class counts {found.tolist()}, but the sub-class "
+                f"plan was made for {[int(c) for c in self.class_counts.tolist()]}"
+            )
         bdev = ctx.device if ctx.world_size > 1 else feats.device
         fitted, err = None, None
         assign = torch.empty(n, dtype=torch.long, device=bdev)
@@ -198,16 +210,24 @@ class DICC(Strategy):
             warm = self.centroids is not None and self.centroids.shape == (self.plan.S, dim)
             o = self.options
             try:
-                fitted = SubclassClusterer(self.plan, init=self.centroids if warm else None,
-                                           previous_labels=self.pseudo if warm else None, backend=o.backend,
-                                           n_init=o.n_init, max_iter=o.max_iter, seed=int(o.seed) + ctx.epoch,
-                                           min_cluster_size=o.min_cluster_size,
-                                           feature_sample=o.feature_sample).fit(feats, labels)
+                fitted = SubclassClusterer(
+                    self.plan,
+                    init=self.centroids if warm else None,
+                    previous_labels=self.pseudo if warm else None,
+                    backend=o.backend,
+                    n_init=o.n_init,
+                    max_iter=o.max_iter,
+                    seed=int(o.seed) + ctx.epoch,
+                    min_cluster_size=o.min_cluster_size,
+                    feature_sample=o.feature_sample,
+                ).fit(feats, labels)
                 assign = fitted.labels_.to(bdev).long()
                 centroids = fitted.cluster_centers_.to(bdev).float()
-                if assign.shape != (n,) or centroids.shape != (self.plan.S, dim):   # what the ranks receive into
-                    raise ValueError(f"dicc: the clustering returned assignments {tuple(assign.shape)} and centroids "
-                                     f"{tuple(centroids.shape)}; expected ({n},) and ({self.plan.S}, {dim})")
+                if assign.shape != (n,) or centroids.shape != (self.plan.S, dim):  # what the ranks receive into
+                    raise ValueError(
+                        f"dicc: the clustering returned assignments {tuple(assign.shape)} and centroids "
+                        f"{tuple(centroids.shape)}; expected ({n},) and ({self.plan.S}, {dim})"
+                    )
             except Exception as e:  # noqa: BLE001 - every rank raises it (below), none waits in broadcast
                 err = e
         ctx.check(err)
@@ -226,14 +246,24 @@ class DICC(Strategy):
         self._build()
         if ctx.rank == 0:
             names = self.class_names or [str(c) for c in range(self.num_classes)]
-            sizes = {names[c]: self.sub_counts[self.plan.subclass_range(c)].long().tolist()
-                     for c in self.plan.split_classes}
-            ctx.log({"event": "recluster", "epoch": ctx.epoch + 1, "round": self.rounds, "first_split": first,
-                     "sizes": sizes,
-                     "nmi": {names[c]: round(v, 4) for c, v in fitted.nmi_.items()},
-                     "agreement": {names[c]: round(v, 4) for c, v in fitted.agreement_.items()},
-                     "inertia": round(fitted.inertia_, 4), "features": sources,
-                     "time_features": round(t_feat, 3), "time_cluster": round(fitted.time_, 3)})
+            sizes = {
+                names[c]: self.sub_counts[self.plan.subclass_range(c)].long().tolist() for c in self.plan.split_classes
+            }
+            ctx.log(
+                {
+                    "event": "recluster",
+                    "epoch": ctx.epoch + 1,
+                    "round": self.rounds,
+                    "first_split": first,
+                    "sizes": sizes,
+                    "nmi": {names[c]: round(v, 4) for c, v in fitted.nmi_.items()},
+                    "agreement": {names[c]: round(v, 4) for c, v in fitted.agreement_.items()},
+                    "inertia": round(fitted.inertia_, 4),
+                    "features": sources,
+                    "time_features": round(t_feat, 3),
+                    "time_cluster": round(fitted.time_, 3),
+                }
+            )
 
     @torch.no_grad()
     def split_head(self, ctx: EpochContext) -> None:
@@ -256,7 +286,7 @@ class DICC(Strategy):
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         pw = float(self.options.parent_weight) if self._parent is not None else 0.0
         if not self.split:
-            z = self._merge(logits)   # = logits[:, offset_c]: the live rows
+            z = self._merge(logits)  # = logits[:, offset_c]: the live rows
             out = self._base(z, targets)
             if pw:
                 out = (out + pw * self._parent(z, targets)) / (1.0 + pw)
@@ -285,8 +315,12 @@ class DICC(Strategy):
 
     def plan_record(self) -> dict:
         """What ``subclass_plan.json`` holds: the plan, its table and the options."""
-        return {"method": self.name, "plan": self.plan.to_dict(), "table": self.plan.table(self.class_names),
-                "options": asdict(self.options)}
+        return {
+            "method": self.name,
+            "plan": self.plan.to_dict(),
+            "table": self.plan.table(self.class_names),
+            "options": asdict(self.options),
+        }
 
     def run_files(self) -> dict[str, dict]:
         return {"subclass_plan.json": self.plan_record()}
@@ -302,8 +336,11 @@ class DICC(Strategy):
 
     def state_dict(self) -> dict:
         return {
-            "plan": self.plan.to_dict(), "split": bool(self.split), "rounds": int(self.rounds),
-            "last_cluster_epoch": int(self.last_cluster_epoch), "merge": str(self.options.merge),
+            "plan": self.plan.to_dict(),
+            "split": bool(self.split),
+            "rounds": int(self.rounds),
+            "last_cluster_epoch": int(self.last_cluster_epoch),
+            "merge": str(self.options.merge),
             "pseudo": self.pseudo.clone() if self.pseudo is not None else torch.empty(0, dtype=torch.long),
             "centroids": self.centroids.clone() if self.centroids is not None else torch.empty(0),
             "sub_counts": self.sub_counts.clone(),
@@ -314,8 +351,10 @@ class DICC(Strategy):
             return
         plan = SubclassPlan.from_dict(state["plan"])
         if plan.k != self.plan.k or plan.counts != self.plan.counts:
-            raise ValueError(f"dicc: the checkpoint's sub-class plan (counts {plan.counts}, k {plan.k}) differs from "
-                             f"this run's (counts {self.plan.counts}, k {self.plan.k})")
+            raise ValueError(
+                f"dicc: the checkpoint's sub-class plan (counts {plan.counts}, k {plan.k}) differs from "
+                f"this run's (counts {self.plan.counts}, k {self.plan.k})"
+            )
         self.split = bool(state["split"])
         self.rounds = int(state.get("rounds", 0))
         self.last_cluster_epoch = int(state.get("last_cluster_epoch", -1))
