@@ -1,4 +1,4 @@
-"""Package the bundled model: the long run's best checkpoint, with the choices select.py made on
+"""Package the bundled model: the long run's best checkpoint, with the choices choose.py made on
 validation, as ``src/dicc/assets/default_model.pt`` (a plain weights_only checkpoint without
 optimizer state), and its model card ``src/dicc/assets/MODEL_CARD.md`` with PublicTest metrics.
 

@@ -1,8 +1,10 @@
 """The bundled model's choices, each made on the validation hold-out of FER2013 train/ (never test/).
+(Named choose.py, not select.py: a script's folder comes first on sys.path, and select.py would
+shadow the standard library's select module.)
 
-    python benchmarks/default_model/select.py pilot --pilot benchmarks/default_model/pilot --out recipe.json
-    python benchmarks/default_model/select.py overrides --recipe recipe.json      # --set flags for dicc train
-    python benchmarks/default_model/select.py posthoc --run benchmarks/default_model/run --out selection.json
+    python benchmarks/default_model/choose.py pilot --pilot benchmarks/default_model/pilot --out recipe.json
+    python benchmarks/default_model/choose.py overrides --recipe recipe.json      # --set flags for dicc train
+    python benchmarks/default_model/choose.py posthoc --run benchmarks/default_model/run --out selection.json
 
 Rules (written before the numbers were seen):
 
