@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 import dicc.engine as engine
+import dicc.training_run as training_run
 from dicc import cli, distributed
 from dicc.config import load_config
 from dicc.strategies.dicc import DICC
@@ -39,7 +40,11 @@ facts: dict = {"rank": RANK}
 
 # -- capture the model and strategy fit() builds; build the (deterministic) data once ---------
 made: dict = {}
-_create_model, _create_strategy, _build_run_data = engine.create_model, engine.create_strategy, engine.build_run_data
+_create_model, _create_strategy, _build_run_data = (
+    training_run.create_model,
+    training_run.create_strategy,
+    training_run.build_run_data,
+)
 _data_cache: dict = {}
 
 
@@ -60,7 +65,11 @@ def build_run_data(cfg, **k):
     return _data_cache[key]
 
 
-engine.create_model, engine.create_strategy, engine.build_run_data = create_model, create_strategy, build_run_data
+training_run.create_model, training_run.create_strategy, training_run.build_run_data = (
+    create_model,
+    create_strategy,
+    build_run_data,
+)
 
 # -- count the DDP wrappings; remember the head's parameter the reducer hooked -----------------
 _DDP = torch.nn.parallel.DistributedDataParallel

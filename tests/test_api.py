@@ -167,3 +167,31 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(block.group(1), "README.md", "exec"), scope)  # noqa: S102 - the documented example, as written
     assert scope["result"].final is not None
+
+
+@pytest.mark.parametrize("kind", ["yaml", "Config", "dict"])
+def test_fit_takes_a_config_file_object_or_dict_and_stays_quiet(data, tmp_path, kind, capsys):
+    """The same run from a YAML file, a Config and a dict: the same numbers; the strategy sees
+    the user's label counts; the library writes nothing to stdout or stderr (progress off)."""
+    from dicc.config import load_config
+
+    keys = ["train.epochs=1", "train.batch_size=32", "train.progress=false", "model.width=4", "method.name=ce"]
+    cfg = load_config(None, keys)
+    if kind == "yaml":
+        config = tmp_path / "run.yaml"
+        from dicc.config import save_config
+
+        save_config(cfg, config)
+        config = str(config)
+    else:
+        config = cfg if kind == "Config" else cfg.to_dict()
+    train, val, test = data
+    torch.manual_seed(0)
+    res = dicc.fit(config, train=train, val=val, test=test, model=Net(), out=str(tmp_path / kind))
+    assert res.strategy.class_counts.tolist() == COUNTS
+    assert res.final["train_class_counts"] == COUNTS
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    torch.manual_seed(0)
+    ref = dicc.fit(cfg, train=train, val=val, test=test, model=Net(), out=str(tmp_path / f"{kind}-again"))
+    assert ref.final["confusion_matrix"] == res.final["confusion_matrix"]

@@ -149,3 +149,77 @@ def test_a_user_module_behind_the_seam():
     assert m(x).shape == (2, 7) and m.features(x).shape == (2, 4)
     with pytest.raises(ValueError, match="no usable head"):
         adapt_model(nn.Sequential(nn.Flatten(), nn.ReLU()), 7)
+
+
+@pytest.mark.parametrize("name,feature_dim", [("torchvision/resnet50", 2048), ("timm/test_vit", 64)])
+def test_more_backbones_take_any_size_and_channel_count(name, feature_dim):
+    if name.startswith("timm/"):
+        pytest.importorskip("timm")
+    torch.manual_seed(0)
+    for channels, size in ((1, 32), (3, 48)):
+        m = create_model(name, 9, in_channels=channels, image_size=size).eval()
+        with torch.no_grad():
+            logits, feats = m(torch.rand(2, channels, size, size), return_features=True)
+        assert logits.shape == (2, 9) and feats.shape == (2, feature_dim)
+
+
+def test_dicc_splits_a_timm_transformer_head_and_predict_export_carry_eight_names(eight, tmp_path, capsys):
+    """DICC's head split on a timm ViT, then the run through Recognizer and its ONNX export:
+    eight columns named in the label space's order, the same probabilities from both."""
+    pytest.importorskip("timm")
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "vit"
+    args = ["train", "--data", str(eight), "--method", "dicc", "--epochs", "2", "--no-progress", "--out", str(out)]
+    for s in (
+        "data.classes=emotions8",
+        "data.image_size=32",
+        "data.val_fraction=0.2",
+        "model.name=timm/test_vit",
+        "train.batch_size=16",
+        "method.options.warmup_epochs=1",
+        "method.options.size=2",
+    ):
+        args += ["--set", s]
+    assert main(args) == 0, capsys.readouterr().err
+    plan = json.loads((out / "subclass_plan.json").read_text())
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["model_spec"]["num_outputs"] > 8 and ckpt["model_spec"]["num_outputs"] == sum(plan["plan"]["k"])
+
+    from dicc.predict import Recognizer
+
+    names = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", "contempt"]
+    faces = (torch.rand(3, 1, 32, 32) * 255).to(torch.uint8).numpy()
+    rec = Recognizer.load(str(out))
+    assert list(rec.class_names) == names
+    p = rec.classify(faces)
+    assert p.shape == (3, 8) and p.sum(1) == pytest.approx(1.0, abs=1e-5)
+    assert main(["export", str(out), "--onnx", str(tmp_path / "vit.onnx")]) == 0
+    onnx = Recognizer.load(str(tmp_path / "vit.onnx"))
+    assert list(onnx.class_names) == names
+    assert onnx.classify(faces) == pytest.approx(p, abs=1e-4)
+
+
+def test_rgb_training_stores_three_channels_for_predict(eight, tmp_path, capsys):
+    out = tmp_path / "rgb"
+    args = ["train", "--data", str(eight), "--epochs", "1", "--no-progress", "--out", str(out)]
+    for s in ("data.classes=emotions8", "data.image_size=32", "data.channels=3", "model.width=4"):
+        args += ["--set", s]
+    assert main(args) == 0, capsys.readouterr().err
+    ckpt = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["model_spec"]["in_channels"] == 3 and ckpt["normalization"]["channels"] == 3
+    from dicc.predict import Recognizer
+
+    rec = Recognizer.load(str(out))
+    assert rec.channels == 3 and rec.classify(torch.zeros(2, 3, 32, 32, dtype=torch.uint8).numpy()).shape == (2, 8)
+
+
+def test_the_rafdb_finetuning_preset_is_a_valid_config():
+    from pathlib import Path
+
+    from dicc.config import load_config
+    from dicc.validate import check_config
+
+    preset = Path(__file__).resolve().parents[1] / "configs" / "rafdb-resnet18.yaml"
+    cfg = load_config(str(preset), ["data.path=/nonexistent/rafdb"])
+    check_config(cfg)
+    assert (cfg.model.name, cfg.model.pretrained, cfg.data.channels) == ("torchvision/resnet18", "imagenet", 3)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import dicc.engine as engine
+import dicc.training_run as training_run
 from dicc.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic, write_text_atomic
 from dicc.engine import evaluate, fit, learning_rate
 from dicc.engine import make_optimizer as engine_make_optimizer
@@ -57,7 +58,6 @@ def test_same_seed_same_numbers(tiny_config):
 
 def test_resume_continues_exactly(tiny_config, monkeypatch):
     full = fit(tiny_config("train.epochs=3", out="full"), log=lambda *a: None)
-    import dicc.engine as engine
 
     real, calls = engine.evaluate, {"n": 0}
 
@@ -127,7 +127,7 @@ def test_dicc_split_gets_the_training_optimizer(tiny_config, monkeypatch):
 
     monkeypatch.setattr(DICC, "split_head", spy)
     made = []
-    monkeypatch.setattr(engine, "make_optimizer", lambda *a: made.append(engine_make_optimizer(*a)) or made[-1])
+    monkeypatch.setattr(training_run, "make_optimizer", lambda *a: made.append(engine_make_optimizer(*a)) or made[-1])
     fit(
         tiny_config("method.name=dicc", "method.options.warmup_epochs=1", "method.options.n_init=1"),
         log=lambda *a: None,

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import dicc.engine as engine
+import dicc.training_run as training_run
 from dicc.checkpoint import save_atomic
 from dicc.cli import main
 from dicc.engine import fit
@@ -127,13 +128,13 @@ def test_bad_settings_are_one_line_and_nothing_is_written(tmp_path, capsys, monk
     if torch.cuda.is_available() and "train.device=cuda" in args:
         pytest.skip("this machine has CUDA")
     data_read = {"n": 0}
-    real = engine.build_run_data
+    real = training_run.build_run_data
 
     def counting(*a, **k):
         data_read["n"] += 1
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "build_run_data", counting)
+    monkeypatch.setattr(training_run, "build_run_data", counting)
     out = tmp_path / "run"
     code, _, err = _cli(["train", *TINY, "--out", str(out), *args], capsys)
     assert code == 2

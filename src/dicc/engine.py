@@ -3,7 +3,8 @@
 One code path for CPU, CUDA (with AMP) and torchrun/DDP. The engine never branches on a
 method's name: everything method-specific is behind the strategy. Inference (features, logits,
 metrics) is :mod:`dicc.inference`, re-exported here; the run directory's files are
-:mod:`dicc.rundir`; a checkpoint's contents :mod:`dicc.training_state`.
+:mod:`dicc.rundir`; what a run is made of (built, or restored from a checkpoint)
+:mod:`dicc.training_run`; a checkpoint's contents :mod:`dicc.training_state`.
 """
 
 from __future__ import annotations
@@ -19,19 +20,16 @@ import torch
 from torch import nn
 
 from . import distributed
-from .checkpoint import save_atomic
-from .config import Config, config_differences, flatten
-from .data.build import RunData, build_run_data
+from .config import Config
+from .data.build import RunData
 from .data.loader import iterate_batches
-from .data.transforms import BatchAugment, normalize, resolve_normalization
 from .inference import evaluate, extract_features, predict_parent_logits  # noqa: F401 (the engine's API)
-from .metrics import format_metrics, save_confusion_png
-from .models import FER_NORMALIZATION, adapt_model, check_forward, create_model, default_normalization
-from .precision import Precision, resolve_precision
+from .metrics import format_metrics
+from .precision import Precision
 from .rundir import RunDirectory, environment
 from .schedule import learning_rate, make_optimizer  # noqa: F401 (the engine's API)
-from .strategies import EpochContext, Strategy, create_strategy
-from .strategies.posthoc import with_posthoc
+from .strategies import EpochContext, Strategy
+from .training_run import TrainingRun, build_run, restore
 from .training_state import load_on_rank0, rank_states, training_state
 from .validate import check_config
 
@@ -78,31 +76,162 @@ def fit(
     return _fit(cfg, distributed.setup(cfg.train.device), resume, log or _default_log, data, model)
 
 
-def _check_run_dir(rd: RunDirectory, cfg: Config, resume: bool, dinfo: distributed.DistInfo) -> None:
-    """Rank 0 checks the run directory (fresh, or resumable with the same settings); every rank
-    raises what it found (the others learn of it from raise_if_any rather than waiting)."""
-    err = None
+def _announce(run: TrainingRun, say) -> None:
+    train, data, strategy = run.train, run.data, run.strategy
+    counts = train.class_counts()
+    say(f"train: {train.source}  n={len(train)}  " + "  ".join(f"{n}={c}" for n, c in zip(train.class_names, counts)))
+    if data.val is not None:
+        say(f"val:   {data.val.source}  n={len(data.val)}")
+    if strategy.describe():
+        say(strategy.describe())
+    say(
+        f"method {strategy.name}, model {run.cfg.model.name} ({sum(p.numel() for p in run.model.parameters()):,} "
+        f"parameters), device {run.dinfo.device} ({run.precision.describe()}), world size {run.dinfo.world_size}"
+    )
+
+
+def _epoch_context(run: TrainingRun, epoch: int, log_record) -> EpochContext:
+    """What a strategy's ``on_epoch_start`` may use (DICC re-clusters through it)."""
+    cfg, dinfo, kw = run.cfg, run.dinfo, run.eval_kw()
+    steps, total = run.steps_per_epoch, run.total_steps
+    return EpochContext(
+        epoch=epoch,
+        epochs=cfg.train.epochs,
+        model=run.model,
+        device=dinfo.device,
+        extract_features=lambda indices=None: extract_features(run.model, run.train, indices=indices, **kw),
+        # method events belong to the epoch they start (1-based, as the epoch lines)
+        log=lambda record: log_record({**record, "epoch": epoch + 1}),
+        rank=dinfo.rank,
+        world_size=dinfo.world_size,
+        broadcast=distributed.broadcast,
+        gather=distributed.gather_by_index,
+        check=distributed.raise_if_any,
+        optimizer=run.optimizer,
+        lr=lambda e: learning_rate(cfg.optim, e * steps, total),
+    )
+
+
+def _train_epoch(run: TrainingRun, epoch: int) -> tuple[torch.Tensor, int]:
+    """One pass over the epoch's batches; returns the summed loss (on the device: no host sync
+    per step) and the number of samples seen by this rank."""
+    cfg, dinfo, device, strategy, optimizer = run.cfg, run.dinfo, run.dinfo.device, run.strategy, run.optimizer
+    bs, steps = cfg.train.batch_size, run.steps_per_epoch
+    mixup = float(cfg.augment.mixup)
+    run.ddp_model.train()
+    order = strategy.epoch_indices(run.train.labels, epoch, cfg.train.seed, dinfo.rank, dinfo.world_size)
+    order = order[: steps * bs] if len(order) >= bs else order
+    distributed.check_same(
+        -(-len(order) // bs),
+        f"epoch {epoch + 1}: the number of training batches "
+        f"({strategy.name}.epoch_indices must give every rank as many indices)",
+    )
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    batches = iterate_batches(run.train, order, bs, workers=cfg.data.workers)
+    if cfg.train.progress and dinfo.is_main:
+        from tqdm import tqdm
+
+        batches = tqdm(
+            batches,
+            total=steps,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            leave=False,
+            mininterval=1.0,
+            file=sys.stderr,
+        )
+    for x, y, idx in batches:
+        lr = learning_rate(cfg.optim, run.step, run.total_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = run.augment(x.to(device, non_blocking=True))
+        y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
+        if mixup > 0:
+            x, perm, lam = run.augment.mix(x)
+        keep = strategy.wants_features
+        with run.precision.autocast():
+            out = run.ddp_model(run.precision.prepare_input(x), return_features=keep)
+        logits = out[0] if keep else out
+        if keep:
+            strategy.observe_features(out[1].detach(), y, idx)
+        loss = strategy.loss(logits.float(), y, idx)
+        if mixup > 0:  # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
+            loss = lam * loss + (1.0 - lam) * strategy.loss(logits.float(), y[perm], idx[perm])
+        optimizer.zero_grad(set_to_none=True)
+        if run.scaler is not None:
+            run.scaler.scale(loss).backward()
+            run.scaler.step(optimizer)
+            run.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        run.step += 1
+        loss_sum += loss.detach() * len(y)
+        seen += len(y)
+    distributed.broadcast_buffers(run.model)  # every rank evaluates with the statistics rank 0 saves
+    return loss_sum, seen
+
+
+def _validate(run: TrainingRun, record: dict) -> bool:
+    """Score the hold-out into ``record``; True when the mean class accuracy is the best so far
+    (the checkpoint that becomes ``best.pt``)."""
+    if run.data.val is None:
+        return False
+    vm = evaluate(run.model, run.judged, run.data.val, tta=run.cfg.eval.tta, **run.eval_kw())
+    record.update(
+        {
+            "val_accuracy": vm["accuracy"],
+            "val_mean_class_accuracy": vm["mean_class_accuracy"],
+            "val_macro_f1": vm["macro_f1"],
+        }
+    )
+    if run.best is not None and vm["mean_class_accuracy"] <= run.best:
+        return False
+    run.best = vm["mean_class_accuracy"]
+    return True
+
+
+def _epoch_line(run: TrainingRun, record: dict) -> str:
+    val = (
+        f"  val acc {100 * record['val_accuracy']:.2f} mca {100 * record['val_mean_class_accuracy']:.2f}"
+        if "val_accuracy" in record
+        else ""
+    )
+    return (
+        f"epoch {record['epoch']}/{run.cfg.train.epochs}  loss {record['train_loss']:.4f}{val}  "
+        f"({record['time_epoch']:.1f}s)"
+    )
+
+
+def _test(run: TrainingRun, rd: RunDirectory, say) -> dict | None:
+    """Load the selected checkpoint (best on validation; the last one without validation) and
+    evaluate it once on the test split."""
+    dinfo, cfg = run.dinfo, run.cfg
+    best_path = rd.best if (not dinfo.is_main or rd.best.exists()) else rd.last
+    ckpt = load_on_rank0(best_path, dinfo, keys=("model", "strategy", "epoch", "_path"))
+    run.model.load_state_dict(ckpt["model"])
+    run.strategy.load_state_dict(ckpt["strategy"]["state"])
+    if run.data.test is None:
+        return None
+    final = evaluate(run.model, run.judged, run.data.test, tta=cfg.eval.tta, **run.eval_kw())
+    name = Path(ckpt["_path"]).name
+    final.update(
+        {
+            "split": cfg.data.test_split,
+            "checkpoint": name,
+            "epoch": ckpt["epoch"],
+            "best_val_mean_class_accuracy": run.best,
+            "method": run.strategy.name,
+            "seed": cfg.train.seed,
+            "train_class_counts": [int(c) for c in run.train.class_counts()],
+            **run.precision.to_dict(),
+        }
+    )
     if dinfo.is_main:
-        try:
-            if not resume and rd.holds_run():
-                raise FileExistsError(
-                    f"{rd.path} already holds a run; pass --resume to continue it or choose another --out"
-                )
-            if resume and not rd.last.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint at {rd.last}")
-            saved = rd.saved_config() if resume else None
-            if saved is not None:
-                diff = config_differences(saved, cfg)
-                if diff:
-                    a, b = flatten(saved.to_dict()), flatten(cfg.to_dict())
-                    shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
-                    raise ValueError(
-                        f"--resume: {rd.path} was trained with other settings ({shown}); resume with "
-                        f"the run's own config (dicc train --out {rd.path} --resume) or start a new run"
-                    )
-        except Exception as e:  # noqa: BLE001 - raised on every rank
-            err = e
-    distributed.raise_if_any(err)
+        rd.write_final(final, run.train.class_names, title=f"{run.strategy.name} on {cfg.data.test_split} ({name})")
+        say(f"test ({cfg.data.test_split}, {name} from epoch {ckpt['epoch']}):")
+        say(format_metrics(final))
+    return final
 
 
 def _fit(
@@ -115,172 +244,38 @@ def _fit(
 ) -> RunResult:
     main = dinfo.is_main
     say = log if main else (lambda *a, **k: None)
-    device = dinfo.device
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     elif dinfo.enabled:  # share this node's cores among its processes (torchrun's default is 1 each)
         torch.set_num_threads(distributed.default_threads(dinfo))
     rd = RunDirectory(cfg.train.out, tensorboard=cfg.train.log == "tensorboard" and main)
-    _check_run_dir(rd, cfg, resume, dinfo)
+    rd.check(cfg, resume, dinfo)
 
-    torch.manual_seed(cfg.train.seed)
-    data = data if data is not None else build_run_data(cfg.data)
-    train = data.train
-    counts = train.class_counts()
-    strategy = create_strategy(cfg.method.name, counts, cfg.method.options, class_names=list(train.class_names))
-    strategy.set_label_smoothing(cfg.train.label_smoothing)
-    judged = with_posthoc(strategy, cfg.eval.logit_adjust)  # what validation and test see
-    if user_model is not None:
-        model = adapt_model(user_model, strategy.num_outputs, strategy.head_type).to(device)
-        norm_default = FER_NORMALIZATION
-    else:
-        model = create_model(
-            cfg.model.name,
-            strategy.num_outputs,
-            in_channels=train.channels,
-            width=cfg.model.width,
-            head_type=strategy.head_type,
-            dropout=cfg.model.dropout,
-            pretrained=cfg.model.pretrained,
-            image_size=train.image_size,
-        ).to(device)
-        norm_default = default_normalization(cfg.model.name, cfg.model.pretrained)
-    mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels, norm_default)
-    if user_model is not None:  # a model that cannot take the data fails now, in one line
-        check_forward(model, normalize(train.get_batch(range(min(2, len(train)))).to(device), mean, std))
-    precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, device, model.convolutional)
-    precision.prepare_model(model)
-    optimizer = make_optimizer(cfg.optim, model.parameters())
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + dinfo.rank, mean=mean, std=std)
-    start_epoch, step, best = 0, 0, None
-
+    run = build_run(cfg, dinfo, data, user_model)
     if resume:
-        ckpt = load_on_rank0(rd.last, dinfo)
-        try:
-            model.load_state_dict(ckpt["model"])
-            strategy.load_state_dict(ckpt["strategy"]["state"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, KeyError) as err:
-            raise ValueError(f"{rd.last}: does not fit this run's model/method ({str(err).splitlines()[0]})") from None
-        if scaler is not None and "scaler" in ckpt:
-            scaler.load_state_dict(ckpt["scaler"])
-        own = {"augment": ckpt["augment"], "rng": ckpt["rng"]["torch"]} if dinfo.rank == 0 else None
-        if len(ckpt.get("rank_states") or []) == dinfo.world_size:
-            own = ckpt["rank_states"][dinfo.rank]
-        if own is not None:  # (a rank the checkpoint has no state for keeps its fresh seeds)
-            augment.load_state_dict(own["augment"])
-            torch.set_rng_state(own["rng"])
-            strategy.load_rank_state_dict(own.get("strategy") or {})
-        start_epoch, step, best = ckpt["epoch"], ckpt["step"], ckpt["best_val"]
-        say(f"resuming {rd.path} after epoch {start_epoch}")
-
+        restore(run, rd.last)
+        say(f"resuming {rd.path} after epoch {run.start_epoch}")
     if main:
-        rd.start(cfg, environment(precision), strategy.run_files(), fresh=not resume)
+        rd.start(cfg, environment(run.precision), run.strategy.run_files(), fresh=not resume)
         if resume:  # the epochs after the checkpoint are redone: their records go
-            rd.truncate_log(start_epoch)
-    names = train.class_names
-    say(f"train: {train.source}  n={len(train)}  " + "  ".join(f"{n}={c}" for n, c in zip(names, counts)))
-    if data.val is not None:
-        say(f"val:   {data.val.source}  n={len(data.val)}")
-    if strategy.describe():
-        say(strategy.describe())
-    say(
-        f"method {strategy.name}, model {cfg.model.name} ({sum(p.numel() for p in model.parameters()):,} "
-        f"parameters), device {device} ({precision.describe()}), world size {dinfo.world_size}"
-    )
-
-    ddp_model = model
+            rd.truncate_log(run.start_epoch)
+    _announce(run, say)
+    run.ddp_model = run.model
     if dinfo.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+        device = dinfo.device
+        run.ddp_model = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None
         )
-
-    per_rank = -(-len(train) // dinfo.world_size)
-    bs = cfg.train.batch_size
-    steps_per_epoch = per_rank // bs if per_rank >= bs else 1
-    total_steps = steps_per_epoch * cfg.train.epochs
-    eval_kw = dict(batch_size=cfg.train.eval_batch_size, device=device, mean=mean, std=std, precision=precision)
-    mixup = float(cfg.augment.mixup)
 
     def log_record(record: dict) -> None:
         if main:
             rd.log(record)
 
-    for epoch in range(start_epoch, cfg.train.epochs):
+    for epoch in range(run.start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
-        ctx = EpochContext(
-            epoch=epoch,
-            epochs=cfg.train.epochs,
-            model=model,
-            device=device,
-            extract_features=lambda indices=None: extract_features(
-                model, train, rank=dinfo.rank, world_size=dinfo.world_size, indices=indices, **eval_kw
-            ),
-            # method events belong to the epoch they start (1-based, as the epoch lines)
-            log=lambda record, e=epoch: log_record({**record, "epoch": e + 1}),
-            rank=dinfo.rank,
-            world_size=dinfo.world_size,
-            broadcast=distributed.broadcast,
-            gather=distributed.gather_by_index,
-            check=distributed.raise_if_any,
-            optimizer=optimizer,
-            lr=lambda e: learning_rate(cfg.optim, e * steps_per_epoch, total_steps),
-        )
-        strategy.on_epoch_start(ctx)
+        run.strategy.on_epoch_start(_epoch_context(run, epoch, log_record))
         t_hook = time.perf_counter() - t0
-
-        ddp_model.train()
-        order = strategy.epoch_indices(train.labels, epoch, cfg.train.seed, dinfo.rank, dinfo.world_size)
-        order = order[: steps_per_epoch * bs] if len(order) >= bs else order
-        distributed.check_same(
-            -(-len(order) // bs),
-            f"epoch {epoch + 1}: the number of training batches "
-            f"({strategy.name}.epoch_indices must give every rank as many indices)",
-        )
-        loss_sum = torch.zeros((), device=device)
-        seen = 0
-        batches = iterate_batches(train, order, bs, workers=cfg.data.workers)
-        if cfg.train.progress and main:
-            from tqdm import tqdm
-
-            batches = tqdm(
-                batches,
-                total=steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                leave=False,
-                mininterval=1.0,
-                file=sys.stderr,
-            )
-        for x, y, idx in batches:
-            lr = learning_rate(cfg.optim, step, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = augment(x.to(device, non_blocking=True))
-            y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
-            if mixup > 0:
-                x, perm, lam = augment.mix(x)
-            keep = strategy.wants_features
-            with precision.autocast():
-                out = ddp_model(precision.prepare_input(x), return_features=keep)
-            logits = out[0] if keep else out
-            if keep:
-                strategy.observe_features(out[1].detach(), y, idx)
-            loss = strategy.loss(logits.float(), y, idx)
-            if mixup > 0:  # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
-                loss = lam * loss + (1.0 - lam) * strategy.loss(logits.float(), y[perm], idx[perm])
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            step += 1
-            loss_sum += loss.detach() * len(y)  # no host sync per step: checked once per epoch
-            seen += len(y)
-        distributed.broadcast_buffers(model)  # every rank evaluates with the statistics rank 0 saves
+        loss_sum, seen = _train_epoch(run, epoch)
         t_train = time.perf_counter() - t0 - t_hook
         total_loss = float(distributed.all_reduce_sum(loss_sum.clone()).item())
         if not math.isfinite(total_loss):
@@ -288,96 +283,39 @@ def _fit(
                 f"epoch {epoch + 1}: the training loss became {total_loss} (lower optim.lr?); "
                 f"{rd.last} holds the last good epoch"
             )
-
         record = {
             "epoch": epoch + 1,
-            "lr": learning_rate(cfg.optim, step - 1, total_steps),
+            "lr": learning_rate(cfg.optim, run.step - 1, run.total_steps),
             "train_loss": total_loss / max(1, seen * dinfo.world_size),
             "time_hook": round(t_hook, 3),
             "time_train": round(t_train, 3),
         }
-        improved = False
-        if data.val is not None:
-            vm = evaluate(
-                model, judged, data.val, rank=dinfo.rank, world_size=dinfo.world_size, tta=cfg.eval.tta, **eval_kw
-            )
-            record.update(
-                {
-                    "val_accuracy": vm["accuracy"],
-                    "val_mean_class_accuracy": vm["mean_class_accuracy"],
-                    "val_macro_f1": vm["macro_f1"],
-                }
-            )
-            improved = best is None or vm["mean_class_accuracy"] > best
-            if improved:
-                best = vm["mean_class_accuracy"]
+        improved = _validate(run, record)
         record["time_epoch"] = round(time.perf_counter() - t0, 3)
         log_record(record)
-        val_txt = (
-            f"  val acc {100 * record['val_accuracy']:.2f} mca {100 * record['val_mean_class_accuracy']:.2f}"
-            if data.val is not None
-            else ""
-        )
-        say(
-            f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}{val_txt}  "
-            f"({record['time_epoch']:.1f}s)"
-        )
-        states = rank_states(augment, strategy, dinfo)
+        say(_epoch_line(run, record))
+        states = rank_states(run.augment, run.strategy, dinfo)
         if main:
             state = training_state(
-                model,
-                strategy,
-                optimizer,
-                augment,
+                run.model,
+                run.strategy,
+                run.optimizer,
+                run.augment,
                 cfg,
                 epoch + 1,
-                step,
-                best,
-                train,
+                run.step,
+                run.best,
+                run.train,
                 states,
-                scaler,
-                precision,
-                (mean, std),
+                run.scaler,
+                run.precision,
+                (run.mean, run.std),
             )
-            save_atomic(state, rd.last)
-            if improved or data.val is None:
-                save_atomic(state, rd.best)
-            rd.write_csv()
+            rd.save_checkpoints(state, best=improved or run.data.val is None)
         distributed.barrier()
 
     if main:
-        rd.write_curves()
-        rd.close()
-    final = None
-    best_path = rd.best if (not main or rd.best.exists()) else rd.last
-    ckpt = load_on_rank0(best_path, dinfo, keys=("model", "strategy", "epoch", "_path"))
-    model.load_state_dict(ckpt["model"])
-    strategy.load_state_dict(ckpt["strategy"]["state"])
-    if data.test is not None:
-        final = evaluate(
-            model, judged, data.test, rank=dinfo.rank, world_size=dinfo.world_size, tta=cfg.eval.tta, **eval_kw
-        )
-        final.update(
-            {
-                "split": cfg.data.test_split,
-                "checkpoint": Path(ckpt["_path"]).name,
-                "epoch": ckpt["epoch"],
-                "best_val_mean_class_accuracy": best,
-                "method": strategy.name,
-                "seed": cfg.train.seed,
-                "train_class_counts": [int(c) for c in counts],
-                **precision.to_dict(),
-            }
-        )
-        if main:
-            rd.write_final(final)
-            save_confusion_png(
-                final["confusion_matrix"],
-                names,
-                rd.path / "confusion_test.png",
-                title=f"{strategy.name} on {cfg.data.test_split} ({Path(ckpt['_path']).name})",
-            )
-            say(f"test ({cfg.data.test_split}, {Path(ckpt['_path']).name} from epoch {ckpt['epoch']}):")
-            say(format_metrics(final))
-    model.eval()
-    return RunResult(rd.path, final, best, model, strategy, precision, (mean, std))
+        rd.finish()
+    final = _test(run, rd, say)
+    run.model.eval()
+    return RunResult(rd.path, final, run.best, run.model, run.strategy, run.precision, (run.mean, run.std))

@@ -340,15 +340,9 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
                 **precision.to_dict(),
             }
         )
-        rd.write_final(final)
-        from .metrics import format_metrics, save_confusion_png
+        rd.write_final(final, list(ckpt["class_names"]), title=f"{parent.name} + {name} on {cfg.data.test_split}")
+        from .metrics import format_metrics
 
-        save_confusion_png(
-            final["confusion_matrix"],
-            list(ckpt["class_names"]),
-            rd.path / "confusion_test.png",
-            title=f"{parent.name} + {name} on {cfg.data.test_split}",
-        )
         say(f"{name} on {parent}: val mca {100 * vm['mean_class_accuracy']:.2f}; test ({cfg.data.test_split}):")
         say(format_metrics(final))
     return final

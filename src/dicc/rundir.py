@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpoint import write_text_atomic
-from .config import Config, from_dict, save_config
+from .checkpoint import save_atomic, write_text_atomic
+from . import distributed
+from .config import Config, config_differences, flatten, from_dict, save_config
 
 
 @functools.lru_cache(maxsize=1)
@@ -96,6 +97,31 @@ class RunDirectory:
             return from_dict(Config, yaml.safe_load(self.config.read_text()) or {})
         except (yaml.YAMLError, ValueError) as err:
             raise ValueError(f"{self.config}: cannot read the run's config ({err})") from None
+
+    def check(self, cfg: Config, resume: bool, dinfo: distributed.DistInfo) -> None:
+        """Rank 0 checks the directory (fresh, or resumable with the same settings); every rank
+        raises what it found (the others learn of it from raise_if_any rather than waiting)."""
+        err = None
+        if dinfo.is_main:
+            try:
+                if not resume and self.holds_run():
+                    raise FileExistsError(
+                        f"{self.path} already holds a run; pass --resume to continue it or choose another --out"
+                    )
+                if resume and not self.last.exists():
+                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last}")
+                saved = self.saved_config() if resume else None
+                diff = config_differences(saved, cfg) if saved is not None else []
+                if diff:
+                    a, b = flatten(saved.to_dict()), flatten(cfg.to_dict())
+                    shown = "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff)
+                    raise ValueError(
+                        f"--resume: {self.path} was trained with other settings ({shown}); resume with "
+                        f"the run's own config (dicc train --out {self.path} --resume) or start a new run"
+                    )
+            except Exception as e:  # noqa: BLE001 - raised on every rank
+                err = e
+        distributed.raise_if_any(err)
 
     # -- writes ----------------------------------------------------------------------------
     def start(self, cfg: Config, env: dict, files: dict[str, dict], *, fresh: bool) -> None:
@@ -179,9 +205,27 @@ class RunDirectory:
         w.writerows(rows)
         write_text_atomic(self.metrics_csv, buf.getvalue())
 
-    def write_final(self, final: dict) -> None:
-        # atomically: a report reading it meanwhile, or a crash, never sees half a file
+    def save_checkpoints(self, state: dict, *, best: bool) -> None:
+        """The epoch's training state as ``checkpoints/last.pt`` (and ``best.pt`` when it is the
+        best on validation), then ``metrics.csv`` up to it."""
+        save_atomic(state, self.last)
+        if best:
+            save_atomic(state, self.best)
+        self.write_csv()
+
+    def write_final(self, final: dict, class_names=None, title: str = "") -> None:
+        """``final.json`` (atomically: a report reading it meanwhile, or a crash, never sees half
+        a file) and, given the class names, ``confusion_test.png``."""
         write_text_atomic(self.final, json.dumps(final, indent=2))
+        if class_names is not None:
+            from .metrics import save_confusion_png
+
+            save_confusion_png(final["confusion_matrix"], class_names, self.path / "confusion_test.png", title=title)
+
+    def finish(self) -> None:
+        """After the last epoch: ``curves.png``, and the TensorBoard writer closed."""
+        self.write_curves()
+        self.close()
 
     def write_curves(self) -> Path | None:
         """``curves.png``: training loss and validation accuracy / mean class accuracy per epoch,
