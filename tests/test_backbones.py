@@ -223,3 +223,31 @@ def test_the_rafdb_finetuning_preset_is_a_valid_config():
     cfg = load_config(str(preset), ["data.path=/nonexistent/rafdb"])
     check_config(cfg)
     assert (cfg.model.name, cfg.model.pretrained, cfg.data.channels) == ("torchvision/resnet18", "imagenet", 3)
+
+
+def test_image_size_auto_follows_the_weights(eight, tmp_path, capsys):
+    """data.image_size=auto: the size the pretrained weights were trained at (timm's
+    pretrained_cfg, 224 for torchvision's), stored resolved in the run's config and checkpoint,
+    so predict resizes faces to it; 48 without weights and for the compact CNNs."""
+    timm = pytest.importorskip("timm")
+    import yaml
+
+    from dicc.models import default_input_size
+    from dicc.predict import Recognizer
+
+    assert default_input_size("vgg_fer") == 48 and default_input_size("timm/resnet18") == 48
+    assert default_input_size("torchvision/resnet18", "imagenet") == 224
+    assert default_input_size("timm/resnet18", "weights.pt") == 224
+    torch.manual_seed(0)
+    weights = tmp_path / "test_vit.pt"
+    torch.save(timm.create_model("test_vit").state_dict(), weights)
+    size = timm.models.get_pretrained_cfg("test_vit").input_size[-1]
+    out = tmp_path / "auto"
+    args = ["train", "--data", str(eight), "--epochs", "1", "--no-progress", "--out", str(out)]
+    for s in ("data.classes=emotions8", "data.image_size=auto", "model.name=timm/test_vit", "train.batch_size=16"):
+        args += ["--set", s]
+    args += ["--set", f"model.pretrained={weights}"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["image_size"] == size
+    ckpt = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert ckpt["normalization"]["image_size"] == size and Recognizer.load(str(out)).image_size == size

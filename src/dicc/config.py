@@ -26,7 +26,7 @@ class DataConfig:
     test_split: str | None = "test"  # evaluated once at the end (final.json); None to skip
     longtail: Any = None  # preset name, "exp:IF", "step:IF", list/dict of counts
     subset_seed: int = 0  # seed of the hold-out and long-tail draws
-    image_size: int = 48
+    image_size: Any = 48  # pixels, or "auto": the pretrained weights' input size (else 48)
     channels: int = 1
     cache_dir: str | None = None
     workers: int = 0  # loader processes for streamed (large-image) datasets

@@ -25,6 +25,7 @@ from .data.build import RunData
 from .data.loader import iterate_batches
 from .inference import evaluate, extract_features, predict_parent_logits  # noqa: F401 (the engine's API)
 from .metrics import format_metrics
+from .models import default_input_size
 from .precision import Precision
 from .rundir import RunDirectory, environment
 from .schedule import learning_rate, make_optimizer  # noqa: F401 (the engine's API)
@@ -72,6 +73,8 @@ def fit(
     # each other; a group the caller set up is used and left alone
     if model is not None:
         cfg.model.name = f"user:{type(model).__name__}"
+    if cfg.data.image_size == "auto":  # stored resolved: the run's config.yaml says the size it trained at
+        cfg.data.image_size = 48 if model is not None else default_input_size(cfg.model.name, cfg.model.pretrained)
     check_config(cfg, user_model=model is not None)  # before the process group, any data or any file
     return _fit(cfg, distributed.setup(cfg.train.device), resume, log or _default_log, data, model)
 

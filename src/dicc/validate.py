@@ -65,7 +65,8 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     _number(o.momentum, "optim.momentum", 0.0, 1.0, open_hi=True)
     _number(o.warmup_fraction, "optim.warmup_fraction", 0.0, 1.0, open_hi=True)
     _positive_int(d.workers, "data.workers", 0)
-    _positive_int(d.image_size, "data.image_size", 8)
+    if d.image_size != "auto":
+        _positive_int(d.image_size, "data.image_size", 8)
     if d.format != "user" and d.channels not in (1, 3):
         raise ValueError(f"data.channels: expected 1 (grayscale) or 3 (RGB), got {d.channels!r}")
     _number(d.val_fraction, "data.val_fraction", 0.0, 1.0, open_lo=True, open_hi=True)

@@ -93,6 +93,25 @@ def default_normalization(name: str, pretrained: str | None = None) -> dict:
     return dict(FER_NORMALIZATION)
 
 
+def default_input_size(name: str, pretrained: str | None = None) -> int:
+    """What ``data.image_size: auto`` means for this model: the input size its pretrained
+    weights were trained at (timm's ``pretrained_cfg``; 224 for torchvision's ImageNet weights),
+    and 48 (FER2013's size) for the compact CNNs and for any model trained from scratch."""
+    family, base = _family(name)
+    if not pretrained or family not in ("timm", "torchvision"):
+        return 48
+    if family == "timm":
+        try:
+            import timm
+
+            cfg = timm.models.get_pretrained_cfg(base)
+            if cfg is not None and getattr(cfg, "input_size", None):
+                return int(cfg.input_size[-1])
+        except Exception:  # noqa: BLE001 - no timm or no config: ImageNet's usual size
+            pass
+    return 224
+
+
 def create_model(
     name: str,
     num_outputs: int,
@@ -165,6 +184,7 @@ def load_pretrained_body(model: FERModel, path: str | Path) -> None:
 
 
 __all__ = [
+    "default_input_size",
     "FER_NORMALIZATION",
     "available_models",
     "check_model_spec",
