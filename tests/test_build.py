@@ -108,3 +108,38 @@ def test_label_space_reaches_the_datasets_and_missing_test_classes_are_listed(tm
     assert three.train.class_names == ("happy", "sad", "contempt") and three.train.class_counts() == [3, 3, 3]
     with pytest.raises(ValueError, match="data.classes: the built-in synthetic data has the seven emotions"):
         build_run_data(DataConfig(classes="emotions8"))
+
+
+def _cli_train(root, tmp_path, *sets):
+    from dicc.cli import main
+
+    args = ["train", "--data", str(root), "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]
+    for s in ("model.width=4", "data.val_fraction=0.34", f"data.cache_dir={tmp_path / 'cache'}", *sets):
+        args += ["--set", s]
+    return main(args)
+
+
+@pytest.mark.parametrize(
+    "sets, fragment",
+    [
+        (["data.val=PublicTest"], "data.val='PublicTest' and data.test_split='test' share 14 of their images"),
+        (["data.train_split=test", "data.test_split=PrivateTest"], "data.train_split='test' and data.test_split="),
+        ([], "train has no images of disgust (label space: angry, disgust"),
+    ],
+)
+def test_cli_refuses_overlapping_splits_and_a_missing_class_in_one_line(tmp_path, capsys, sets, fragment):
+    """Through `dicc train`: exit 2, one line naming both settings (or the missing class), no run
+    directory written."""
+    root = fer_folders(tmp_path / "fer2013", skip=() if sets else ("disgust",))
+    assert _cli_train(root, tmp_path, *sets) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_names_a_class_absent_from_the_test_split(tmp_path, capsys):
+    root = tmp_path / "flat"
+    class_tree(root, {c: 6 for c in EMOTIONS if c != "fear"} | {"fear": 1})  # fear's one image trains
+    assert _cli_train(root, tmp_path) == 0
+    out = capsys.readouterr()
+    assert "not in this split: fear" in out.out + out.err

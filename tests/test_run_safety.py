@@ -216,3 +216,28 @@ def test_ctrl_c_exits_130_with_the_resume_command(tmp_path):
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and f"dicc train --out {out} --resume" in lines[0], stderr
     assert "Traceback" not in stderr
+
+
+def test_cli_reads_5e_1_as_a_number_and_resnet18_takes_its_own_width(tmp_path, capsys):
+    """Through `dicc train`: method.options.tau=5e-1 trains with tau 0.5, and model.name=resnet18
+    trains at the model's own width (model.width: null)."""
+    import yaml
+
+    small = [
+        "--set",
+        "data.longtail=[8,4,8,8,8,4,8]",
+        "--set",
+        "data.test_split=null",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
+    out = tmp_path / "la"
+    args = ["train", "--method", "logit_adjust", "--set", "method.options.tau=5e-1", "--set", "model.width=4"]
+    assert main([*args, *small, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"]["options"]["tau"] == 0.5
+    out = tmp_path / "r18"
+    r18 = ["train", "--set", "model.name=resnet18", "--set", "data.val=null", *small, "--out", str(out)]
+    assert main(r18) == 0, capsys.readouterr().err
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["model_spec"]["name"] == "resnet18" and ckpt["model"]["head.weight"].shape == (7, 512)
