@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .config import TTA_MODES
+
 
 def _is_rank0() -> bool:
     from .distributed import is_main_process
@@ -108,7 +110,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument(
         "--tta",
-        choices=("none", "flip", "crops"),
+        choices=TTA_MODES,
         default=None,
         help="test-time augmentation: average the probabilities over the image and its mirror (flip) "
         "or over 10 shifted and mirrored views (crops); default: the run's eval.tta",

@@ -13,6 +13,9 @@ from typing import Any, get_type_hints
 
 import yaml
 
+#: test-time augmentations (``eval.tta``, ``--tta``): the image alone, with its mirror, or 10 crops
+TTA_MODES = ("none", "flip", "crops")
+
 
 @dataclass
 class DataConfig:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import TTA_MODES
+
 
 def _per_channel(v, x: torch.Tensor):
     if isinstance(v, (list, tuple)):
@@ -150,9 +152,6 @@ def tta_views(x: torch.Tensor, mode: str, shift: int = 2) -> list[torch.Tensor]:
             views += [v, v.flip(-1)]
         return views
     raise ValueError(f"unknown test-time augmentation {mode!r}; valid: {', '.join(TTA_MODES)}")
-
-
-TTA_MODES = ("none", "flip", "crops")
 
 
 class BatchAugment:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import TTA_MODES
 from ..faces import DETECTORS, create_detector, load_image
 from .outputs import RECORD_KEYS, Annotator, open_writer, records, summary_lines, write_json_atomic
 from .recognizer import ALIGN_MODES, DEFAULT_ALIGN, Recognizer
@@ -53,7 +54,7 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, video files or folders")
     p.add_argument(
         "--tta",
-        choices=("none", "flip", "crops"),
+        choices=TTA_MODES,
         default=None,
         help="test-time augmentation: average over each face and its mirror (flip) or 10 views (crops); "
         "default: the checkpoint's own choice (eval.tta), else none",
