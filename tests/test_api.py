@@ -195,3 +195,44 @@ def test_fit_takes_a_config_file_object_or_dict_and_stays_quiet(data, tmp_path, 
     torch.manual_seed(0)
     ref = dicc.fit(cfg, train=train, val=val, test=test, model=Net(), out=str(tmp_path / f"{kind}-again"))
     assert ref.final["confusion_matrix"] == res.final["confusion_matrix"]
+
+
+def test_posthoc_logit_adjustment_of_a_dicc_run_is_what_validation_and_test_see(data, tmp_path):
+    """eval.logit_adjust on DICC: the run's test metrics are those of DICC's merged parent logits
+    minus tau * log(prior), computed here by hand from the returned model."""
+    train, val, test = data
+    torch.manual_seed(0)
+    res = dicc.fit(
+        train=train,
+        val=val,
+        test=test,
+        model=Net(),
+        method="dicc",
+        method_options={"warmup_epochs": 1, "n_init": 1},
+        epochs=2,
+        out=str(tmp_path / "la"),
+        **{"train.batch_size": 32, "train.progress": False, "eval.logit_adjust": 1.0},
+    )
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    mean, std = res.normalization
+    with torch.no_grad():
+        z = res.strategy.parent_logits(res.model((x - mean) / std))
+    prior = torch.tensor(COUNTS, dtype=torch.float64) / sum(COUNTS)
+    pred = (z.double() - prior.log()).argmax(1)
+    cm = torch.zeros(7, 7, dtype=torch.long)
+    for t, p in zip(y, pred):
+        cm[t, p] += 1
+    assert res.final["confusion_matrix"] == cm.tolist()
+    assert res.strategy.num_outputs > 7
+
+
+def test_fit_takes_a_timm_model_as_it_comes(data, tmp_path):
+    timm = pytest.importorskip("timm")
+    train, val, test = data
+    net = timm.create_model("test_vit", num_classes=7, in_chans=1, img_size=48)
+    res = dicc.fit(
+        train=train, val=val, test=test, model=net, epochs=1, out=str(tmp_path / "timm"), **{"train.progress": False}
+    )
+    assert res.model.body.module is net and res.final["num_samples"] == 70
+    assert dicc.evaluate(res, test)["confusion_matrix"] == res.final["confusion_matrix"]
