@@ -410,7 +410,9 @@ def test_cli_is_wired_into_dicc_main(ckpt, files, capsys):
 
     assert cli.main(["predict", str(ckpt), str(files["astronaut"]), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 1
-    assert cli.main(["predict", str(ckpt) + ".missing", str(files["astronaut"])]) == 2
+    missing = str(Path(ckpt).with_name("missing.pt"))  # names a model (.pt) that is not there
+    assert cli.main(["predict", missing, str(files["astronaut"])]) == 2
+    assert missing in capsys.readouterr().err
 
 
 def test_recognizer_from_a_trained_run(tmp_path):

@@ -6,7 +6,8 @@ classes is part of the model, so a consumer of the file only ever sees one proba
 class. Input ``"input"``: ``float32 [B, C, S, S]``, normalised as in training
 (``(gray / 255 - mean) / std``); output ``"probabilities"``: ``float32 [B, num_classes]``; the
 batch axis is dynamic. The file's ``metadata_props`` carry ``class_names`` (JSON), ``mean``,
-``std``, ``image_size`` and ``channels``, which :meth:`dicc.predict.Recognizer.from_onnx` reads.
+``std``, ``image_size``, ``channels`` and ``tta`` (the checkpoint's test-time augmentation,
+which is applied outside the graph), which :meth:`dicc.predict.Recognizer.from_onnx` reads.
 
 Some ways of writing a sub-class -> class merge do not survive the TorchScript exporter (for
 instance ``index_add`` with repeated indices exports as a scatter that keeps only one value).
@@ -255,6 +256,8 @@ def export_onnx(checkpoint, out_path: str | os.PathLike, opset: int = 17, *, che
         "strategy": strategy.name,
         "num_outputs": spec.get("num_outputs", ""),
         "source": Path(ckpt.get("_path", "")).name,
+        # the test-time augmentation the model was chosen with: Recognizer.from_onnx defaults to it
+        "tta": ((ckpt.get("config") or {}).get("eval") or {}).get("tta", "none"),
     }
     return export_model_onnx(
         model,

@@ -153,8 +153,8 @@ class Recognizer:
         cls, path, *, providers: Sequence[str] | None = None, threads: int | None = None, **options
     ) -> "Recognizer":
         """From an ONNX file exported by ``dicc export`` (runs with onnxruntime; class names and
-        normalisation come from the file's metadata). ``threads`` sets onnxruntime's intra-op
-        threads (default: its own choice)."""
+        normalisation come from the file's metadata, and ``tta`` defaults to the one it records).
+        ``threads`` sets onnxruntime's intra-op threads (default: its own choice)."""
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -176,6 +176,8 @@ class Recognizer:
                 f"{path}: the ONNX metadata lacks {', '.join(missing)}; export the model with "
                 f"`dicc export CHECKPOINT --onnx FILE`"
             )
+        if options.get("tta") is None:  # the test-time augmentation the exported checkpoint had
+            options["tta"] = meta.get("tta", "none")
         return cls(
             OnnxBackend(session),
             json.loads(meta["class_names"]),
