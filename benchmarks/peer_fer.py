@@ -84,6 +84,29 @@ def metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+def multiply_adds(model, channels: int, size: int) -> int:
+    """Multiply-adds of one face through ``model``'s Conv2d and Linear layers."""
+    import torch
+    from torch import nn
+
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+            total += out[0].numel() * k
+        elif isinstance(mod, nn.Linear):
+            total += mod.in_features * mod.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, channels, size, size))
+    for h in handles:
+        h.remove()
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="FER2013 image folders (train/, test/)")
@@ -94,7 +117,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default=".peer/work", help="scratch folder (the tflite file, the ONNX export)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--macs", action="store_true", help="print the dicc model's multiply-adds per face and stop")
     args = ap.parse_args()
+    if args.macs:
+        from dicc.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ckpt = load_checkpoint(args.model)
+        norm = ckpt["normalization"]
+        n = multiply_adds(model_from_checkpoint(ckpt)[0], norm["channels"], norm["image_size"])
+        print(f"{args.model}: {n / 1e6:.1f} M multiply-adds per face")
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 

@@ -175,7 +175,7 @@ def test_fit_takes_a_config_file_object_or_dict_and_stays_quiet(data, tmp_path, 
     the user's label counts; the library writes nothing to stdout or stderr (progress off)."""
     from dicc.config import load_config
 
-    keys = ["train.epochs=1", "train.batch_size=32", "train.progress=false", "model.width=4", "method.name=ce"]
+    keys = ["train.epochs=1", "train.batch_size=32", "train.progress=false", "method.name=ce"]
     cfg = load_config(None, keys)
     if kind == "yaml":
         config = tmp_path / "run.yaml"

@@ -119,7 +119,7 @@ def _train_epoch(run: TrainingRun, epoch: int) -> tuple[torch.Tensor, int]:
     """One pass over the epoch's batches; returns the summed loss (on the device: no host sync
     per step) and the number of samples seen by this rank."""
     cfg, dinfo, device, strategy, optimizer = run.cfg, run.dinfo, run.dinfo.device, run.strategy, run.optimizer
-    bs, steps = cfg.train.batch_size, run.steps_per_epoch
+    bs, steps, total = cfg.train.batch_size, run.steps_per_epoch, run.total_steps
     mixup = float(cfg.augment.mixup)
     run.ddp_model.train()
     order = strategy.epoch_indices(run.train.labels, epoch, cfg.train.seed, dinfo.rank, dinfo.world_size)
@@ -144,7 +144,7 @@ def _train_epoch(run: TrainingRun, epoch: int) -> tuple[torch.Tensor, int]:
             file=sys.stderr,
         )
     for x, y, idx in batches:
-        lr = learning_rate(cfg.optim, run.step, run.total_steps)
+        lr = learning_rate(cfg.optim, run.step, total)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x = run.augment(x.to(device, non_blocking=True))
