@@ -1,7 +1,15 @@
+import os
+
 import pytest
 import torch
 
 from dicc.config import load_config
+
+# Tests compare the engine, a .pt Recognizer and DDP against fp32 references (hand computations,
+# ONNX Runtime, single-process evaluation) to 1e-6, so `auto` must mean fp32 on every machine: on
+# a CPU with native bf16 (CI's) it would otherwise mean bf16. Tests of the bf16 paths set
+# DICC_CPU_BF16=1 themselves (tests/test_precision.py); subprocesses (torchrun) inherit this.
+os.environ["DICC_CPU_BF16"] = "0"
 
 # the models and batches in tests are tiny: one thread is as fast and never oversubscribes
 torch.set_num_threads(1)

@@ -117,3 +117,25 @@ def test_cli_amp_on_without_bf16_is_one_line_and_writes_nothing(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.amp=on" in err[0] and "bf16" in err[0]
     assert not out.exists()
+
+
+def test_recognizer_follows_amp_and_off_gives_the_fp32_numbers(tiny_config, cpu_bf16, capsys):
+    from dicc.predict import Recognizer
+
+    cpu_bf16(False)
+    res = fit(tiny_config("train.epochs=1"), log=lambda *a: None)
+    faces = (torch.rand(5, 1, 48, 48, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8).numpy()
+    fp32 = Recognizer.load(str(res.run_dir)).classify(faces)
+    cpu_bf16(True)  # a CPU with native bf16: `auto` runs the .pt model in bf16, `off` in fp32
+    auto = Recognizer.load(str(res.run_dir))
+    off = Recognizer.load(str(res.run_dir), amp="off")
+    assert auto.backend.precision.dtype is torch.bfloat16 and off.backend.precision.dtype is None
+    assert off.classify(faces) == pytest.approx(fp32, abs=1e-6)
+    p = auto.classify(faces)
+    assert p.sum(1) == pytest.approx(1.0, abs=1e-5) and p == pytest.approx(fp32, abs=2e-2)
+    assert not (p == fp32).all()  # bf16 really ran
+    # dicc predict --amp on, where the CPU would emulate bf16: one line, exit status 2
+    cpu_bf16(False)
+    assert main(["predict", str(res.run_dir), str(res.run_dir), "--amp", "on", "--no-detect"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.amp=on" in err[0], err

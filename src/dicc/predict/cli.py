@@ -121,6 +121,13 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
         f"frames are detected and classified up to {VIDEO_CHUNK} at a time (a camera's one by one)",
     )
     p.add_argument("--device", default="auto", help="torch device for a .pt checkpoint (default: auto)")
+    p.add_argument(
+        "--amp",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="precision for a .pt checkpoint, as train.amp (default auto: bf16 where the hardware "
+        "computes it natively; off: fp32)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -315,6 +322,7 @@ def run_predict(args) -> int:
         rec = Recognizer.load(
             args.checkpoint,
             device=args.device,
+            amp=args.amp,
             detector=detector,
             align=args.align,
             margin=args.margin,

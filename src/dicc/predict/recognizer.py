@@ -125,10 +125,11 @@ class Recognizer:
 
     # -- construction -----------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path="default", *, device=None, **options) -> "Recognizer":
+    def from_checkpoint(cls, path="default", *, device=None, amp: str = "auto", **options) -> "Recognizer":
         """From a checkpoint file, a run directory, ``"default"`` (the model dicc ships), or an
         already loaded checkpoint dict. ``device``: "cpu", "cuda", ... (default: CUDA when
-        available)."""
+        available). ``amp``: as ``train.amp`` ("auto": bf16 where the hardware computes it
+        natively; "off": fp32, the numbers an ONNX export of the same model gives)."""
         from ..checkpoint import load_checkpoint, model_from_checkpoint
 
         ckpt = path if isinstance(path, dict) else load_checkpoint(path)
@@ -136,7 +137,7 @@ class Recognizer:
         norm = ckpt["normalization"]
         if options.get("tta") is None:  # the test-time augmentation the checkpoint was chosen with
             options["tta"] = ((ckpt.get("config") or {}).get("eval") or {}).get("tta", "none")
-        backend = TorchBackend(model, strategy, auto_device(device))
+        backend = TorchBackend(model, strategy, auto_device(device), amp=amp)
         return cls(
             backend,
             ckpt["class_names"],
@@ -192,9 +193,10 @@ class Recognizer:
     @classmethod
     def load(cls, path="default", **options) -> "Recognizer":
         """:meth:`from_onnx` for a ``.onnx`` file, :meth:`from_checkpoint` otherwise (``device``
-        only applies to checkpoints); no path, or ``"default"``: the model dicc ships."""
+        and ``amp`` only apply to checkpoints); no path, or ``"default"``: the model dicc ships."""
         if str(path).lower().endswith(".onnx"):
             options.pop("device", None)
+            options.pop("amp", None)
             return cls.from_onnx(path, **options)
         return cls.from_checkpoint(path, **options)
 
