@@ -3,6 +3,8 @@
     python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/results/results.csv
     python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/results/results.csv \
         --parity benchmarks/fer2013_lt/parity/results.csv          # the precision parity table
+    python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/results/results.csv \
+        --clean benchmarks/fer2013_lt/dicc_clean/results.csv       # DICC's feature source, both ways
 
 Per setting: (1) each DICC entry minus CE in test accuracy, mean class accuracy and macro-F1,
 paired by seed (same seed = same long-tailed subset, validation split and initialisation),
@@ -77,18 +79,23 @@ def read_csv(path: str) -> dict[tuple[str, str], dict[int, dict]]:
     return runs
 
 
-def parity(grid_csv: str, other_csv: str) -> str:
-    """The same runs in two precisions (the grid's `auto` runs and a parity grid's fp32 runs):
-    mean ± std over seeds of each, the paired difference, and whether it lies within the
+def parity(
+    grid_csv: str,
+    other_csv: str,
+    names: tuple[str, str] = ("auto (grid)", "fp32 contiguous"),
+    metrics: tuple[str, ...] = ("accuracy", "mean_class_accuracy"),
+) -> str:
+    """The same runs two ways (the grid's runs and another grid's, e.g. the parity grid's fp32
+    runs): mean ± std over seeds of each, the paired difference, and whether it lies within the
     seed-to-seed spread (|mean difference| <= the larger of the two stds)."""
     a, b = read_csv(grid_csv), read_csv(other_csv)
     out = [
-        "| setting / method | n | metric | auto (grid) | fp32 contiguous | paired difference | within seed spread |",
+        f"| setting / method | n | metric | {names[0]} | {names[1]} | paired difference | within seed spread |",
         "|---|---:|---|---:|---:|---:|---|",
     ]
     for key in sorted(set(a) & set(b)):
         seeds = sorted(set(a[key]) & set(b[key]))
-        for metric in ("accuracy", "mean_class_accuracy"):
+        for metric in metrics:
             x = [100 * a[key][k][metric] for k in seeds]
             y = [100 * b[key][k][metric] for k in seeds]
             d = [u - v for u, v in zip(x, y)]
@@ -107,9 +114,16 @@ def main() -> int:
     ap.add_argument("csv")
     ap.add_argument("--reference", default="ce", help="the method DICC is compared with first (default ce)")
     ap.add_argument("--parity", metavar="CSV", help="compare with the same runs in another precision (parity.yaml)")
+    ap.add_argument(
+        "--clean", metavar="CSV", help="compare with the dicc runs on a clean feature pass (dicc_clean.yaml)"
+    )
     args = ap.parse_args()
     if args.parity:
         print(parity(args.csv, args.parity))
+        return 0
+    if args.clean:
+        names = ("feature_source train (grid)", "feature_source clean")
+        print(parity(args.csv, args.clean, names, ("val_mean_class_accuracy", "accuracy", "mean_class_accuracy")))
         return 0
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
     run_dirs: dict[tuple[str, str], list[str]] = defaultdict(list)
