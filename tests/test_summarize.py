@@ -122,3 +122,25 @@ def test_resumed_runs_count_each_reclustering_once(tmp_path, summarize, monkeypa
     monkeypatch.setattr("sys.argv", ["summarize.py", str(_write(tmp_path, rows))])
     assert summarize.main() == 0
     assert "| dicc | 2 | 80.0 (80.0–80.0) | 0.40 (0.40–0.40) |" in capsys.readouterr().out
+
+
+def test_two_ways_table_pairs_by_seed_and_names_its_columns(tmp_path, summarize):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _write(
+        tmp_path / "a",
+        [_row(tmp_path, "dicc", 0, 0.40, 0.50, 0.38, 0.3), _row(tmp_path, "dicc", 1, 0.42, 0.52, 0.40, 0.3)],
+    )
+    b = _write(
+        tmp_path / "b",
+        [_row(tmp_path, "dicc", 0, 0.41, 0.49, 0.37, 0.3), _row(tmp_path, "dicc", 1, 0.45, 0.50, 0.36, 0.3)],
+    )
+    table = summarize.parity(str(a), str(b), ("train", "clean"), ("val_mean_class_accuracy", "accuracy"))
+    lines = table.splitlines()
+    assert "| train | clean |" in lines[0] and len(lines) == 4
+    # val MCA: 40, 42 vs 41, 45 -> differences -1, -3: mean -2.00, std 1.41; stds 1.41 and 2.83 -> within
+    assert (
+        lines[2] == "| if100 / dicc | 2 | val mean class accuracy | 41.00 ± 1.41 | 43.00 ± 2.83 | -2.00 ± 1.41 | yes |"
+    )
+    # accuracy: 50, 52 vs 49, 50 -> +1, +2: mean +1.50 > both stds (1.41, 0.71) -> outside the spread
+    assert lines[3] == "| if100 / dicc | 2 | accuracy | 51.00 ± 1.41 | 49.50 ± 0.71 | +1.50 ± 0.71 | no |"
