@@ -125,12 +125,9 @@ def main() -> int:
         names = ("feature_source train (grid)", "feature_source clean")
         print(parity(args.csv, args.clean, names, ("val_mean_class_accuracy", "accuracy", "mean_class_accuracy")))
         return 0
-    runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
+    runs = read_csv(args.csv)
     run_dirs: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in csv.DictReader(open(args.csv)):
-        runs[r["setting"], r["method"]][int(r["seed"])] = {
-            k: float(r[k]) for k in ("val_mean_class_accuracy", "accuracy", "mean_class_accuracy", "macro_f1")
-        }
         run_dirs[r["setting"], r["method"]].append(r["run_dir"])
     settings = list(dict.fromkeys(s for s, _ in runs))
     lines = []
