@@ -102,6 +102,18 @@ class EvalConfig:
 
 
 @dataclass
+class DistillConfig:
+    teacher: Any = None  # checkpoints / run directories (or "default") to distil from; None = off
+    tta: str = "crops"  # the teachers' test-time views on each training image (none, flip, crops)
+    temperature: float = 2.0  # softening of teacher and student probabilities (Hinton et al. 2015)
+    weight: float = 0.7  # share of the distillation term; 1 - weight goes to the method's own loss
+
+    def __post_init__(self) -> None:
+        if isinstance(self.teacher, str):  # one teacher
+            self.teacher = [self.teacher]
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -110,6 +122,7 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

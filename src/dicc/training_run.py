@@ -13,6 +13,7 @@ from torch import nn
 from . import distributed
 from .config import Config
 from .data.build import RunData, build_run_data
+from .distill import with_distillation
 from .data.transforms import BatchAugment, normalize, resolve_normalization
 from .models import FER_NORMALIZATION, adapt_model, check_forward, create_model, default_normalization
 from .precision import Precision, resolve_precision
@@ -82,6 +83,16 @@ def build_run(
         cfg.method.name, train.class_counts(), cfg.method.options, class_names=list(train.class_names)
     )
     strategy.set_label_smoothing(cfg.train.label_smoothing)
+    if cfg.distill.teacher:  # the teachers' targets on the training images, before the student exists
+        strategy = with_distillation(
+            strategy,
+            cfg.distill,
+            train,
+            run_dir=Path(cfg.train.out) if dinfo.is_main else None,
+            batch_size=cfg.train.eval_batch_size,
+            device=device,
+            precision=resolve_precision(cfg.train.amp, cfg.train.channels_last, device),
+        )
     judged = with_posthoc(strategy, cfg.eval.logit_adjust)
     if user_model is not None:
         model = adapt_model(user_model, strategy.num_outputs, strategy.head_type).to(device)

@@ -9,6 +9,7 @@ the data builder as soon as the labels are known, still before the run directory
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from .config import Config
 
@@ -34,6 +35,21 @@ def _number(
         hi_s = "" if hi is None else f"{'<' if open_hi else '<='} {hi:g}"
         rng = " and ".join(x for x in (lo_s, hi_s) if x)
         raise ValueError(f"{key}: expected a number{' ' + rng if rng else ''}, got {value!r}")
+
+
+def _check_distill(k) -> None:
+    from .data.transforms import TTA_MODES
+
+    if k.teacher is not None:
+        if not isinstance(k.teacher, list) or not all(isinstance(t, str) and t for t in k.teacher):
+            raise ValueError(f"distill.teacher: expected a checkpoint path or a list of them, got {k.teacher!r}")
+        for t in k.teacher:
+            if t != "default" and not Path(t).exists():
+                raise ValueError(f"distill.teacher: {t}: no such checkpoint or run directory")
+    if k.tta not in TTA_MODES:
+        raise ValueError(f"distill.tta: unknown test-time augmentation {k.tta!r}; valid: {', '.join(TTA_MODES)}")
+    _number(k.temperature, "distill.temperature", 0.0, open_lo=True)
+    _number(k.weight, "distill.weight", 0.0, 1.0)
 
 
 def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
@@ -92,6 +108,7 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
         raise ValueError(f"eval.tta: unknown test-time augmentation {cfg.eval.tta!r}; valid: {', '.join(TTA_MODES)}")
     if cfg.eval.logit_adjust is not None:
         _number(cfg.eval.logit_adjust, "eval.logit_adjust")
+    _check_distill(cfg.distill)
     if a.mixup > 0 and cfg.method.name == "dicc" and cfg.method.options.get("feature_source", "train") == "train":
         raise ValueError(
             "augment.mixup with method dicc: the features kept from training would be those of mixed "

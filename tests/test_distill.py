@@ -1,0 +1,135 @@
+"""Knowledge distillation (``distill.*``): the loss against a hand computation, the teachers'
+targets against the teacher's own predictions, the wiring through training and resume."""
+
+import math
+
+import pytest
+import torch
+
+import dicc.engine as engine
+from dicc.checkpoint import load_checkpoint, model_from_checkpoint
+from dicc.config import load_config
+from dicc.data.build import build_run_data
+from dicc.distill import CACHE_NAME, Distilled, distillation_loss, teacher_log_probs
+from dicc.engine import fit
+from dicc.inference import predict_parent_logits
+from dicc.strategies import create_strategy
+from dicc.validate import check_config
+
+from helpers import COUNTS, make_checkpoint
+
+
+def test_distillation_loss_matches_a_hand_computation():
+    s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    p_t = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    t = 2.0
+    want = 0.0
+    for i in range(2):
+        q = torch.softmax(p_t[i].log() / t, 0)  # the teacher, softened
+        r = torch.softmax(s[i] / t, 0)
+        want += sum(float(q[k]) * math.log(float(q[k]) / float(r[k])) for k in range(3))
+    want = want / 2 * t * t
+    assert distillation_loss(s, p_t.log(), t).item() == pytest.approx(want, rel=1e-6)
+    # at T = 1 and one-hot-like targets it approaches cross-entropy minus the target entropy (0)
+    onehot = torch.tensor([[1 - 2e-9, 1e-9, 1e-9]]).log()
+    ce = torch.nn.functional.cross_entropy(s[:1], torch.tensor([0]))
+    assert distillation_loss(s[:1], onehot, 1.0).item() == pytest.approx(ce.item(), abs=1e-6)
+
+
+def test_distilled_mixes_the_method_loss_and_merges_dicc_subclasses():
+    counts = [100, 10, 50]
+    teacher = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.3, 0.4, 0.3]]).log()
+    ce = create_strategy("ce", counts, class_names=["a", "b", "c"])
+    d = Distilled(ce, teacher, temperature=3.0, weight=0.25)
+    logits = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    idx, y = torch.tensor([2, 0]), torch.tensor([1, 0])
+    want = 0.25 * distillation_loss(logits, teacher[idx], 3.0) + 0.75 * ce.loss(logits, y, idx)
+    assert d.loss(logits, y, idx).item() == pytest.approx(want.item(), rel=1e-6)
+    assert d.name == "ce" and d.num_outputs == 3  # everything else is the wrapped strategy's
+    # DICC: the distillation term sees the merged parent logits, the own loss the sub-classes
+    dicc = create_strategy("dicc", COUNTS)
+    sub = torch.randn(2, dicc.num_outputs, generator=torch.Generator().manual_seed(1))
+    t7 = torch.full((3, 7), 1 / 7).log()
+    dd = Distilled(dicc, t7, temperature=1.0, weight=1.0)
+    assert dd.loss(sub, torch.tensor([3, 0]), idx).item() == pytest.approx(
+        distillation_loss(dicc.parent_logits(sub), t7[idx], 1.0).item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="shape"):
+        Distilled(ce, t7, 1.0, 0.5)
+
+
+def test_teacher_targets_are_the_teachers_mean_probabilities(tmp_path):
+    data = build_run_data(load_config(None, ["data.longtail=[6,3,6,9,6,4,8]", "data.val=null"]).data)
+    a = make_checkpoint(tmp_path / "a.pt", seed=0)
+    b = make_checkpoint(tmp_path / "b.pt", seed=1, mean=0.4, std=0.3)  # its own normalisation
+    got = teacher_log_probs([str(a), str(b)], data.train, tta="flip")
+    want = 0
+    for path, (mean, std) in ((a, (0.5, 0.25)), (b, (0.4, 0.3))):
+        model, strategy = model_from_checkpoint(load_checkpoint(path))
+        z = predict_parent_logits(model, strategy, data.train, mean=mean, std=std, tta="flip")
+        want = want + z.softmax(1) / 2
+    assert got.shape == (len(data.train), 7)
+    assert torch.allclose(got.exp(), want, atol=1e-6)
+    assert torch.allclose(got.exp().sum(1), torch.ones(len(data.train)), atol=1e-5)
+
+
+def test_a_teacher_of_other_classes_or_sizes_is_refused_by_name(tmp_path):
+    data = build_run_data(load_config(None, ["data.longtail=[6,3,6,9,6,4,8]", "data.val=null"]).data)
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "t.pt"))
+    ckpt["class_names"] = list(reversed(ckpt["class_names"]))
+    torch.save({k: v for k, v in ckpt.items() if k != "_path"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt: predicts neutral, surprise"):
+        teacher_log_probs([str(tmp_path / "other.pt")], data.train)
+    ckpt["class_names"] = list(reversed(ckpt["class_names"]))
+    ckpt["normalization"]["image_size"] = 64
+    torch.save({k: v for k, v in ckpt.items() if k != "_path"}, tmp_path / "big.pt")
+    with pytest.raises(ValueError, match=r"big\.pt: takes 1x64x64 images"):
+        teacher_log_probs([str(tmp_path / "big.pt")], data.train)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("distill.teacher=nope.pt", "distill.teacher: nope.pt: no such checkpoint"),
+        ("distill.temperature=0", "distill.temperature: expected a number > 0"),
+        ("distill.weight=1.5", "distill.weight: expected a number >= 0 and <= 1"),
+        ("distill.tta=ten", "distill.tta: unknown test-time augmentation 'ten'"),
+    ],
+)
+def test_bad_distill_settings_are_one_line_naming_the_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        check_config(load_config(None, [override]))
+
+
+def test_training_with_a_teacher_uses_its_targets_and_resumes_exactly(tiny_config, monkeypatch, tmp_path):
+    teacher = fit(tiny_config(out="teacher"), log=lambda *a: None).run_dir
+    kd = [f"distill.teacher={teacher}", "distill.weight=0.5", "distill.tta=flip", "train.epochs=3"]
+    full = fit(tiny_config(*kd, out="full"), log=lambda *a: None)
+    assert (full.run_dir / CACHE_NAME).is_file()
+    plain = fit(tiny_config("train.epochs=3", out="plain"), log=lambda *a: None)
+    a = torch.load(full.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    p = torch.load(plain.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    assert not torch.allclose(a["head.weight"], p["head.weight"])  # the teacher changed training
+
+    # interrupted after epoch 1 and resumed: the cached targets are read, the result is the same
+    real, calls = engine.evaluate, {"n": 0}
+
+    def interrupt_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", interrupt_second_epoch)
+    cfg = tiny_config(*kd, out="cut")
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, log=lambda *a: None)
+    monkeypatch.setattr(engine, "evaluate", real)
+    import dicc.distill as distill
+
+    monkeypatch.setattr(distill, "teacher_log_probs", lambda *a, **k: pytest.fail("the cache was not used"))
+    resumed = fit(cfg, resume=True, log=lambda *a: None)
+    b = torch.load(resumed.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed.final["confusion_matrix"] == full.final["confusion_matrix"]
