@@ -126,7 +126,7 @@ def cached_teacher_log_probs(cfg, dataset, run_dir: Path | None, **kw) -> torch.
     return log_probs
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float):
     """``T^2 * KL(softmax(t / T) || softmax(s / T))``, averaged over the batch (Hinton et al.'s
     scaling keeps the gradient's size independent of ``T``)."""
     t = float(temperature)
@@ -141,7 +141,8 @@ class Distilled:
 
     def __init__(self, strategy, log_probs: torch.Tensor, temperature: float, weight: float) -> None:
         if log_probs.shape != (len(log_probs), strategy.num_classes):
-            raise ValueError(f"distill: teacher targets of shape {list(log_probs.shape)} for {strategy.num_classes} classes")
+            shape = list(log_probs.shape)
+            raise ValueError(f"distill: teacher targets of shape {shape} for {strategy.num_classes} classes")
         self.inner = strategy
         self.targets = log_probs.float()
         self.temperature, self.weight = float(temperature), float(weight)
