@@ -71,6 +71,13 @@ def test_teacher_targets_are_the_teachers_mean_probabilities(tmp_path):
     assert got.shape == (len(data.train), 7)
     assert torch.allclose(got.exp(), want, atol=1e-6)
     assert torch.allclose(got.exp().sum(1), torch.ones(len(data.train)), atol=1e-5)
+    # a teacher's post-hoc logit adjustment is a decision rule, not part of its probabilities
+    adjusted = load_checkpoint(a)
+    adjusted["config"] = {"eval": {"logit_adjust": 1.0}}
+    torch.save({k: v for k, v in adjusted.items() if k != "_path"}, tmp_path / "tau.pt")
+    assert torch.equal(
+        teacher_log_probs([str(tmp_path / "tau.pt")], data.train), teacher_log_probs([str(a)], data.train)
+    )
 
 
 def test_a_teacher_of_other_classes_or_sizes_is_refused_by_name(tmp_path):

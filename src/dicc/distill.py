@@ -1,8 +1,9 @@
 """Knowledge distillation from one or more trained teachers (Hinton et al. 2015), ``distill.*``.
 
 The teachers' class probabilities on every training image are computed once, before training
-(eval mode, each teacher with its own normalisation, post-hoc adjustment and the test-time
-views ``distill.tta``; several teachers are averaged in probability space), and the student's
+(eval mode, each teacher with its own normalisation and the test-time views ``distill.tta``,
+without a post-hoc logit adjustment the teacher's checkpoint may carry: the student's own is
+chosen for it; several teachers are averaged in probability space), and the student's
 training loss becomes
 
     weight * T^2 * KL(teacher_T || student_T) + (1 - weight) * (the method's own loss)
@@ -80,6 +81,7 @@ def teacher_log_probs(
                 f"images, the training data is {dataset.channels}x{dataset.image_size}x{dataset.image_size}"
             )
         model, strategy = model_from_checkpoint(ckpt)
+        strategy = getattr(strategy, "inner", strategy)  # as trained: without its post-hoc adjustment
         model.to(device)
         if precision is not None:
             precision.prepare_model(model)
