@@ -24,7 +24,8 @@ from dicc.strategies.base import _REGISTRY  # noqa: E402
 
 from helpers import make_checkpoint  # noqa: E402
 
-RECORD_KEYS = {"file", "frame", "time_s", "face", "face_id", "box", "dominant", "emotions"}
+RECORD_KEYS = {"file", "frame", "time_s", "face", "face_id", "box", "score", "landmarks", "dominant", "emotions"}
+LANDMARK_COLUMNS = [f"{n}_{c}" for n in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right") for c in "xy"]
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +88,12 @@ def video(workdir, astronaut) -> Path:
     return path
 
 
-def _check_face(face: dict) -> None:
-    assert set(face) == {"box", "emotions", "dominant"}
+def _check_face(face: dict, detected: bool = True) -> None:
+    assert set(face) == {"box", "score", "landmarks", "emotions", "dominant"}
+    if detected:  # the Haar cascade's score: in (0, 1], no landmarks
+        assert 0 < face["score"] <= 1 and face["landmarks"] is None
+    else:
+        assert face["score"] is None and face["landmarks"] is None
     assert list(face["emotions"]) == list(EMOTIONS)
     probs = np.array(list(face["emotions"].values()))
     assert np.all(probs >= 0) and abs(probs.sum() - 1) < 1e-5
@@ -195,7 +200,7 @@ def test_recognizer_precropped_faces(rec, files, astronaut):
     face = np.asarray(Image.open(files["face48"]))
     faces = rec(face, detect=False)
     assert len(faces) == 1 and faces[0]["box"] == [0, 0, 48, 48]
-    _check_face(faces[0])
+    _check_face(faces[0], detected=False)
     from_file = rec(files["face48"], detect=False)
     assert from_file[0]["emotions"] == pytest.approx(faces[0]["emotions"], abs=1e-6)
     crop = astronaut[40:200, 150:260]  # a non-square RGB crop
@@ -290,24 +295,13 @@ def test_cli_json_records(ckpt, files, capsys):
     rc = run_cli([ckpt, files["astronaut"], files["group"], files["blank"], "--json"])
     assert rc == 0
     records = json.loads(capsys.readouterr().out)
-    assert all(set(r) == RECORD_KEYS for r in records)
+    assert all(set(r) == RECORD_KEYS for r in records if r["file"] != str(files["blank"]))
     by_file = {}
     for r in records:
         by_file.setdefault(Path(r["file"]).name, []).append(r)
     assert [r["face"] for r in by_file["astronaut.png"]] == [0]
     assert [r["face"] for r in by_file["group.png"]] == [0, 1, 2]
-    assert by_file["blank.png"] == [
-        {
-            "file": str(files["blank"]),
-            "frame": None,
-            "time_s": None,
-            "face": None,
-            "face_id": None,
-            "box": None,
-            "dominant": None,
-            "emotions": None,
-        }
-    ]
+    assert by_file["blank.png"] == [{"file": str(files["blank"]), "frame": None, "time_s": None, "faces": []}]
     r = by_file["astronaut.png"][0]
     assert r["frame"] is None and r["time_s"] is None and r["face_id"] is None and len(r["box"]) == 4
     assert list(r["emotions"]) == list(EMOTIONS) and abs(sum(r["emotions"].values()) - 1) < 1e-4
@@ -337,10 +331,12 @@ def test_cli_csv(ckpt, files, tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["file", "frame", "time_s", "face", "face_id", "x", "y", "w", "h", "dominant", *EMOTIONS]
-    assert [r[3] for r in rows[1:]] == ["0", "1", "2", ""]
-    assert rows[4][0] == str(files["blank"]) and rows[4][4:] == [""] * 13
-    probs = [float(v) for v in rows[1][10:]]
+    header = ["file", "frame", "time_s", "face", "face_id", "x", "y", "w", "h", "dominant", *EMOTIONS, "score"]
+    assert rows[0] == [*header, *LANDMARK_COLUMNS]
+    assert [r[3] for r in rows[1:]] == ["0", "1", "2", ""]  # the image without a face keeps one row
+    assert rows[4][0] == str(files["blank"]) and rows[4][1:] == [""] * (len(rows[0]) - 1)
+    assert all(0 < float(r[17]) <= 1 and r[18:] == [""] * 10 for r in rows[1:4])  # haar: a score, no landmarks
+    probs = [float(v) for v in rows[1][10:17]]
     assert abs(sum(probs) - 1) < 1e-4 and rows[1][9] == EMOTIONS[int(np.argmax(probs))]
 
 
@@ -437,4 +433,4 @@ def test_recognizer_from_a_trained_run(tmp_path):
     out = rec.predict_batch(list(faces), detect=False)
     assert [len(f) for f in out] == [1] * 5
     for f in out:
-        _check_face(f[0])
+        _check_face(f[0], detected=False)
