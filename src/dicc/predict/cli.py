@@ -28,14 +28,15 @@ CHECKPOINT is a .pt checkpoint, a run directory, a .onnx file from `dicc export`
 INPUT is any mix of image files, video files (.mp4 .avi .mov .mkv .webm) and folders
 (searched recursively, in sorted order); --camera INDEX reads a webcam until Ctrl-C.
 Records (--json, --jsonl): one per face per image or processed frame, with the keys
-{", ".join(RECORD_KEYS)}; frame, time_s (seconds) and face_id are null for images.
-score is the detector's confidence (mtcnn: its face probability; haar: derived from the
-cascade's last stage, a ranking rather than a probability); landmarks (mtcnn only, else null)
-are the x, y of left_eye, right_eye, nose, mouth_left, mouth_right (left and right as seen in
-the image). An image or a processed frame without a face gives one record
-{{"file", "frame", "time_s", "faces": []}}. The table and --csv have one row per face (CSV: the
-class columns, then {", ".join(EXTRA_COLUMNS[:3])}, ...); an image without a face has one row
-with empty face cells ("no face found"), a video frame without a face none.
+{", ".join(RECORD_KEYS)};
+frame, time_s (seconds) and face_id are null for images. score is the detector's confidence
+(mtcnn: its face probability; haar: derived from the cascade's last stage, a ranking rather
+than a probability); landmarks (mtcnn only, else null) are the x, y of left_eye, right_eye,
+nose, mouth_left, mouth_right (left and right as seen in the image). An image or a processed
+frame without a face gives one record {{"file", "frame", "time_s", "faces": []}}.
+The table and --csv have one row per face (CSV: the class columns, then
+{", ".join(EXTRA_COLUMNS[:3])}, ...); an image without a face has one row with empty face
+cells ("no face found"), a video frame without a face none.
 A video face keeps its face_id while its box overlaps its last one, or moves little (more with
 --every N), also when it was missing for up to --track-gap seconds and comes back near where it
 was. With --smooth, a video face's emotions are its moving average (restarted when it comes
