@@ -368,7 +368,9 @@ def _check_outputs(args, items) -> set[tuple[int, int]]:
     for flag, value in files:
         hit = inputs.get(file_id(value))
         if hit is not None:
-            raise OutputError(f"{flag} {value} is the input {hit}: an output never replaces an input; name another")
+            raise OutputError(
+                f"{flag} {value} is the input {hit}: an output never replaces an input; choose another name"
+            )
     for (f1, v1), (f2, v2) in itertools.combinations(files, 2):
         if same_file(v1, v2):
             raise OutputError(f"{f1} {v1} and {f2} {v2} are the same file: name two files")
