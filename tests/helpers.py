@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from dicc import EMOTIONS
@@ -59,3 +63,48 @@ def make_checkpoint(
         "strategy": {"name": method, "options": options or {}, "state": strategy.state_dict()},
     }
     return save_atomic(ckpt, path)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` (created) refuses new files and folders while the block runs: chmod 0o555,
+    and where that does not stop writes (root), ``os.open`` for writing and ``os.mkdir`` inside
+    it raise ``EROFS`` as on a read-only file system (what ``tempfile.mkstemp``,
+    ``Path.mkdir`` and ``torch.save`` to a new file go through)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    mp = pytest.MonkeyPatch()
+    try:
+        probe = folder / ".probe"
+        try:
+            probe.touch()
+        except OSError:
+            pass
+        else:  # permissions do not bind this user: fail the writes as a read-only file system does
+            probe.unlink()
+            root = os.path.realpath(folder)
+
+            def inside(path) -> bool:
+                return os.path.realpath(os.fspath(path)).startswith(root + os.sep)
+
+            def refuse(path):
+                return OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+
+            real_open, real_mkdir = os.open, os.mkdir
+
+            def fake_open(path, flags, *args, **kwargs):
+                if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+                    raise refuse(path)
+                return real_open(path, flags, *args, **kwargs)
+
+            def fake_mkdir(path, *args, **kwargs):
+                if inside(path):
+                    raise refuse(path)
+                return real_mkdir(path, *args, **kwargs)
+
+            mp.setattr(os, "open", fake_open)
+            mp.setattr(os, "mkdir", fake_mkdir)
+        yield folder
+    finally:
+        mp.undo()
+        folder.chmod(0o755)

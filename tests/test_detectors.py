@@ -198,3 +198,134 @@ def test_cli_detector_mtcnn_finds_the_faces(tmp_path, astronaut, capsys, monkeyp
     assert _cli([ckpt, photo, "--detector", "mtcnn"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'facenet-pytorch>=2.5.3,<2.6'" in err[0]
+
+
+# -- detector scores, landmarks in the records, NMS for the cascade (issue 24) -------------------------
+def _lfw_face(k: int) -> np.ndarray:
+    """LFW face ``k`` of scikit-image's subset as the ``lfw`` fixture makes them (200x200)."""
+    f = np.load(os.path.join(os.path.dirname(skimage.__file__), "data", "lfw_subset.npy"))[k]
+    up = Image.fromarray((f * 255).round().astype(np.uint8)).resize((100, 100), Image.Resampling.BICUBIC)
+    return np.pad(np.asarray(up), 50, mode="edge")
+
+
+def test_non_max_suppression_agrees_with_opencv_and_merges_nested_boxes():
+    from dicc.faces import non_max_suppression
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        xy = rng.integers(0, 200, (12, 2))
+        boxes = np.concatenate([xy, rng.integers(20, 80, (12, 1)).repeat(2, 1)], 1)
+        scores = rng.random(12)
+        want = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0.0, 0.3)
+        got = non_max_suppression(boxes, scores, iou=0.3, cover=None)
+        assert sorted(got.tolist()) == sorted(np.asarray(want).reshape(-1).tolist())
+    nested = [[0, 0, 100, 100], [20, 20, 50, 50]]  # IoU 0.25, all of the small box inside the big one
+    assert non_max_suppression(nested, [0.9, 0.8], iou=0.3, cover=None).tolist() == [0, 1]
+    assert non_max_suppression(nested, [0.9, 0.8]).tolist() == [0]
+    assert non_max_suppression(nested, [0.7, 0.8]).tolist() == [1]  # the better score stays
+    assert non_max_suppression([[0, 0, 50, 50], [60, 0, 50, 50]], [0.5, 0.9]).tolist() == [1, 0]  # apart: both
+
+
+def test_haar_nms_merges_a_face_found_twice_and_keeps_two_real_faces(astronaut):
+    face = _lfw_face(65)  # the cascade finds this LFW face twice: the face and a box over its forehead
+    raw, merged = HaarDetector(nms_iou=None).detect_faces(face), HaarDetector().detect_faces(face)
+    assert len(raw) == 2 and len(merged) == 1
+    keep = int(np.argmax(raw.scores))
+    assert merged.boxes.tolist() == [raw.boxes[keep].tolist()] and merged.scores[0] == raw.scores[keep]
+    x, y, w, h = merged.boxes[0]
+    assert 40 <= x <= 60 and 40 <= y <= 60 and 80 <= w <= 110  # the face, 50..150 in the padded image
+    crop = astronaut[6:221, 117:332]
+    two = HaarDetector().detect_faces(np.ascontiguousarray(np.concatenate([crop, crop[:, ::-1]], axis=1)))
+    assert len(two) == 2 and two.boxes[0, 0] + two.boxes[0, 2] < two.boxes[1, 0]  # two faces, side by side
+
+
+def test_haar_boxes_are_opencvs_and_the_score_is_the_last_stages_sum(astronaut):
+    classifier = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml"))
+    crop = astronaut[6:221, 117:332]
+    group = np.ascontiguousarray(np.concatenate([crop, crop[:, ::-1], crop], axis=1))
+    for image in (astronaut, group, _lfw_face(0), _lfw_face(65)):
+        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+        plain = np.asarray(classifier.detectMultiScale(gray, 1.1, 5, minSize=(30, 30))).reshape(-1, 4)
+        boxes, _, weights = classifier.detectMultiScale3(gray, 1.1, 5, minSize=(30, 30), outputRejectLevels=True)
+        found = HaarDetector(nms_iou=None).detect_faces(image)
+        assert found.boxes.tolist() == sorted(plain.tolist())  # the same boxes as before scores
+        order = np.lexsort((np.asarray(boxes)[:, 1], np.asarray(boxes)[:, 0]))
+        want = 1 / (1 + np.exp(-2 * np.asarray(weights, np.float64).reshape(-1)[order]))
+        np.testing.assert_allclose(found.scores, want, rtol=1e-6)
+        assert found.landmarks is None and ((0 < found.scores) & (found.scores <= 1)).all()
+
+
+def test_records_carry_the_detectors_score_and_landmarks(mtcnn, astronaut, tmp_path, capsys):
+    from dicc.faces import LANDMARK_NAMES
+
+    ckpt = make_checkpoint(tmp_path / "ce.pt")
+    rec = Recognizer.from_checkpoint(ckpt, device="cpu", detector=mtcnn)
+    found = mtcnn.detect_faces(astronaut)
+    [face] = rec(astronaut)
+    assert face["score"] == pytest.approx(float(found.scores[0]))
+    assert list(face["landmarks"]) == list(LANDMARK_NAMES)
+    np.testing.assert_allclose([face["landmarks"][n] for n in LANDMARK_NAMES], found.landmarks[0], atol=1e-4)
+    (lx, ly), (rx, _) = face["landmarks"]["left_eye"], face["landmarks"]["right_eye"]
+    assert lx < rx and face["box"][1] < ly < face["landmarks"]["mouth_left"][1]
+    assert rec.predict_batch([astronaut])[0][0]["landmarks"] == face["landmarks"]
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 256))
+    for i in range(3):
+        writer.write(np.ascontiguousarray(astronaut[0:256, 60 + 4 * i : 316 + 4 * i, ::-1]))
+    writer.release()
+    frames = list(rec.predict_video(video))
+    assert all(set(f["faces"][0]["landmarks"]) == set(LANDMARK_NAMES) and f["faces"][0]["score"] > 0.9 for f in frames)
+    # the command line: --json, --jsonl and the CSV columns carry the same numbers
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(photo)
+    assert _cli([ckpt, photo, "--detector", "mtcnn", "--json"]) == 0
+    [r] = json.loads(capsys.readouterr().out)
+    assert r["score"] == pytest.approx(face["score"], abs=1e-6)
+    assert all(r["landmarks"][n] == pytest.approx(face["landmarks"][n], abs=0.01) for n in LANDMARK_NAMES)
+    assert _cli([ckpt, photo, "--detector", "mtcnn", "--jsonl", tmp_path / "t.jsonl"]) == 0
+    assert json.loads((tmp_path / "t.jsonl").read_text()) == r
+    assert _cli([ckpt, photo, "--detector", "mtcnn", "--csv", tmp_path / "t.csv"]) == 0
+    import csv
+
+    [row] = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert float(row["score"]) == r["score"]
+    assert [[float(row[f"{n}_x"]), float(row[f"{n}_y"])] for n in LANDMARK_NAMES] == [
+        r["landmarks"][n] for n in LANDMARK_NAMES
+    ]
+    assert _cli([ckpt, photo, "--json"]) == 0  # haar: a score, no landmarks
+    [h] = json.loads(capsys.readouterr().out)
+    assert 0.99 < h["score"] <= 1 and h["landmarks"] is None
+
+
+def test_predicting_prints_no_warning(tmp_path):
+    """Read-only pixels (np.asarray of a PIL image, a memory map) used to make torch print a
+    "non-writable array" UserWarning; it is printed once per process, so a fresh one checks it."""
+    import subprocess
+
+    ckpt = make_checkpoint(tmp_path / "ce.pt")
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skdata.astronaut()).save(photo)
+    script = f"""
+import numpy as np
+from PIL import Image
+from dicc.predict import Recognizer
+from dicc.faces import normalize_batch
+face = np.asarray(Image.open({str(photo)!r}).convert("L").resize((48, 48)))
+assert not face.flags.writeable
+for tta in ("none", "flip", "crops"):
+    rec = Recognizer.from_checkpoint({str(ckpt)!r}, device="cpu", tta=tta)
+    rec(face, detect=False)
+    _, pixels = rec.extract_faces(face, detect=False)
+    assert not pixels.flags.writeable
+    rec.classify(pixels)
+    x = rec.preprocess(pixels)
+    x.flags.writeable = False
+    rec.predict_proba(x)
+    rec({str(photo)!r})
+normalize_batch(pixels, 0.5, 0.25)
+from dicc import cli
+assert cli.main(["predict", {str(ckpt)!r}, {str(photo)!r}, "--json"]) == 0
+"""
+    done = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr

@@ -222,3 +222,47 @@ def test_export_is_wired_into_dicc_main(tmp_path, capsys):
     assert cli.main(["export", str(ckpt_path), "--onnx", str(tmp_path / "m.onnx")]) == 0
     assert cli.main(["export", str(tmp_path / "nope.pt"), "--onnx", str(tmp_path / "n.onnx")]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+# -- output faults: one line naming the file, nothing half-written (issue 23) ----------------------
+def _export_main(argv) -> int:
+    from dicc import cli
+
+    return cli.main(["export", *map(str, argv)])
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def test_export_to_an_existing_folder_is_one_line(tmp_path, capsys):
+    ckpt_path = make_checkpoint(tmp_path / "ce.pt")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    assert _export_main([ckpt_path, "--onnx", folder]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == f"dicc export: error: cannot write {folder}: it is a folder; name the .onnx file to write"
+    assert list(folder.iterdir()) == []
+
+
+def test_export_to_a_read_only_folder_is_one_line_and_leaves_no_file(tmp_path, capsys):
+    from helpers import read_only
+
+    ckpt_path = make_checkpoint(tmp_path / "ce.pt")
+    folder = tmp_path / "ro"
+    with read_only(folder):
+        rc = _export_main([ckpt_path, "--onnx", folder / "m.onnx"])
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2 and line.startswith(f"dicc export: error: cannot write {folder / 'm.onnx'}: ")
+    assert line.endswith(("Permission denied", "Read-only file system"))
+    assert list(folder.iterdir()) == []
+
+
+def test_export_with_a_name_too_long_is_one_line(tmp_path, capsys):
+    ckpt_path = make_checkpoint(tmp_path / "ce.pt")
+    target = tmp_path / ("m" * 300 + ".onnx")
+    assert _export_main([ckpt_path, "--onnx", target]) == 2
+    assert _one_line(capsys.readouterr().err) == f"dicc export: error: cannot write {target}: File name too long"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ce.pt"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ from dicc.strategies.base import _REGISTRY  # noqa: E402
 
 from helpers import make_checkpoint  # noqa: E402
 
-RECORD_KEYS = {"file", "frame", "time_s", "face", "face_id", "box", "dominant", "emotions"}
+RECORD_KEYS = {"file", "frame", "time_s", "face", "face_id", "box", "score", "landmarks", "dominant", "emotions"}
+LANDMARK_COLUMNS = [f"{n}_{c}" for n in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right") for c in "xy"]
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +89,12 @@ def video(workdir, astronaut) -> Path:
     return path
 
 
-def _check_face(face: dict) -> None:
-    assert set(face) == {"box", "emotions", "dominant"}
+def _check_face(face: dict, detected: bool = True) -> None:
+    assert set(face) == {"box", "score", "landmarks", "emotions", "dominant"}
+    if detected:  # the Haar cascade's score: in (0, 1], no landmarks
+        assert 0 < face["score"] <= 1 and face["landmarks"] is None
+    else:
+        assert face["score"] is None and face["landmarks"] is None
     assert list(face["emotions"]) == list(EMOTIONS)
     probs = np.array(list(face["emotions"].values()))
     assert np.all(probs >= 0) and abs(probs.sum() - 1) < 1e-5
@@ -195,7 +201,7 @@ def test_recognizer_precropped_faces(rec, files, astronaut):
     face = np.asarray(Image.open(files["face48"]))
     faces = rec(face, detect=False)
     assert len(faces) == 1 and faces[0]["box"] == [0, 0, 48, 48]
-    _check_face(faces[0])
+    _check_face(faces[0], detected=False)
     from_file = rec(files["face48"], detect=False)
     assert from_file[0]["emotions"] == pytest.approx(faces[0]["emotions"], abs=1e-6)
     crop = astronaut[40:200, 150:260]  # a non-square RGB crop
@@ -290,24 +296,13 @@ def test_cli_json_records(ckpt, files, capsys):
     rc = run_cli([ckpt, files["astronaut"], files["group"], files["blank"], "--json"])
     assert rc == 0
     records = json.loads(capsys.readouterr().out)
-    assert all(set(r) == RECORD_KEYS for r in records)
+    assert all(set(r) == RECORD_KEYS for r in records if r["file"] != str(files["blank"]))
     by_file = {}
     for r in records:
         by_file.setdefault(Path(r["file"]).name, []).append(r)
     assert [r["face"] for r in by_file["astronaut.png"]] == [0]
     assert [r["face"] for r in by_file["group.png"]] == [0, 1, 2]
-    assert by_file["blank.png"] == [
-        {
-            "file": str(files["blank"]),
-            "frame": None,
-            "time_s": None,
-            "face": None,
-            "face_id": None,
-            "box": None,
-            "dominant": None,
-            "emotions": None,
-        }
-    ]
+    assert by_file["blank.png"] == [{"file": str(files["blank"]), "frame": None, "time_s": None, "faces": []}]
     r = by_file["astronaut.png"][0]
     assert r["frame"] is None and r["time_s"] is None and r["face_id"] is None and len(r["box"]) == 4
     assert list(r["emotions"]) == list(EMOTIONS) and abs(sum(r["emotions"].values()) - 1) < 1e-4
@@ -337,10 +332,12 @@ def test_cli_csv(ckpt, files, tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
     with open(out, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["file", "frame", "time_s", "face", "face_id", "x", "y", "w", "h", "dominant", *EMOTIONS]
-    assert [r[3] for r in rows[1:]] == ["0", "1", "2", ""]
-    assert rows[4][0] == str(files["blank"]) and rows[4][4:] == [""] * 13
-    probs = [float(v) for v in rows[1][10:]]
+    header = ["file", "frame", "time_s", "face", "face_id", "x", "y", "w", "h", "dominant", *EMOTIONS, "score"]
+    assert rows[0] == [*header, *LANDMARK_COLUMNS]
+    assert [r[3] for r in rows[1:]] == ["0", "1", "2", ""]  # the image without a face keeps one row
+    assert rows[4][0] == str(files["blank"]) and rows[4][1:] == [""] * (len(rows[0]) - 1)
+    assert all(0 < float(r[17]) <= 1 and r[18:] == [""] * 10 for r in rows[1:4])  # haar: a score, no landmarks
+    probs = [float(v) for v in rows[1][10:17]]
     assert abs(sum(probs) - 1) < 1e-4 and rows[1][9] == EMOTIONS[int(np.argmax(probs))]
 
 
@@ -437,4 +434,260 @@ def test_recognizer_from_a_trained_run(tmp_path):
     out = rec.predict_batch(list(faces), detect=False)
     assert [len(f) for f in out] == [1] * 5
     for f in out:
-        _check_face(f[0])
+        _check_face(f[0], detected=False)
+
+
+# -- outputs never destroy inputs; output faults are one line (issue 23) ---------------------------
+def main_cli(argv) -> int:
+    from dicc import cli
+
+    return cli.main(["predict", *map(str, argv)])
+
+
+def _error_line(err: str) -> str:
+    """The one line an output problem gives (and no traceback)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err and len([line for line in lines if "error:" in line]) == 1, err
+    return next(line for line in lines if "error:" in line)
+
+
+@pytest.fixture
+def photo_dir(tmp_path, astronaut) -> Path:
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.fromarray(astronaut).save(d / "x.png")
+    return d
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if the model is loaded: a refusal must come before anything is read."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded although the outputs were refused")
+
+    monkeypatch.setattr(Recognizer, "load", refuse)
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink", "folder", "jsonl", "summary", "model"])
+def test_cli_an_output_that_is_an_input_is_refused_before_anything_is_read(
+    how, ckpt, photo_dir, tmp_path, capsys, monkeypatch
+):
+    photo = photo_dir / "x.png"
+    model = tmp_path / "model.pt"
+    model.write_bytes(Path(ckpt).read_bytes())
+    before = {p: p.read_bytes() for p in (photo, model)}
+    inputs, flag, target = [photo], "--csv", photo
+    if how == "relative":
+        monkeypatch.chdir(photo_dir)
+        inputs, target = ["x.png"], "../photos/./x.png"
+    elif how == "symlink":
+        target = tmp_path / "link.csv"
+        target.symlink_to(photo)
+    elif how == "hardlink":
+        target = tmp_path / "hard.csv"
+        os.link(photo, target)
+    elif how == "folder":
+        inputs = [photo_dir]
+    elif how in ("jsonl", "summary"):
+        flag = f"--{how}"
+    elif how == "model":
+        flag, target = "--jsonl", model
+    listing = sorted(tmp_path.rglob("*"))
+    monkeypatch.setattr(Recognizer, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main_cli([model, *inputs, flag, target]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith(f"dicc predict: error: {flag} {target} is the input ") and "never replaces an input" in line
+    assert {p: p.read_bytes() for p in before} == before  # nothing replaced, nothing cut
+    assert sorted(tmp_path.rglob("*")) == listing  # nothing written
+
+
+def test_cli_two_outputs_that_are_one_file_are_refused(ckpt, photo_dir, tmp_path, capsys, no_model):
+    out = tmp_path / "out.csv"
+    assert main_cli([ckpt, photo_dir, "--csv", out, "--summary", tmp_path / "." / "out.csv"]) == 2
+    assert "are the same file" in _error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_cli_annotate_never_writes_over_an_input(ckpt, photo_dir, tmp_path, capsys, monkeypatch, no_model, video):
+    """`cd photos && dicc predict y.png --annotate .` is refused (rather than writing the copy
+    under another name beside the original, where the next run over the folder would take it
+    as an input); so are frame copies that would replace an input, and a folder input."""
+    photo = photo_dir / "x.png"
+    data = photo.read_bytes()
+    monkeypatch.chdir(photo_dir)
+    assert main_cli([ckpt, "x.png", "--annotate", "."]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert line == (
+        "dicc predict: error: --annotate . would write x.png over the input x.png: an annotated copy never "
+        "replaces an input; choose another folder"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main_cli([ckpt, "photos", "--annotate", "."]) == 2  # photos/x.png -> ./photos/x.png
+    assert "would write photos/x.png over the input photos/x.png" in _error_line(capsys.readouterr().err)
+    clip = photo_dir / "clip.avi"
+    clip.write_bytes(Path(video).read_bytes())
+    (photo_dir / "clip_frame000003.jpg").write_bytes(data)  # named like a frame copy of clip.avi
+    assert main_cli([ckpt, clip, photo_dir / "clip_frame000003.jpg", "--annotate", photo_dir]) == 2
+    assert "clip_frame000003.jpg over the input" in _error_line(capsys.readouterr().err)
+    assert photo.read_bytes() == data and sorted(p.name for p in photo_dir.iterdir()) == [
+        "clip.avi",
+        "clip_frame000003.jpg",
+        "x.png",
+    ]
+
+
+def test_annotator_refuses_to_replace_a_protected_file(photo_dir, astronaut):
+    from dicc.predict.outputs import Annotator
+    from dicc.predict.targets import OutputError, file_id
+
+    photo = photo_dir / "x.png"
+    data = photo.read_bytes()
+    ann = Annotator(photo_dir, protected={file_id(photo)})
+    with pytest.raises(OutputError, match="it is an input"):
+        ann.image(Path("x.png"), astronaut, [])
+    ann.image(Path("y.png"), astronaut, [])  # any other name is written
+    assert photo.read_bytes() == data and (photo_dir / "y.png").is_file()
+
+
+def test_cli_nothing_processed_leaves_older_files_intact(ckpt, tmp_path, capsys):
+    old = {tmp_path / "old.csv": "an older table\n", tmp_path / "old.json": "[1, 2]", tmp_path / "old.jsonl": "{}\n"}
+    for path, text in old.items():
+        path.write_text(text)
+    assert (
+        main_cli([ckpt, tmp_path / "nope.jpg", "--csv", tmp_path / "old.csv", "--summary", tmp_path / "old.json"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "nope.jpg: no such file or folder; skipped" in err and "old.csv not written" in err
+    assert main_cli([ckpt, tmp_path / "nope.jpg", "--jsonl", tmp_path / "old.jsonl"]) == 2
+    assert {p: p.read_text() for p in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.csv", "old.json", "old.jsonl"]  # no temporary files
+
+
+class _WatchedCapture:
+    """A video file's frames; at every read, ``check()`` runs; ``fail_at``: the read that
+    raises ``error`` (a second Ctrl-C is a KeyboardInterrupt raised anywhere)."""
+
+    def __init__(self, path, check, fail_at=None, error=None) -> None:
+        self.cap, self.check, self.fail_at, self.error, self.reads = (
+            cv2.VideoCapture(str(path)),
+            check,
+            fail_at,
+            error,
+            0,
+        )
+
+    def __getattr__(self, name):
+        return getattr(self.cap, name)
+
+    def read(self):
+        self.reads += 1
+        self.check()
+        if self.reads == self.fail_at:
+            raise self.error
+        return self.cap.read()
+
+
+def test_cli_files_stream_into_a_temporary_file_renamed_at_the_end(ckpt, video, tmp_path, capsys, monkeypatch):
+    from dicc.predict import inputs
+
+    out = tmp_path / "t.csv"
+    out.write_text("old\n")
+    sizes = []
+
+    def check():  # while the video runs, the old file is untouched and the rows go to a temporary file
+        assert out.read_text() == "old\n"
+        [tmp] = [p for p in tmp_path.iterdir() if p.name.startswith(".t.csv.")]
+        sizes.append(tmp.stat().st_size)
+
+    monkeypatch.setattr(inputs, "open_capture", lambda source: _WatchedCapture(source, check))
+    assert run_cli([ckpt, video, "--csv", out, "--batch-size", "1"]) == 0  # a frame at a time
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0] > 0  # rows flushed as they come
+    rows = list(csv.reader(out.open()))
+    assert [r[1] for r in rows[1:]] == [str(i) for i in range(7)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+    monkeypatch.undo()
+    assert run_cli([ckpt, video, "--jsonl", "-", "--every", "3"]) == 0  # '-': streamed to stdout
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["frame"] for r in lines] == [0, 3, 6] and not Path("-").exists()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("a bug")])
+def test_cli_second_ctrl_c_keeps_what_was_processed_and_an_error_keeps_the_older_file(
+    error, ckpt, video, tmp_path, monkeypatch
+):
+    from dicc.predict import inputs
+
+    out = tmp_path / "t.jsonl"
+    out.write_text("old\n")
+    monkeypatch.setattr(inputs, "open_capture", lambda source: _WatchedCapture(source, lambda: None, 4, error))
+    with pytest.raises(type(error)):
+        run_cli([ckpt, video, "--jsonl", out, "--batch-size", "1"])
+    if isinstance(error, KeyboardInterrupt):  # the frames before it, each record whole
+        assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 1, 2]
+    else:  # an error keeps nothing: the older file as it was
+        assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full on this system")
+@pytest.mark.parametrize("flag", ["--csv", "--jsonl"])
+def test_cli_a_full_disk_is_one_line(flag, ckpt, files, capsys):
+    assert main_cli([ckpt, files["astronaut"], flag, "/dev/full"]) == 2
+    assert (
+        _error_line(capsys.readouterr().err) == "dicc predict: error: cannot write /dev/full: No space left on device"
+    )
+    assert main_cli([ckpt, files["astronaut"], flag, "/dev/null"]) == 0  # a device is written, not replaced
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_cli_a_disk_that_fills_up_while_finishing_keeps_the_older_file(ckpt, files, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from dicc.predict import targets
+
+    out = tmp_path / "t.csv"
+    out.write_text("old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(targets.os, "fsync", full)
+    assert main_cli([ckpt, files["astronaut"], "--csv", out]) == 2
+    assert _error_line(capsys.readouterr().err) == f"dicc predict: error: cannot write {out}: No space left on device"
+    assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+@pytest.mark.parametrize("flag", ["--csv", "--jsonl", "--summary", "--annotate", "--csv-in-subfolder"])
+def test_cli_a_read_only_output_folder_is_one_line_and_nothing_is_written(flag, ckpt, files, tmp_path, capsys):
+    from helpers import read_only
+
+    folder = tmp_path / "ro"
+    target = {"--annotate": folder, "--csv-in-subfolder": folder / "sub" / "t.csv"}.get(flag, folder / "out.txt")
+    flag = flag.replace("-in-subfolder", "")
+    with read_only(folder):
+        rc = main_cli([ckpt, files["astronaut"], flag, target])
+    line = _error_line(capsys.readouterr().err)
+    assert rc == 2 and str(folder) in line
+    assert line.endswith(("Permission denied", "Read-only file system"))
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--csv", "--jsonl", "--summary", "--annotate"])
+def test_cli_an_output_name_too_long_is_one_line(flag, ckpt, files, tmp_path, capsys):
+    target = tmp_path / ("n" * 300)
+    assert main_cli([ckpt, files["astronaut"], flag, target]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert line.endswith("File name too long") and str(target) in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_an_output_that_is_a_folder_is_one_line(ckpt, files, tmp_path, capsys):
+    assert main_cli([ckpt, files["astronaut"], "--csv", tmp_path]) == 2
+    assert (
+        _error_line(capsys.readouterr().err)
+        == f"dicc predict: error: cannot write {tmp_path}: it is a folder; name a file"
+    )
+    (tmp_path / "file").write_text("x")
+    assert main_cli([ckpt, files["astronaut"], "--annotate", tmp_path / "file"]) == 2
+    assert "it is a file, not a folder" in _error_line(capsys.readouterr().err)

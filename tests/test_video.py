@@ -225,7 +225,8 @@ def test_cli_video_timeline_csv_jsonl_and_summary(ckpt, video, tmp_path, capsys)
     err = capsys.readouterr().err
     assert "face 0: 5 frames" in err and "face 1: 5 frames" in err
     rows = _read_csv(out)
-    assert list(rows[0])[:5] == ["file", "frame", "time_s", "face", "face_id"] and list(rows[0])[-7:] == list(EMOTIONS)
+    assert list(rows[0])[:5] == ["file", "frame", "time_s", "face", "face_id"]
+    assert list(rows[0])[10:18] == [*EMOTIONS, "score"]
     assert [(r["frame"], r["time_s"]) for r in rows[::2]] == [(str(i), str(i / FPS)) for i in range(0, N_FRAMES, 2)]
     assert {r["face_id"] for r in rows if int(r["y"]) < 120} == {"0"}
     assert {r["face_id"] for r in rows if int(r["y"]) >= 120} == {"1"}
@@ -353,7 +354,8 @@ def test_cli_a_camera_that_cannot_be_opened_is_one_line(ckpt, tmp_path, capsys, 
     assert run_cli([ckpt, "--camera", "2", "--csv", tmp_path / "none.csv"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "camera:2" in line]
     assert err == ["dicc predict: camera:2: cannot open the camera; skipped"]
-    assert (tmp_path / "none.csv").read_text().startswith("file,frame,time_s,face,face_id")
+    assert not (tmp_path / "none.csv").exists()  # nothing was processed: nothing written
+    assert list(tmp_path.iterdir()) == []  # nor a temporary file left behind
 
 
 def test_an_mp4_file_gives_the_same_timeline_as_the_avi(rec, workdir):
@@ -371,3 +373,188 @@ def test_an_mp4_file_gives_the_same_timeline_as_the_avi(rec, workdir):
     assert [r["frame"] for r in frames] == list(range(N_FRAMES))
     assert [r["time_s"] for r in frames] == pytest.approx([i / FPS for i in range(N_FRAMES)])
     assert all(sorted(face["face_id"] for face in r["faces"]) == [0, 1] for r in frames)
+
+
+# -- frames without a face, faces that leave and come back, frame skipping (issue 23) -------------
+def _head() -> np.ndarray:
+    return np.asarray(Image.fromarray(skdata.astronaut()[6:221, 117:332]).resize((100, 100)))
+
+
+def _gap_frames(n: int = 14, gap=range(8, 11), x0: int = 10, step: int = 4) -> list[np.ndarray]:
+    """One real face moving right ``step`` px a frame on a grey background; the frames in
+    ``gap`` are black (a cut, or someone who stepped away)."""
+    head, frames = _head(), []
+    for i in range(n):
+        f = np.zeros((H, W, 3), np.uint8) if i in gap else np.full((H, W, 3), 120, np.uint8)
+        if i not in gap:
+            f[15:115, x0 + step * i : x0 + step * i + 100] = head
+        frames.append(f)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def gap_video(workdir) -> Path:
+    """14 frames at 10 fps; frames 8-10 black: the face is gone for 0.4 s between sightings."""
+    return _write(workdir / "gap.avi", _gap_frames())
+
+
+@pytest.mark.parametrize("detector", ["haar", "mtcnn"])
+@pytest.mark.parametrize("smooth", [1.0, 0.5])
+def test_frames_without_a_face_do_not_end_the_video(ckpt, gap_video, detector, smooth):
+    if detector == "mtcnn":
+        pytest.importorskip("facenet_pytorch")
+    rec = Recognizer.from_checkpoint(ckpt, device="cpu", detector=detector)
+    run = rec.predict_video(gap_video, smooth=smooth, chunk=16)  # the gap and the faces in one chunk
+    frames = list(run)
+    assert [r["frame"] for r in frames] == list(range(14))  # the video goes on after the gap
+    assert [len(r["faces"]) for r in frames] == [1] * 8 + [0] * 3 + [1] * 3
+    assert {f["face_id"] for r in frames for f in r["faces"]} == {0}  # back within --track-gap: same id
+    [summary] = run.summary()
+    assert summary["frames"] == 11 and summary["first_s"] == 0.0 and summary["last_s"] == pytest.approx(1.3)
+    assert [s["frames"] for s in summary["segments"]] == [8, 3]  # the gap ends a segment
+    face = frames[0]["faces"][0]
+    assert 0 < face["score"] <= 1
+    assert (face["landmarks"] is None) == (detector == "haar")
+
+
+def test_smoothing_restarts_when_a_face_comes_back(gap_video):
+    rec = Recognizer(_pixel_backend, EMOTIONS, mean=0.5, std=0.25, image_size=48, channels=1)
+    raw = {
+        r["frame"]: np.array(list(r["faces"][0]["emotions"].values()))
+        for r in rec.predict_video(gap_video)
+        if r["faces"]
+    }
+    smooth = {
+        r["frame"]: np.array(list(r["faces"][0]["emotions"].values()))
+        for r in rec.predict_video(gap_video, smooth=0.4)
+        if r["faces"]
+    }
+    assert sorted(raw) == sorted(smooth) == [*range(8), 11, 12, 13]
+    want = raw[0]
+    for k in [*range(8), 11, 12, 13]:
+        want = raw[k] if k in (0, 11) else 0.4 * raw[k] + 0.6 * want  # frame 11: a new average
+        np.testing.assert_allclose(smooth[k], want, atol=1e-6)
+    assert np.abs(raw[11] - (0.4 * raw[11] + 0.6 * smooth[7])).max() > 1e-3  # restarting made a difference
+
+
+def test_track_gap_is_in_seconds_and_follows_every(ckpt, gap_video):
+    rec = Recognizer.from_checkpoint(ckpt, device="cpu")
+
+    def ids(**kw):
+        return [f["face_id"] for r in rec.predict_video(gap_video, **kw) for f in r["faces"]]
+
+    assert ids() == [0] * 11
+    assert ids(track_gap=0.3) == [0] * 8 + [1] * 3  # 0.4 s between sightings: longer than the gap allowed
+    assert ids(track_gap=0.4) == [0] * 11
+    # every 2nd frame: frames 0-6, then 12 (0.6 s after frame 6): the same seconds, half the frames
+    assert ids(every=2, track_gap=0.5) == [0] * 4 + [1]
+    assert ids(every=2, track_gap=0.6) == [0] * 5
+    assert ids(max_missed=2) == [0] * 8 + [1] * 3  # a count of processed frames instead (3 missed)
+
+
+def test_a_face_that_comes_back_elsewhere_is_a_new_face(ckpt, workdir):
+    """Gone for 0.4 s, then back on the other side of the frame: not near where it was."""
+    head, frames = _head(), _gap_frames(n=12, gap=range(6, 9))
+    for i in range(9, 12):
+        frames[i] = np.full((H, W, 3), 120, np.uint8)
+        frames[i][120:220, 200:300] = head
+    rec = Recognizer.from_checkpoint(ckpt, device="cpu")
+    run = rec.predict_video(_write(workdir / "elsewhere.avi", frames))
+    assert [f["face_id"] for r in run for f in r["faces"]] == [0] * 6 + [1] * 3
+
+
+def test_tracker_with_times_ends_tracks_by_seconds_and_widens_with_the_time_between_frames():
+    t = IouTracker(max_gap_s=0.5, max_speed=6.0)
+    assert t.update([[0, 0, 40, 40]], 0.0) == [0]
+    assert t.update([], 0.2) == [] and t.ended == []
+    assert t.update([[2, 0, 40, 40]], 0.5) == [0] and t.returned == [0]  # 0.5 s: within the gap
+    assert t.update([[4, 0, 40, 40]], 0.6) == [0] and t.returned == []
+    assert t.update([], 1.0) == [] and t.ended == []
+    assert t.update([[4, 0, 40, 40]], 1.2) == [1] and t.ended == [0]  # 0.6 s since it was seen: a new face
+    # the allowed movement: max_shift (1 box width) between close frames, more after a longer step
+    t = IouTracker(max_speed=6.0)
+    assert t.allowed_shift(None) == 1.0
+    t.update([[0, 0, 40, 40]], 0.0)
+    assert t.allowed_shift(0.1) == 1.0 and t.allowed_shift(0.4) == pytest.approx(2.4)
+    assert t.update([[80, 0, 40, 40]], 0.4) == [0]  # 2 widths in 0.4 s
+    assert IouTracker().update([[0, 0, 40, 40]], 0.0) == [0]
+    old = IouTracker()  # no speed (as before): 2 widths is another face
+    old.update([[0, 0, 40, 40]], 0.0)
+    assert old.update([[80, 0, 40, 40]], 0.4) == [1]
+    with pytest.raises(ValueError, match="max_gap_s"):
+        IouTracker(max_gap_s=-1)
+
+
+def test_ema_smoother_takes_a_frame_without_faces():
+    s = EmaSmoother(0.5)
+    assert s.update([], np.zeros((0, 7), np.float32)).shape == (0, 7)
+    assert EmaSmoother(1.0).update([], np.zeros((0, 7))).shape == (0, 7)
+    with pytest.raises(ValueError, match="face ids"):
+        s.update([1, 2], np.zeros((3, 7)))
+
+
+def _moving_pair(n: int = 50, step: int = 8) -> list[np.ndarray]:
+    """Two real faces 640 px apart moving towards each other in two rows, ``step`` px a frame."""
+    head, frames = _head(), []
+    for i in range(n):
+        f = np.full((240, 640, 3), 120, np.uint8)
+        ax, bx = 10 + step * i, 530 - step * i
+        f[15:115, ax : ax + 100] = head
+        f[130:230, bx : bx + 100] = head[:, ::-1]
+        frames.append(f)
+    return frames
+
+
+def test_cli_every_10_keeps_two_moving_faces_as_two_ids(ckpt, workdir, tmp_path):
+    """25 fps, the faces (boxes ~50 px) move 8 px a frame: 80 px, 1.6 box widths, between
+    processed frames with --every 10 (one box width used to be the limit: 10 ids)."""
+    path = workdir / "pair25.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (640, 240))
+    for f in _moving_pair():
+        writer.write(np.ascontiguousarray(f[:, :, ::-1]))
+    writer.release()
+    out = tmp_path / "pair.csv"
+    assert run_cli([ckpt, path, "--every", "10", "--csv", out]) == 0
+    rows = _read_csv(out)
+    assert [int(r["frame"]) for r in rows[::2]] == [0, 10, 20, 30, 40]
+    assert {r["face_id"] for r in rows if int(r["y"]) < 120} == {"0"}
+    assert {r["face_id"] for r in rows if int(r["y"]) >= 120} == {"1"}
+
+
+def test_cli_faceless_frames_csv_has_no_row_and_jsonl_a_frame_record(ckpt, gap_video, tmp_path, capsys):
+    csv_out, jl, summary = tmp_path / "gap.csv", tmp_path / "gap.jsonl", tmp_path / "gap.json"
+    assert run_cli([ckpt, gap_video, "--csv", csv_out, "--summary", summary, "--smooth", "0.5"]) == 0
+    rows = _read_csv(csv_out)
+    assert [int(r["frame"]) for r in rows] == [*range(8), 11, 12, 13]  # no row for frames 8-10
+    assert {r["face_id"] for r in rows} == {"0"}
+    assert [(s["face_id"], s["frames"]) for s in json.loads(summary.read_text())] == [(0, 11)]
+    assert run_cli([ckpt, gap_video, "--jsonl", jl, "--every", "2"]) == 0
+    lines = [json.loads(line) for line in jl.read_text().splitlines()]
+    assert [r["frame"] for r in lines] == [0, 2, 4, 6, 8, 10, 12]
+    assert lines[4] == {"file": str(gap_video), "frame": 8, "time_s": 0.8, "faces": []}
+    assert lines[5] == {"file": str(gap_video), "frame": 10, "time_s": 1.0, "faces": []}
+    assert all(set(r) == set(RECORD_KEYS) and r["face_id"] == 0 for r in lines if r["frame"] not in (8, 10))
+    assert "face 0: 5 frames" in capsys.readouterr().err
+
+
+def test_cli_camera_whose_viewer_steps_away(ckpt, gap_video, tmp_path, capsys, monkeypatch):
+    """A camera (through the open_capture seam) whose frames 8-10 are black, on a clock that
+    ticks 0.1 s per frame; --track-gap in seconds of that clock."""
+    import types
+
+    clock = iter(np.arange(0, 100, 0.1))
+    monkeypatch.setattr(inputs_module, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+    monkeypatch.setattr(inputs_module, "open_capture", lambda source: _CameraFromFile(gap_video, interrupt_at=15))
+    out = tmp_path / "camera.jsonl"
+    assert run_cli([ckpt, "--camera", "0", "--jsonl", out, "--smooth", "0.5"]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in lines] == list(range(15))  # the 15th read came with Ctrl-C
+    assert [("faces" in r) for r in lines[:14]] == [False] * 8 + [True] * 3 + [False] * 3
+    assert {r["face_id"] for r in lines[:14] if "faces" not in r} == {0}  # the 15th: the clip starts over
+    out2 = tmp_path / "camera2.jsonl"
+    clock = iter(np.arange(0, 100, 0.1))
+    assert run_cli([ckpt, "--camera", "0", "--jsonl", out2, "--track-gap", "0.2"]) == 0
+    ids = [r["face_id"] for r in map(json.loads, out2.read_text().splitlines()) if "faces" not in r]
+    assert ids[:8] == [0] * 8 and set(ids[8:11]) == {1}  # gone longer than 0.2 s: a new face
+    with pytest.raises(ValueError, match="--track-gap"):
+        run_cli([ckpt, "--camera", "0", "--track-gap", "-1"])

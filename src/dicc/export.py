@@ -288,11 +288,40 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run_export(args) -> int:
+def _onnx_target_problem(path: Path) -> str | None:
+    """Why ``path`` cannot take the ONNX file (a folder, a name the file system cannot hold, a
+    file in the way of its folder), or None; nothing is written."""
+    import stat
+
     try:
-        info = export_onnx(args.checkpoint, args.onnx, opset=args.opset, check=not args.no_check)
-    except ImportError as err:
-        print(f"dicc export: error: {err}", file=sys.stderr)
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return "it is a folder; name the .onnx file to write"
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
+
+
+def run_export(args) -> int:
+    """``dicc export``: the checkpoint is read first (its errors name it), then the ONNX file
+    written atomically; any problem writing it is one line naming it (exit 2), and a failed
+    export leaves no file behind (an older one as it was)."""
+    from .checkpoint import load_checkpoint
+
+    target = Path(args.onnx)
+    problem = _onnx_target_problem(target)
+    if problem is None:
+        ckpt = load_checkpoint(args.checkpoint)  # a missing or bad checkpoint: main's one line naming it
+        try:
+            info = export_onnx(ckpt, target, opset=args.opset, check=not args.no_check)
+        except ImportError as err:
+            print(f"dicc export: error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # a read-only folder, a full disk, a name too long for the file system
+            problem = err.strerror or str(err)
+    if problem is not None:
+        print(f"dicc export: error: cannot write {args.onnx}: {problem}", file=sys.stderr)
         return 2
     diff = "not checked" if info["max_abs_diff"] is None else f"max |onnxruntime - torch| = {info['max_abs_diff']:.2g}"
     print(

@@ -11,6 +11,7 @@ from .crops import crop_faces, expand_box, face_pixels, normalize_batch, prepare
 from .detect import (
     CASCADE_FILE,
     DETECTORS,
+    LANDMARK_NAMES,
     MTCNN_INSTALL_HINT,
     Detections,
     Detector,
@@ -18,6 +19,7 @@ from .detect import (
     HaarDetector,
     MtcnnDetector,
     create_detector,
+    non_max_suppression,
 )
 from .images import as_image_array, load_image, require_cv2, to_gray, to_uint8
 
@@ -34,6 +36,7 @@ __all__ = [
     "prepare_faces",
     "CASCADE_FILE",
     "DETECTORS",
+    "LANDMARK_NAMES",
     "MTCNN_INSTALL_HINT",
     "Detections",
     "Detector",
@@ -41,6 +44,7 @@ __all__ = [
     "HaarDetector",
     "MtcnnDetector",
     "create_detector",
+    "non_max_suppression",
     "as_image_array",
     "load_image",
     "require_cv2",

@@ -63,7 +63,9 @@ def normalize_batch(pixels: np.ndarray, mean, std) -> np.ndarray:
 
     from ..data.transforms import normalize
 
-    return normalize(torch.from_numpy(np.ascontiguousarray(pixels)), mean, std).numpy()
+    # torch.from_numpy warns about a read-only array (np.asarray of a PIL image, a memory map):
+    # such an array is copied, any other is used as it is
+    return normalize(torch.from_numpy(np.require(pixels, requirements=("C", "W"))), mean, std).numpy()
 
 
 def prepare_faces(faces: Sequence[np.ndarray], image_size: int, channels: int, mean: float, std: float) -> np.ndarray:

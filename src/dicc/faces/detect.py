@@ -2,7 +2,9 @@
 
 - ``haar`` (:class:`HaarDetector`, alias :class:`FaceDetector`, the default): OpenCV's bundled
   Haar cascade ``haarcascade_frontalface_default.xml``; needs only OpenCV 4 (OpenCV 5 dropped the
-  cascade files and ``CascadeClassifier``: install ``opencv-python-headless<5``). Boxes only.
+  cascade files and ``CascadeClassifier``: install ``opencv-python-headless<5``). Boxes and a
+  score derived from the cascade's last stage (see :class:`HaarDetector`); overlapping boxes of
+  one face are merged by :func:`non_max_suppression`.
 - ``mtcnn`` (:class:`MtcnnDetector`): MTCNN from ``facenet-pytorch`` 2.5.x, whose wheel ships the
   weights (pnet/rnet/onet, about 2 MB), so it runs offline. Boxes, scores and five landmarks
   (eyes, nose, mouth corners), which :mod:`dicc.faces.align` uses to level the eyes. Detects
@@ -24,6 +26,8 @@ import numpy as np
 from .images import _INSTALL_HINT, as_image_array, require_cv2, to_gray
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
+# the five landmarks of Detections.landmarks, in order; left and right as seen in the image
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 # facenet-pytorch 2.6.0 pins torch < 2.3: an unpinned install would replace a newer torch
 MTCNN_INSTALL_HINT = "pip install 'facenet-pytorch>=2.5.3,<2.6' (or pip install 'dicc[detect]')"
 
@@ -33,7 +37,8 @@ class Detections:
     """The faces found in one image, ordered left to right (then top to bottom).
 
     boxes: ``int64 [N, 4]`` as ``(x, y, w, h)`` in pixels, inside the image.
-    scores: ``float32 [N]`` detector confidence, or None (the Haar cascade has none).
+    scores: ``float32 [N]`` detector confidence in [0, 1] (MTCNN's face probability; the Haar
+        cascade's last-stage score, see :class:`HaarDetector`), or None (no detector ran).
     landmarks: ``float32 [N, 5, 2]`` ``(x, y)`` of the eye on the image's left, the eye on its
         right, the nose tip, the mouth's left and right corners; or None.
     """
@@ -49,20 +54,23 @@ class Detections:
     def empty(cls, with_landmarks: bool = False) -> "Detections":
         return cls(
             np.zeros((0, 4), np.int64),
-            np.zeros(0, np.float32) if with_landmarks else None,
+            np.zeros(0, np.float32),
             np.zeros((0, 5, 2), np.float32) if with_landmarks else None,
+        )
+
+    def take(self, index) -> "Detections":
+        """The detections at ``index`` (an index array or a boolean mask)."""
+        return Detections(
+            self.boxes[index],
+            None if self.scores is None else self.scores[index],
+            None if self.landmarks is None else self.landmarks[index],
         )
 
     def sorted(self) -> "Detections":
         """Left to right, then top to bottom."""
         if len(self.boxes) < 2:
             return self
-        order = np.lexsort((self.boxes[:, 1], self.boxes[:, 0]))
-        return Detections(
-            self.boxes[order],
-            None if self.scores is None else self.scores[order],
-            None if self.landmarks is None else self.landmarks[order],
-        )
+        return self.take(np.lexsort((self.boxes[:, 1], self.boxes[:, 0])))
 
 
 class Detector:
@@ -89,6 +97,32 @@ class Detector:
         return self.detect_faces(image).boxes
 
 
+def non_max_suppression(boxes, scores, iou: float = 0.3, cover: float | None = 0.6) -> np.ndarray:
+    """Indices of the boxes kept (best score first) when each box, in order of decreasing score,
+    suppresses every later box that overlaps it by more than ``iou`` (intersection over union)
+    or, with ``cover``, that lies inside it by more than ``cover`` of the smaller box's area (a
+    box nested in another, whose IoU is small). ``(x, y, w, h)`` boxes."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, np.float64).reshape(-1), kind="stable")
+    x0, y0, x1, y1 = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    area = b[:, 2] * b[:, 3]
+    keep: list[int] = []
+    alive = np.ones(len(b), bool)
+    for i in order:
+        if not alive[i]:
+            continue
+        keep.append(int(i))
+        alive[i] = False
+        inter = np.clip(np.minimum(x1[i], x1) - np.maximum(x0[i], x0), 0, None) * np.clip(
+            np.minimum(y1[i], y1) - np.maximum(y0[i], y0), 0, None
+        )
+        over = inter / np.maximum(area[i] + area - inter, 1e-12) > iou
+        if cover is not None:
+            over |= inter / np.maximum(np.minimum(area[i], area), 1e-12) > cover
+        alive &= ~over
+    return np.array(keep, dtype=np.int64)
+
+
 def _size(value) -> tuple[int, int]:
     if value is None:
         return (0, 0)
@@ -101,6 +135,14 @@ def _size(value) -> tuple[int, int]:
 class HaarDetector(Detector):
     """Frontal faces with OpenCV's Haar cascade.
 
+    Each face's ``score`` is ``1 / (1 + exp(-2 F))`` of ``F``, the boosted sum of the cascade's
+    last stage (OpenCV's ``levelWeights``; of the grouped windows, the largest): the probability
+    a boosted classifier's sum stands for (Friedman, Hastie & Tibshirani 2000). It ranks a
+    detector's faces (the bundled cascade's last stage passes windows with ``F`` >= -2.99;
+    clear frontal faces have ``F`` of about 3.5-9: scores > 0.999) but is not calibrated, nor
+    comparable with MTCNN's probability. Boxes that overlap (one face found twice, at two
+    scales) are merged by :func:`non_max_suppression`, the best-scored one kept.
+
     Parameters (stored as given; the cascade is loaded on the first detection):
         scale_factor: image pyramid step (> 1; smaller finds more faces, slower).
         min_neighbors: overlapping detections needed to keep a face (higher: fewer false
@@ -108,6 +150,8 @@ class HaarDetector(Detector):
         min_size: smallest face in pixels (an int for a square, or ``(w, h)``).
         max_size: largest face in pixels, or None.
         cascade: path of another cascade XML file (default: OpenCV's bundled frontal-face one).
+        nms_iou, nms_cover: :func:`non_max_suppression`'s ``iou`` and ``cover`` (``nms_iou``
+            None: no merging, every box the cascade's grouping gives).
     """
 
     name = "haar"
@@ -119,8 +163,11 @@ class HaarDetector(Detector):
         min_size: int | Sequence[int] = 30,
         max_size: int | Sequence[int] | None = None,
         cascade: str | os.PathLike | None = None,
+        nms_iou: float | None = 0.3,
+        nms_cover: float | None = 0.6,
     ) -> None:
         self.scale_factor = scale_factor
+        self.nms_iou, self.nms_cover = nms_iou, nms_cover
         self.min_neighbors = min_neighbors
         self.min_size = min_size
         self.max_size = max_size
@@ -164,14 +211,22 @@ class HaarDetector(Detector):
         classifier = self.load()
         out = []
         for image in images:
-            found = classifier.detectMultiScale(
+            # detectMultiScale3 with outputRejectLevels: the same boxes as detectMultiScale, and
+            # each one's last-stage sum
+            found, _, weights = classifier.detectMultiScale3(
                 to_gray(as_image_array(image)),
                 scaleFactor=float(self.scale_factor),
                 minNeighbors=int(self.min_neighbors),
                 minSize=_size(self.min_size),
                 maxSize=_size(self.max_size),
+                outputRejectLevels=True,
             )
-            out.append(Detections(np.asarray(found, dtype=np.int64).reshape(-1, 4)).sorted())
+            boxes = np.asarray(found, dtype=np.int64).reshape(-1, 4)
+            weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+            faces = Detections(boxes, (1.0 / (1.0 + np.exp(-2.0 * weights))).astype(np.float32))
+            if self.nms_iou is not None and len(boxes) > 1:
+                faces = faces.take(non_max_suppression(boxes, weights, self.nms_iou, self.nms_cover))
+            out.append(faces.sorted())
         return out
 
 
@@ -278,7 +333,7 @@ class MtcnnDetector(Detector):
         y1 = np.clip(np.ceil(boxes[:, 3]), 1, height)
         keep = (probs >= self.min_score) & (x1 > x0) & (y1 > y0)
         xywh = np.stack([x0, y0, x1 - x0, y1 - y0], 1).astype(np.int64)
-        return Detections(xywh[keep], probs[keep], points[keep]).sorted()
+        return Detections(xywh[keep], probs[keep], points[keep]).sorted()  # MTCNN ran its own NMS
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

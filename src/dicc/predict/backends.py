@@ -44,7 +44,7 @@ class TorchBackend:
         torch = self.torch
         with torch.inference_mode(), self.precision.autocast():
             # the merge runs on the CPU: [N, outputs] is tiny, and strategies keep their tensors there
-            xt = self.precision.prepare_input(torch.from_numpy(x).to(self.device))
+            xt = self.precision.prepare_input(torch.from_numpy(np.require(x, requirements=("C", "W"))).to(self.device))
             logits = self.model(xt).float().cpu()
         return torch.softmax(self.strategy.parent_logits(logits), dim=1).numpy()
 

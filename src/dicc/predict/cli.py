@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import re
 import signal
 import sys
 import threading
@@ -13,8 +15,10 @@ import numpy as np
 
 from ..config import TTA_MODES
 from ..faces import DETECTORS, create_detector, load_image
-from .outputs import RECORD_KEYS, Annotator, open_writer, records, summary_lines, write_json_atomic
+from .outputs import EXTRA_COLUMNS, RECORD_KEYS, Annotator, SummaryFile, open_writer, records, summary_lines
 from .recognizer import ALIGN_MODES, DEFAULT_ALIGN, Recognizer
+from .targets import OutputError, file_id, same_file
+from .video import DEFAULT_TRACK_GAP_S
 
 VIDEO_CHUNK = 16  # video frames held at once (a 1080p RGB frame is 6 MB)
 
@@ -23,16 +27,31 @@ CHECKPOINT is a .pt checkpoint, a run directory, a .onnx file from `dicc export`
 `default` (the model dicc ships, also used when CHECKPOINT is left out).
 INPUT is any mix of image files, video files (.mp4 .avi .mov .mkv .webm) and folders
 (searched recursively, in sorted order); --camera INDEX reads a webcam until Ctrl-C.
-Output: one line/record/row per face per image or processed frame; an image or frame without
-a face gives one with face = null ("no face found"). Records (--json, --jsonl) have the keys
-{", ".join(RECORD_KEYS)}; frame, time_s (seconds) and face_id
-(kept across frames while a face's box overlaps its last one) are null for images. With
---smooth, a video face's emotions are its moving average. --summary FILE writes, per video
-face, the dominant emotion over time and the share of frames per emotion.
-An unreadable input is reported on stderr and skipped; frames that cannot be decoded are
-counted and reported. Ctrl-C stops after the current frame; the outputs stay complete.
+Records (--json, --jsonl): one per face per image or processed frame, with the keys
+{", ".join(RECORD_KEYS)};
+frame, time_s (seconds) and face_id are null for images. score is the detector's confidence
+(mtcnn: its face probability; haar: derived from the cascade's last stage, a ranking rather
+than a probability); landmarks (mtcnn only, else null) are the x, y of left_eye, right_eye,
+nose, mouth_left, mouth_right (left and right as seen in the image). An image or a processed
+frame without a face gives one record {{"file", "frame", "time_s", "faces": []}}.
+The table and --csv have one row per face (CSV: the class columns, then
+{", ".join(EXTRA_COLUMNS[:3])}, ...); an image without a face has one row with empty face
+cells ("no face found"), a video frame without a face none.
+A video face keeps its face_id while its box overlaps its last one, or moves little (more with
+--every N), also when it was missing for up to --track-gap seconds and comes back near where it
+was. With --smooth, a video face's emotions are its moving average (restarted when it comes
+back). --summary FILE writes, per video face, the dominant emotion over time and the share of
+frames per emotion. An unreadable input is reported on stderr and skipped; frames that cannot
+be decoded are counted and reported.
+Outputs never replace inputs: an output (--csv, --jsonl, --summary, an --annotate copy) that is
+an input, also through a link, is refused before anything is read. Files are written under a
+temporary name beside their target and renamed into place when the run ends; when nothing was
+processed, an older file is left as it was. Ctrl-C stops after the current frame (a second one
+at once) and keeps what was processed. An output that cannot be written (a read-only folder, a
+full disk, a name too long) is one line naming it, with nothing half-written.
 Exit status: 0 when every input was processed (a camera ended by Ctrl-C included), 1 when some
-were skipped, 2 when none could be processed (or on a usage error), 130 when interrupted."""
+were skipped, 2 when none could be processed, an output cannot be written (or on a usage
+error), 130 when interrupted."""
 
 
 def add_predict_parser(subparsers) -> argparse.ArgumentParser:
@@ -113,6 +132,14 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
         default=0.3,
         help="a face keeps its id while its box overlaps its last one by this IoU (default 0.3)",
     )
+    vid.add_argument(
+        "--track-gap",
+        type=float,
+        default=DEFAULT_TRACK_GAP_S,
+        metavar="SECONDS",
+        help="a face missing for up to this long keeps its id when it comes back near where it was "
+        f"(default {DEFAULT_TRACK_GAP_S:g}; 0: only while it is found in every processed frame)",
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -185,6 +212,7 @@ class _Runner:
         self.progress = progress  # tqdm class
         self.stop = stop
         self.succeeded = self.failed = 0
+        self.processed = 0  # images and frames whose records went out
         self.summaries: list[dict] = []
 
     def say(self, msg: str) -> None:
@@ -201,28 +229,31 @@ class _Runner:
                 if self.detect:
                     chunk.append((path, rel, load_image(path), None))
                 else:  # decoded as training decodes; the full image is only read for --annotate
-                    chunk.append((path, rel, None, rec.extract_faces(path, detect=False)))
+                    chunk.append((path, rel, None, rec.detect_many([path], detect=False)[0]))
             except (ValueError, OSError) as err:
                 self.report(path, err)
                 self.failed += 1
         if not chunk:
             return
         if self.detect:
-            found = rec.extract_many([arr for _, _, arr, _ in chunk])
+            found = rec.detect_many([arr for _, _, arr, _ in chunk])
         else:
             found = [f for _, _, _, f in chunk]
         probs = rec.classify(np.concatenate([pixels for _, pixels in found]))
         at = 0
-        for (path, rel, arr, _), (boxes, pixels) in zip(chunk, found):
-            faces = rec.faces(boxes, probs[at : at + len(pixels)])
+        for (path, rel, arr, _), (detections, pixels) in zip(chunk, found):
+            faces = rec.faces(detections, probs[at : at + len(pixels)])
             at += len(pixels)
             self.out.add(records(str(path), None, None, faces))
+            self.processed += 1
             self.succeeded += 1
             if self.annotator:
                 try:
-                    self.annotator.image(rel, arr if arr is not None else load_image(path), faces)
+                    image = arr if arr is not None else load_image(path)
                 except (ValueError, OSError) as err:
                     self.report(path, err)
+                    continue
+                self.annotator.image(rel, image, faces)  # an OutputError ends the run
 
     def video(self, source, name: str, rel: Path, no_bar) -> None:
         """A video file (``source`` a path) or a camera (an int)."""
@@ -236,6 +267,7 @@ class _Runner:
                 every=args.every,
                 smooth=args.smooth,
                 iou=args.track_iou,
+                track_gap=args.track_gap,
                 detect=self.detect,
                 chunk=1 if camera else min(args.batch_size, VIDEO_CHUNK),
                 should_stop=self.stop,
@@ -252,6 +284,7 @@ class _Runner:
                 try:
                     for frame in run:
                         self.out.add(records(name, frame["frame"], round(frame["time_s"], 3), frame["faces"]))
+                        self.processed += 1
                         if self.annotator:
                             self.annotator.frame(rel, frame["frame"], frame["image"], frame["faces"])
                         bar.update(1)
@@ -263,6 +296,8 @@ class _Runner:
                     if run.bad_frames:
                         self.say(f"dicc predict: {name}: {run.bad_frames} frame(s) could not be decoded; skipped")
             self.succeeded += 1
+        except OutputError:  # an output that cannot be written ends the run
+            raise
         except (ValueError, OSError, ImportError) as err:  # ImportError: no OpenCV to read videos
             self.report(name, err)
             self.failed += 1
@@ -291,6 +326,8 @@ def _check_options(args) -> None:
         raise ValueError(f"--smooth must be in (0, 1], got {args.smooth}")
     if not 0 < args.track_iou <= 1:
         raise ValueError(f"--track-iou must be in (0, 1], got {args.track_iou}")
+    if not args.track_gap >= 0:
+        raise ValueError(f"--track-gap must be >= 0 seconds, got {args.track_gap}")
     if args.camera is not None and args.camera < 0:
         raise ValueError(f"--camera must be a camera index >= 0, got {args.camera}")
     if not args.inputs and args.camera is None:
@@ -305,6 +342,63 @@ def _is_model(arg: str) -> bool:
     return p.is_dir() and ((p / "checkpoints").is_dir() or (p / "config.yaml").is_file())
 
 
+def _model_files(checkpoint: str) -> list[Path]:
+    """The files the model is read from: a checkpoint or ONNX file, or a run directory's checkpoints."""
+    from ..checkpoint import resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(checkpoint)
+    except FileNotFoundError:
+        return []
+    return sorted((path / "checkpoints").glob("*.pt")) if path.is_dir() else [path]
+
+
+def _check_outputs(args, items) -> set[tuple[int, int]]:
+    """Refuse (:class:`OutputError`, one line naming the clash) an output that is an input (the
+    same device and inode: also through a symbolic or hard link, or another spelling of the
+    path), two outputs that are one file, and ``--annotate`` copies that would replace an input.
+    Returns the inputs' file ids. Nothing is read or written."""
+    inputs: dict[tuple[int, int], Path] = {}
+    for path in [*(p for p, _, _ in items), *_model_files(args.checkpoint)]:
+        fid = file_id(path)
+        if fid is not None:
+            inputs.setdefault(fid, Path(path))
+    files = [(flag, v) for flag, v in (("--csv", args.csv), ("--jsonl", args.jsonl), ("--summary", args.summary)) if v]
+    files = [(flag, v) for flag, v in files if v != "-"]
+    for flag, value in files:
+        hit = inputs.get(file_id(value))
+        if hit is not None:
+            raise OutputError(
+                f"{flag} {value} is the input {hit}: an output never replaces an input; choose another name"
+            )
+    for (f1, v1), (f2, v2) in itertools.combinations(files, 2):
+        if same_file(v1, v2):
+            raise OutputError(f"{f1} {v1} and {f2} {v2} are the same file: name two files")
+    if args.annotate:
+        out_dir = Path(args.annotate)
+        sources = [(rel, kind) for _, kind, rel in items]
+        if args.camera is not None:
+            sources.append((Path(f"camera{args.camera}.jpg"), "video"))
+        for rel, kind in sources:
+            if kind == "image":
+                targets = [out_dir / Annotator.image_name(rel)]
+            else:  # the frames' copies: every file there with their names
+                folder = out_dir / Annotator.frame_name(rel, "*").parent
+                pattern = re.compile(re.escape(rel.stem) + r"_frame\d{6}(_\d+)?\.jpg")
+                try:
+                    targets = [folder / n for n in os.listdir(folder) if pattern.fullmatch(n)]
+                except OSError:  # no such folder yet: nothing to replace
+                    targets = []
+            for target in targets:
+                hit = inputs.get(file_id(target))
+                if hit is not None:
+                    raise OutputError(
+                        f"--annotate {out_dir} would write {target} over the input {hit}: an annotated copy "
+                        "never replaces an input; choose another folder"
+                    )
+    return set(inputs)
+
+
 def run_predict(args) -> int:
     """``dicc predict``; see :data:`EPILOG` for the outputs and the exit status."""
     if args.checkpoint != "default" and not _is_model(args.checkpoint):  # `dicc predict photo.jpg`
@@ -317,6 +411,10 @@ def run_predict(args) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from tqdm import tqdm
 
+    from .inputs import collect_inputs
+
+    items, errors = collect_inputs(args.inputs)
+    protected = _check_outputs(args, items)  # before anything is read or written
     try:
         detector = _detector(args)
         rec = Recognizer.load(
@@ -331,19 +429,23 @@ def run_predict(args) -> int:
         )
         if not args.no_detect:
             detector.load()  # fail now (missing OpenCV, cascade or facenet-pytorch), not once per file
-        annotator = Annotator(args.annotate) if args.annotate else None
+        annotator = Annotator(args.annotate, protected) if args.annotate else None
     except ImportError as err:
         print(f"dicc predict: error: {err}", file=sys.stderr)
         return 2
-    from .inputs import collect_inputs
-
-    items, errors = collect_inputs(args.inputs)
     mode = "json" if args.json else "csv" if args.csv else "jsonl" if args.jsonl else "text"
     write = lambda line: tqdm.write(line, file=sys.stdout)  # noqa: E731
+    # the files are opened (as temporary files beside their targets) before any input is read
     out = open_writer(
         mode, args.csv or args.jsonl, rec.class_names, max((len(str(p)) for p, _, _ in items), default=8), write
     )
+    try:
+        summary = SummaryFile(args.summary) if args.summary else None
+    except BaseException:
+        out.close(keep=False)
+        raise
     no_bar = True if args.no_progress else None  # None: tqdm draws only on a terminal
+    finished = False
     with StopFlag(lambda msg: tqdm.write(msg, file=sys.stderr)) as stop:
         run = _Runner(rec, args, out, annotator, tqdm, stop)
         for msg in errors:
@@ -370,11 +472,12 @@ def run_predict(args) -> int:
             interrupted = stop()
             if args.camera is not None and not interrupted:  # Ctrl-C is how a camera ends: not an interruption
                 run.video(args.camera, f"camera:{args.camera}", Path(f"camera{args.camera}.jpg"), no_bar)
-        finally:
-            out.close()
-            if args.summary:
-                write_json_atomic(args.summary, run.summaries)
-                run.say(f"wrote {len(run.summaries)} face summaries to {args.summary}")
+            finished = True
+        except KeyboardInterrupt:  # a second Ctrl-C: what was processed so far is kept
+            finished = True
+            raise
+        finally:  # an error (an output that cannot be written, ...) keeps nothing: older files stay
+            _close_outputs(out, summary, run, keep=finished and run.processed > 0, say=run.say, quiet=not finished)
     if interrupted:
         print(f"dicc predict: interrupted; the outputs hold the {out.rows} record(s) written so far", file=sys.stderr)
         return 130
@@ -382,3 +485,20 @@ def run_predict(args) -> int:
         print(f"dicc predict: error: none of the {run.failed} input(s) could be processed", file=sys.stderr)
         return 2
     return 1 if run.failed else 0
+
+
+def _close_outputs(out, summary: SummaryFile | None, run: _Runner, *, keep: bool, say, quiet: bool) -> None:
+    """Rename the output files into place (``keep``) or remove their temporary files; a file
+    that fails to be finished takes the summary with it."""
+    try:
+        out.close(keep)
+    except BaseException:
+        if summary is not None:
+            summary.discard()
+        raise
+    if summary is not None:
+        summary.close(run.summaries, keep)
+    if not keep and not quiet:
+        for path in (getattr(out, "path", "-"), summary and summary.path):
+            if path and path != "-":
+                say(f"dicc predict: nothing was processed; {path} not written (an older file is left as it was)")

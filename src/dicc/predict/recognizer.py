@@ -3,7 +3,8 @@
 >>> from dicc.predict import Recognizer
 >>> rec = Recognizer.load("runs/dicc-seed0")                      # a run directory, .pt or .onnx
 >>> rec("photo.jpg")                                              # a path, PIL image or numpy array
-[{'box': [177, 66, 95, 95], 'emotions': {'angry': 0.01, ..., 'neutral': 0.05}, 'dominant': 'happy'}]
+[{'box': [177, 66, 95, 95], 'score': 0.99, 'landmarks': None, 'emotions': {'angry': 0.01, ..., 'neutral': 0.05},
+  'dominant': 'happy'}]
 >>> rec(face_48x48, detect=False)                                 # already cropped: one face
 >>> rec.predict_batch([img1, img2])                               # one list of faces per image
 >>> video = rec.predict_video("clip.mp4", every=2, smooth=0.5)    # records with face ids
@@ -29,6 +30,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..faces import (
+    LANDMARK_NAMES,
     Detections,
     Detector,
     as_image_array,
@@ -40,6 +42,7 @@ from ..faces import (
     normalize_batch,
 )
 from .backends import OnnxBackend, TorchBackend, auto_device
+from .video import DEFAULT_MAX_SPEED, DEFAULT_TRACK_GAP_S
 
 # how a face is cut out of the photo (see Recognizer); "rotate" is the default, measured in
 # benchmarks/alignment.md
@@ -218,11 +221,13 @@ class Recognizer:
             crops.append(face_pixels(face, s, c))
         return np.stack(crops)
 
-    def extract_many(
+    def detect_many(
         self, images: Iterable, *, detect: bool = True, bgr: bool = False
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(boxes int64 [N, 4], model pixels uint8 [N, C, S, S])`` of each image's faces; the
-        detector sees all the images at once (MTCNN batches those of one size)."""
+    ) -> list[tuple[Detections, np.ndarray]]:
+        """``(Detections, model pixels uint8 [N, C, S, S])`` of each image's faces (boxes,
+        the detector's scores and, with ``mtcnn``, landmarks); the detector sees all the images
+        at once (MTCNN batches those of one size). ``detect=False``: one face, the whole image,
+        without score or landmarks."""
         images = list(images)
         if not detect:
             return [self._whole(im, bgr) for im in images]
@@ -230,7 +235,14 @@ class Recognizer:
             load_image(im) if isinstance(im, (str, os.PathLike)) else as_image_array(im, bgr=bgr) for im in images
         ]
         found = self.detector.detect_many(arrays) if arrays else []
-        return [(f.boxes, self.crop(arr, f)) for arr, f in zip(arrays, found)]
+        return [(f, self.crop(arr, f)) for arr, f in zip(arrays, found)]
+
+    def extract_many(
+        self, images: Iterable, *, detect: bool = True, bgr: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(boxes int64 [N, 4], model pixels uint8 [N, C, S, S])`` of each image's faces
+        (:meth:`detect_many` without the scores and landmarks)."""
+        return [(f.boxes, pixels) for f, pixels in self.detect_many(images, detect=detect, bgr=bgr)]
 
     def extract_faces(self, image, *, detect: bool = True, bgr: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Boxes ``int64 [N, 4]`` (x, y, w, h) and model pixels ``uint8 [N, C, S, S]`` of the faces
@@ -238,7 +250,7 @@ class Recognizer:
         exactly as training decodes it, :func:`dicc.data.decode.decode_array`)."""
         return self.extract_many([image], detect=detect, bgr=bgr)[0]
 
-    def _whole(self, image, bgr: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _whole(self, image, bgr: bool) -> tuple[Detections, np.ndarray]:
         s, c = self.image_size, self.channels
         if isinstance(image, (str, os.PathLike)):
             from PIL import Image
@@ -248,10 +260,10 @@ class Recognizer:
             pixels = decode_array(image, s, c)
             with Image.open(image) as im:
                 w, h = im.size
-            return np.array([[0, 0, w, h]], dtype=np.int64), pixels[None]
+            return Detections(np.array([[0, 0, w, h]], dtype=np.int64)), pixels[None]
         arr = as_image_array(image, bgr=bgr)
         h, w = arr.shape[:2]
-        return np.array([[0, 0, w, h]], dtype=np.int64), face_pixels(arr, s, c)[None]
+        return Detections(np.array([[0, 0, w, h]], dtype=np.int64)), face_pixels(arr, s, c)[None]
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         """``uint8 [N, C, S, S]`` -> the model's normalised ``float32`` input."""
@@ -279,41 +291,64 @@ class Recognizer:
 
         from ..data.transforms import tta_views
 
-        views = tta_views(torch.from_numpy(np.ascontiguousarray(pixels)), self.tta)
+        # torch warns about (and may write through) a read-only array: copy only those
+        views = tta_views(torch.from_numpy(np.require(pixels, requirements=("C", "W"))), self.tta)
         probs = [self.predict_proba(self.preprocess(v.numpy())) for v in views]
         return np.mean(probs, axis=0).astype(np.float32)
 
-    def analyze(
+    def analyze_detections(
         self, images: Iterable, *, detect: bool = True, bgr: bool = False
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(boxes [N, 4], probabilities [N, num_classes])`` per image, with one batched
-        classification over all their faces."""
-        found = self.extract_many(images, detect=detect, bgr=bgr)
+    ) -> list[tuple[Detections, np.ndarray]]:
+        """``(Detections, probabilities [N, num_classes])`` per image, with one batched
+        classification over all their faces (an image without a face: ``[0, num_classes]``)."""
+        found = self.detect_many(images, detect=detect, bgr=bgr)
         if not found:
             return []
         probs = self.classify(np.concatenate([p for _, p in found]))
         out, start = [], 0
-        for boxes, pixels in found:
-            out.append((boxes, probs[start : start + len(pixels)]))
+        for faces, pixels in found:
+            out.append((faces, probs[start : start + len(pixels)]))
             start += len(pixels)
         return out
 
-    def faces(self, boxes: np.ndarray, probs: np.ndarray) -> list[dict]:
-        """``[{"box", "emotions", "dominant"}, ...]`` of boxes and their probabilities."""
+    def analyze(
+        self, images: Iterable, *, detect: bool = True, bgr: bool = False
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(boxes [N, 4], probabilities [N, num_classes])`` per image (:meth:`analyze_detections`
+        without the scores and landmarks)."""
+        return [(f.boxes, p) for f, p in self.analyze_detections(images, detect=detect, bgr=bgr)]
+
+    def faces(self, found, probs: np.ndarray) -> list[dict]:
+        """``[{"box", "score", "landmarks", "emotions", "dominant"}, ...]`` of one image's faces:
+        ``found`` its :class:`dicc.faces.Detections` (or boxes ``[N, 4]``: no score, no
+        landmarks) and ``probs`` their probabilities. ``score``: the detector's confidence (None
+        without a detector); ``landmarks``: ``{"left_eye": [x, y], "right_eye", "nose",
+        "mouth_left", "mouth_right"}`` (left and right as seen in the image) where the detector
+        gives them (``mtcnn``), else None."""
+        if not isinstance(found, Detections):
+            found = Detections(np.asarray(found, dtype=np.int64).reshape(-1, 4))
         names = self.class_names
-        return [
-            {
-                "box": [int(v) for v in box],
-                "emotions": {n: float(v) for n, v in zip(names, p)},
-                "dominant": names[int(np.argmax(p))],
-            }
-            for box, p in zip(boxes, probs)
-        ]
+        out = []
+        for k, (box, p) in enumerate(zip(found.boxes, probs)):
+            points = None
+            if found.landmarks is not None:
+                points = {n: [float(x), float(y)] for n, (x, y) in zip(LANDMARK_NAMES, found.landmarks[k])}
+            out.append(
+                {
+                    "box": [int(v) for v in box],
+                    "score": None if found.scores is None else float(found.scores[k]),
+                    "landmarks": points,
+                    "emotions": {n: float(v) for n, v in zip(names, p)},
+                    "dominant": names[int(np.argmax(p))],
+                }
+            )
+        return out
 
     # -- the API --------------------------------------------------------------------------------------
     def __call__(self, image, *, detect: bool = True, bgr: bool = False) -> list[dict]:
-        """The faces of one image: ``[{"box": [x, y, w, h], "emotions": {name: prob},
-        "dominant": name}, ...]`` ordered left to right; ``[]`` when no face is found.
+        """The faces of one image: ``[{"box": [x, y, w, h], "score": detector confidence,
+        "landmarks": {name: [x, y]} or None, "emotions": {name: prob}, "dominant": name}, ...]``
+        ordered left to right (see :meth:`faces`); ``[]`` when no face is found.
 
         ``image``: a file path, a PIL image, or a numpy array (``HxW`` gray, ``HxWx3`` RGB, or
         BGR with ``bgr=True``; uint8, or floats in [0, 1]). ``detect=False``: the image is
@@ -322,7 +357,7 @@ class Recognizer:
 
     def predict_batch(self, images: Iterable, *, detect: bool = True, bgr: bool = False) -> list[list[dict]]:
         """:meth:`__call__` for several images, with one batched forward over all their faces."""
-        return [self.faces(b, p) for b, p in self.analyze(images, detect=detect, bgr=bgr)]
+        return [self.faces(f, p) for f, p in self.analyze_detections(images, detect=detect, bgr=bgr)]
 
     def predict_video(
         self,
@@ -331,25 +366,32 @@ class Recognizer:
         every: int = 1,
         smooth: float = 1.0,
         iou: float = 0.3,
-        max_missed: int = 5,
+        track_gap: float | None = DEFAULT_TRACK_GAP_S,
+        max_missed: int | None = None,
         max_shift: float = 1.0,
+        max_speed: float = DEFAULT_MAX_SPEED,
         detect: bool = True,
         chunk: int = 32,
         should_stop=None,
         with_images: bool = False,
     ):
         """A :class:`dicc.predict.video.VideoPrediction` of a video file (a path) or a camera (an
-        int index): iterate it for ``{"frame", "time_s", "faces": [{"face_id", "box", "emotions",
-        "dominant"}]}`` per processed frame (every ``every``-th); afterwards ``.summary()`` (per
+        int index): iterate it for ``{"frame", "time_s", "faces": [{"face_id", "box", "score",
+        "landmarks", "emotions", "dominant"}]}`` per processed frame (every ``every``-th; a frame
+        without a face has ``"faces": []`` and the video goes on); afterwards ``.summary()`` (per
         face: dominant emotion over time, share of frames per emotion) and ``.bad_frames``.
 
         ``smooth``: weight of the newest frame in each face's moving average of probabilities
-        (1: none). ``iou``, ``max_shift``, ``max_missed``: a face keeps its id while its box
-        overlaps its last one by at least ``iou`` (or, failing that, its centre moved at most
-        ``max_shift`` box widths at a similar size) and it is missing from at most ``max_missed``
-        processed frames in a row. ``chunk``: frames per batch (use 1 for a camera). ``should_stop``: polled before
-        each frame; True ends the video cleanly. ``with_images``: each record also holds the
-        frame's RGB array under "image"."""
+        (1: none; a face that comes back after missing frames starts a new average). ``iou``,
+        ``max_shift``, ``max_speed``, ``track_gap``: a face keeps its id while its box overlaps
+        its last one by at least ``iou`` (or, failing that, its centre moved at most
+        ``max_shift`` box widths, or ``max_speed`` box widths per second of the time between
+        processed frames, at a similar size), also when it was missing for up to ``track_gap``
+        seconds (``max_missed``: up to that many processed frames instead). For a file the times
+        are the frames' (index / fps), so ``track_gap`` covers ``track_gap * fps / every``
+        processed frames; for a camera they are the clock's. ``chunk``: frames per batch (use 1
+        for a camera). ``should_stop``: polled before each frame; True ends the video cleanly.
+        ``with_images``: each record also holds the frame's RGB array under "image"."""
         from .inputs import VideoReader
         from .video import VideoPrediction
 
@@ -359,8 +401,10 @@ class Recognizer:
             reader,
             smooth=smooth,
             iou=iou,
+            track_gap=track_gap,
             max_missed=max_missed,
             max_shift=max_shift,
+            max_speed=max_speed,
             chunk=chunk,
             detect=detect,
             with_images=with_images,
