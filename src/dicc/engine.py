@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .config import Config
+from .config import Config, resolve_paths
 from .data.build import RunData
 from .data.loader import iterate_batches
 from .inference import evaluate, extract_features, predict_parent_logits  # noqa: F401 (the engine's API)
@@ -117,6 +117,7 @@ def fit(
     # each other; a group the caller set up is used and left alone
     if model is not None:
         cfg.model.name = f"user:{type(model).__name__}"
+    resolve_paths(cfg)  # the run records where its data is (absolute): it works from any directory
     if cfg.data.image_size == "auto":  # stored resolved: the run's config.yaml says the size it trained at
         cfg.data.image_size = 48 if model is not None else default_input_size(cfg.model.name, cfg.model.pretrained)
     check_config(cfg, user_model=model is not None)  # before the process group, any data or any file
