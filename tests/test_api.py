@@ -64,6 +64,7 @@ def data():
 def test_fit_with_a_user_dataset_and_module(data, tmp_path, method):
     train, val, test = data
     net = Net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
     options = {"warmup_epochs": 1, "n_init": 1} if method == "dicc" else None
     res = dicc.fit(
         train=train,
@@ -77,8 +78,12 @@ def test_fit_with_a_user_dataset_and_module(data, tmp_path, method):
         **{"train.batch_size": 32, "train.progress": False, "optim.lr": 0.05},
     )
     assert isinstance(res.model, nn.Module) and not res.model.training
-    # the user's layers are what was trained (not a copy), behind the features + head seam
-    assert res.model.body.module is net
+    # a copy of the user's module was trained, behind the features + head seam; theirs is as it was
+    assert isinstance(res.model.body.module, Net) and res.model.body.module is not net
+    after = net.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert isinstance(net.classifier, nn.Linear) and net.classifier.out_features == 7
+    assert net(test.x[:3]).shape == (3, 7)
     if method == "dicc":
         assert res.model.head.out_features == res.strategy.num_outputs > 7  # the user's head, resized
         recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -91,6 +96,54 @@ def test_fit_with_a_user_dataset_and_module(data, tmp_path, method):
     rows = (res.run_dir / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 3
     assert res.model.training is False and list(res.final["per_class"]) == train.classes
+
+
+@pytest.mark.parametrize("method", ["ce", "dicc"])
+def test_predict_and_predict_proba_are_in_the_label_space(data, tmp_path, method):
+    """For CE and DICC (sub-class head): one probability column per class, rows summing to 1,
+    equal to the softmax of the merged parent logits computed by hand; predict is their argmax
+    and scores exactly what dicc.evaluate scores; every image form dicc.fit takes gives the same."""
+    train, val, test = data
+    torch.manual_seed(0)
+    options = {"warmup_epochs": 1, "n_init": 1} if method == "dicc" else None
+    res = dicc.fit(
+        train=train,
+        val=val,
+        test=test,
+        model=Net(),
+        method=method,
+        method_options=options,
+        epochs=2,
+        out=str(tmp_path / method),
+        **{"train.batch_size": 32, "train.progress": False},
+    )
+    x = torch.stack([test[i][0] for i in range(len(test))])  # floats in [0, 1], [N, 1, 48, 48]
+    y = torch.tensor([test[i][1] for i in range(len(test))])
+    proba = res.predict_proba(x)
+    assert proba.shape == (len(test), 7) and res.class_names == train.classes
+    assert torch.allclose(proba.sum(1), torch.ones(len(test)), atol=1e-5)
+    mean, std = res.normalization
+    u8 = (x * 255).round().to(torch.uint8)
+    with torch.no_grad():
+        z = res.model((u8.float() / 255 - mean) / std)
+    if method == "dicc":
+        assert z.shape[1] == res.strategy.num_outputs > 7  # the model itself gives sub-class logits
+    assert torch.allclose(proba, res.strategy.parent_logits(z).softmax(1), atol=1e-5)
+    pred = res.predict(x)
+    assert torch.equal(pred, proba.argmax(1))
+    cm = torch.zeros(7, 7, dtype=torch.long)
+    for t, p in zip(y, pred):
+        cm[t, p] += 1
+    assert cm.tolist() == dicc.evaluate(res, test)["confusion_matrix"] == res.final["confusion_matrix"]
+    from PIL import Image
+
+    gray = u8[:, 0]  # [N, 48, 48]
+    forms = (u8, gray, gray.numpy(), u8.permute(0, 2, 3, 1).numpy(), [Image.fromarray(a.numpy()) for a in gray])
+    for form in forms:
+        assert torch.equal(res.predict(form), pred)
+    assert torch.equal(res.predict(Image.fromarray(gray[0].numpy())), pred[:1])
+    with pytest.raises(ValueError, match=r"images: shape \(1, 40, 40\), but the model was trained on \(1, 48, 48\)"):
+        res.predict(gray[:, :40, :40])
 
 
 def test_evaluate_leaves_the_model_in_its_mode(data):
@@ -225,6 +278,8 @@ def test_posthoc_logit_adjustment_of_a_dicc_run_is_what_validation_and_test_see(
         cm[t, p] += 1
     assert res.final["confusion_matrix"] == cm.tolist()
     assert res.strategy.num_outputs > 7
+    # what the result predicts and what dicc.evaluate scores for it are the adjusted predictions too
+    assert torch.equal(res.predict(x), pred) and dicc.evaluate(res, test)["confusion_matrix"] == cm.tolist()
 
 
 def test_fit_takes_a_timm_model_as_it_comes(data, tmp_path):
@@ -234,5 +289,5 @@ def test_fit_takes_a_timm_model_as_it_comes(data, tmp_path):
     res = dicc.fit(
         train=train, val=val, test=test, model=net, epochs=1, out=str(tmp_path / "timm"), **{"train.progress": False}
     )
-    assert res.model.body.module is net and res.final["num_samples"] == 70
+    assert res.model.body.module is not net and res.final["num_samples"] == 70
     assert dicc.evaluate(res, test)["confusion_matrix"] == res.final["confusion_matrix"]

@@ -692,3 +692,17 @@ def test_rebalance_is_imported_from_dicc_rebalance_when_used(tmp_path, fake_fit,
     [(parent, stage, out, log)] = calls
     assert isinstance(parent, Path) and isinstance(out, Path) and stage == STAGE and log == logs.append
     assert out == tmp_path / "out" / "default" / "ce+crt" / "seed0"
+
+
+def test_a_run_recorded_with_its_resolved_data_path_matches_a_grid_giving_it_relative(tmp_path, monkeypatch):
+    """Runs record data.path resolved (portable run directories); a grid that names the same
+    folder relative to the working directory sees no difference, another folder is one."""
+    from dicc.config import load_config, save_config
+
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(load_config(None, [f"data.path={tmp_path / 'data'}"]), run / "config.yaml")
+    assert compare.config_differences(run, load_config(None, ["data.path=data"])) == []
+    assert compare.config_differences(run, load_config(None, ["data.path=other"])) == ["data.path"]

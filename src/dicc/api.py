@@ -18,8 +18,9 @@ seven classes, else ``class0, class1, ...``. Without ``val`` a stratified hold-o
 final test (``result.final`` is None).
 
 Model: any ``nn.Module`` with features and a head (:func:`dicc.models.adapt_model`: a timm
-model, or a final ``nn.Linear`` named ``head``/``fc``/``classifier``/``linear``), whose head is
-given the method's outputs; or none, and ``model.name`` builds one.
+model, or a final ``nn.Linear`` named ``head``/``fc``/``classifier``/``linear``); a copy of it is
+trained, its head given the method's outputs, and the module passed in is left as it was. Or
+none, and ``model.name`` builds one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 
 from .config import Config, apply_overrides, from_dict, load_config
 
-__all__ = ["as_dataset", "evaluate", "fit", "methods"]
+__all__ = ["as_dataset", "as_images", "evaluate", "fit", "methods"]
 
 
 def methods() -> dict[str, str]:
@@ -130,6 +131,31 @@ def as_dataset(data, *, class_names: Sequence[str] | None = None, name: str = "t
     )
 
 
+def as_images(images, *, name: str = "images") -> torch.Tensor:
+    """uint8 images ``[N, C, H, W]`` from the image forms :func:`fit` takes: a batch (a tensor or
+    array ``[N, C, H, W]``, ``[N, H, W, C]`` or ``[N, H, W]``: N grayscale images), a sequence of
+    images (PIL images, arrays or tensors ``CxHxW``/``HxW``/``HxWxC``), or one PIL image; uint8
+    or floats in [0, 1] (scaled by 255), each of the first one's shape. A bad item is a
+    ``ValueError`` naming it."""
+    if hasattr(images, "convert") and hasattr(images, "mode"):  # one PIL image
+        images = [images]
+    elif isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim not in (3, 4):
+        raise ValueError(
+            f"{name}: expected a batch [N, C, H, W], [N, H, W, C] or [N, H, W], got shape {tuple(images.shape)} "
+            "(one image: pass [image])"
+        )
+    out, shape = [], None
+    for i in range(len(images)):
+        t = _to_uint8_chw(images[i], f"{name}[{i}]")
+        if shape is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name}[{i}]: image of shape {tuple(t.shape)}, but the first one is {shape}")
+        shape = tuple(t.shape)
+        out.append(t)
+    if not out:
+        raise ValueError(f"{name}: no images")
+    return torch.stack(out)
+
+
 def _run_data(cfg: Config, train, val, test, class_names):
     from .data.build import RunData
     from .data.longtail import stratified_holdout
@@ -194,7 +220,12 @@ def fit(
 ):
     """Train and return a :class:`~dicc.engine.RunResult`: the trained model (eval mode, the
     checkpoint selected on validation), its strategy, the test metrics (``final``) and the run
-    directory.
+    directory; ``result.predict(images)`` / ``result.predict_proba(images)`` give the classes
+    and class probabilities of the label space for every method (DICC's sub-classes merged).
+
+    ``model`` is copied before training (``copy.deepcopy``): your module keeps its weights and
+    its head, and ``result.model`` is the trained copy (its head resized to the method's outputs,
+    e.g. DICC's sub-classes, so call ``result.predict`` rather than ``result.model(x)``).
 
     ``config``: a YAML file, a :class:`~dicc.config.Config`, a dict, or None (the defaults);
     ``overrides`` (``["optim.lr=0.1"]``) and dotted keyword arguments (``**{"optim.lr": 0.1}``)
@@ -249,7 +280,7 @@ def evaluate(
 
     norm = None
     if isinstance(model, RunResult):
-        strategy = strategy or model.strategy
+        strategy = strategy or model.judged or model.strategy  # as the run's test saw it (eval.logit_adjust)
         norm = model.normalization
         class_names = class_names or (strategy.class_names if strategy is not None else None)
         model = model.model

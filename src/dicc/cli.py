@@ -151,18 +151,32 @@ def _rebalance(args) -> int:
     return 0
 
 
+def _run_data_config(ckpt: dict, data: str | None, fmt: str | None = None):
+    """The data settings of the run ``ckpt`` comes from; ``--data`` (with ``--format``) replaces
+    the path it recorded (data, or a run directory, that moved)."""
+    from .config import DataConfig, from_dict
+
+    dcfg = from_dict(DataConfig, (ckpt.get("config") or {}).get("data") or {})
+    if data is not None:
+        dcfg.path = data
+        if fmt is not None:
+            dcfg.format = fmt
+    elif dcfg.path is not None and not Path(dcfg.path).exists():
+        raise FileNotFoundError(
+            f"{ckpt['_path']}: the data the run was trained on is not at {dcfg.path} (moved?); pass --data PATH"
+        )
+    return dcfg
+
+
 def _evaluate(args) -> int:
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import DataConfig, from_dict
     from .data.build import build_run_data, open_split
     from .engine import evaluate
     from .metrics import format_metrics, save_confusion_png
 
     ckpt = load_checkpoint(args.checkpoint)
     model, strategy = model_from_checkpoint(ckpt)
-    dcfg = from_dict(DataConfig, ckpt["config"]["data"])
-    if args.data is not None:
-        dcfg.path, dcfg.format = args.data, args.format
+    dcfg = _run_data_config(ckpt, args.data, args.format)
     norm = ckpt["normalization"]
     if args.split == "holdout":
         if dcfg.val != "holdout":
@@ -213,14 +227,15 @@ def _data(args) -> int:
 def _methods(args) -> int:
     import dataclasses
 
-    from .strategies import available_strategies
+    from .strategies import available_strategies, option_help
 
     for name, cls in available_strategies().items():
         print(f"{name:<18} {cls.summary}")
-        if args.verbose:
+        if args.verbose:  # each option, its default and what it does (its field's help)
+            helps = option_help(cls.Options)
             for f in dataclasses.fields(cls.Options):
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                print(f"    {f.name} = {default!r}")
+                print(f"    {f'{f.name} = {default!r}':<28} {helps[f.name]}".rstrip())
     return 0
 
 
@@ -234,21 +249,28 @@ def _add_subclasses(sub) -> None:
 
 def _subclasses(args) -> int:
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import DataConfig, from_dict
     from .data.build import build_run_data
     from .engine import extract_features
     from .gallery import draw_gallery
 
     ckpt = load_checkpoint(args.run_dir)
     model, strategy = model_from_checkpoint(ckpt)
+    last = Path(args.run_dir) / "checkpoints" / "last.pt"
+    if getattr(strategy, "pseudo", None) is None and last.is_file() and Path(ckpt["_path"]) != last:
+        later = load_checkpoint(last)  # best.pt is from DICC's warm-up: the latest checkpoint may have them
+        later_model, later_strategy = model_from_checkpoint(later)
+        if getattr(later_strategy, "pseudo", None) is not None:
+            print(
+                f"dicc subclasses: {Path(ckpt['_path']).name} (epoch {ckpt.get('epoch')}) predates DICC's first "
+                f"split; drawing the sub-classes of last.pt (epoch {later.get('epoch')})"
+            )
+            ckpt, model, strategy = later, later_model, later_strategy
     if getattr(strategy, "pseudo", None) is None:
         raise ValueError(
             f"{ckpt['_path']}: no sub-classes to draw (method {strategy.name!r}; DICC runs have them "
             "once the warm-up is over)"
         )
-    dcfg = from_dict(DataConfig, ckpt["config"]["data"])
-    if args.data is not None:
-        dcfg.path = args.data
+    dcfg = _run_data_config(ckpt, args.data)
     train = build_run_data(dcfg, need_test=False).train
     if len(train) != len(strategy.pseudo):
         raise ValueError(

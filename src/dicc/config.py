@@ -143,6 +143,18 @@ INCIDENTAL_KEYS = frozenset(
 )
 
 
+def resolve_paths(cfg: "Config") -> "Config":
+    """``data.path`` (and a local ``model.pretrained`` file) made absolute and resolved, in place,
+    so that a run records where its data is: ``dicc evaluate``, ``rebalance``, ``subclasses`` and
+    ``--resume`` then find it from any working directory. Returns ``cfg``."""
+    if cfg.data.path is not None:
+        cfg.data.path = str(Path(cfg.data.path).expanduser().resolve())
+    weights = cfg.model.pretrained
+    if weights and weights != "imagenet" and Path(weights).expanduser().exists():
+        cfg.model.pretrained = str(Path(weights).expanduser().resolve())
+    return cfg
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; ``method.options`` stays one value (a dict)."""
     out = {}

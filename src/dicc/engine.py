@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .config import Config
+from .config import Config, resolve_paths
 from .data.build import RunData
 from .data.loader import iterate_batches
 from .inference import evaluate, extract_features, predict_parent_logits  # noqa: F401 (the engine's API)
@@ -39,6 +39,9 @@ logger = logging.getLogger("dicc")
 
 @dataclass
 class RunResult:
+    """What :func:`fit` (and ``dicc.fit``) returns: the run directory, the test metrics, and the
+    trained model with what it takes to predict with it (:meth:`predict`, :meth:`predict_proba`)."""
+
     run_dir: Path
     final: dict | None
     best_val: float | None
@@ -46,6 +49,46 @@ class RunResult:
     strategy: Strategy | None = None
     precision: Precision | None = None
     normalization: tuple | None = None  # (mean, std) of the model's input: (x / 255 - mean) / std
+    judged: Strategy | None = None  # the strategy as evaluation sees it (with eval.logit_adjust)
+    input_shape: tuple | None = None  # (C, H, W) of the training images
+
+    @property
+    def class_names(self) -> list[str]:
+        """The label space's classes: the columns of :meth:`predict_proba`."""
+        strategy = self.judged or self.strategy
+        return list(strategy.class_names or [f"class {c}" for c in range(strategy.num_classes)])
+
+    def predict_proba(self, images, *, batch_size: int = 512, tta: str = "none") -> torch.Tensor:
+        """Class probabilities ``[N, len(class_names)]`` (float, on the CPU) of ``images``, in the
+        label space's classes for every method (DICC's sub-classes merged into their parent
+        classes), as the run's validation and test saw them (``eval.logit_adjust`` included).
+
+        ``images``: the forms ``dicc.fit`` takes (:func:`dicc.api.as_images`): a batch ``[N, C, H,
+        W]`` / ``[N, H, W, C]`` / ``[N, H, W]`` (tensor or array), a sequence of images (PIL
+        images, arrays, tensors), or one PIL image; uint8 or floats in [0, 1], each of the
+        training images' shape. ``tta``: none, flip or crops (probabilities averaged over views).
+        Eval mode, no gradients; the model's train/eval mode is left as it was."""
+        from .api import as_images
+        from .data.base import FERDataset
+
+        x = as_images(images)
+        if self.input_shape is not None and tuple(x.shape[1:]) != tuple(self.input_shape):
+            raise ValueError(
+                f"images: shape {tuple(x.shape[1:])}, but the model was trained on {tuple(self.input_shape)} "
+                "(resize them as the training images were)"
+            )
+        names = self.class_names
+        ds = FERDataset(labels=torch.zeros(len(x), dtype=torch.long), images=x, class_names=names, source="images")
+        mean, std = self.normalization if self.normalization is not None else (0.5, 0.25)
+        logits = predict_parent_logits(
+            self.model, self.judged or self.strategy, ds, batch_size=batch_size, mean=mean, std=std, tta=tta
+        )
+        return logits.float().softmax(1).cpu()
+
+    def predict(self, images, *, batch_size: int = 512, tta: str = "none") -> torch.Tensor:
+        """The most likely class of each image (int64 ``[N]``, indices into :attr:`class_names`):
+        the argmax of :meth:`predict_proba`, the prediction ``dicc.evaluate`` scores."""
+        return self.predict_proba(images, batch_size=batch_size, tta=tta).argmax(1)
 
 
 def _default_log(*args, **kwargs) -> None:
@@ -66,13 +109,15 @@ def fit(
 
     ``data`` (a :class:`~dicc.data.build.RunData`) and ``model`` (any ``nn.Module`` with features
     and a head, :func:`dicc.models.adapt_model`) replace what ``cfg.data`` / ``cfg.model`` would
-    build (``dicc.fit`` passes a user's own); ``cfg`` still says how to train.
+    build (``dicc.fit`` passes a user's own); ``cfg`` still says how to train. A copy of ``model``
+    is trained (``RunResult.model``): the module passed in is left as it was.
     """
     # under torchrun the process group is started on the first call and kept for the process's
     # life (destroyed at exit; torch cannot start a second one), so several fits can follow
     # each other; a group the caller set up is used and left alone
     if model is not None:
         cfg.model.name = f"user:{type(model).__name__}"
+    resolve_paths(cfg)  # the run records where its data is (absolute): it works from any directory
     if cfg.data.image_size == "auto":  # stored resolved: the run's config.yaml says the size it trained at
         cfg.data.image_size = 48 if model is not None else default_input_size(cfg.model.name, cfg.model.pretrained)
     check_config(cfg, user_model=model is not None)  # before the process group, any data or any file
@@ -321,4 +366,12 @@ def _fit(
         rd.finish()
     final = _test(run, rd, say)
     run.model.eval()
-    return RunResult(rd.path, final, run.best, run.model, run.strategy, run.precision, (run.mean, run.std))
+    train = run.train
+    shape = (
+        tuple(train.images.shape[1:])
+        if train.images is not None
+        else (train.channels, train.image_size, train.image_size)
+    )
+    return RunResult(
+        rd.path, final, run.best, run.model, run.strategy, run.precision, (run.mean, run.std), run.judged, shape
+    )

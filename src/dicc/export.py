@@ -166,13 +166,13 @@ def export_model_onnx(
     try:
         import onnx
     except ImportError as err:
-        raise ImportError(f"ONNX export needs the onnx package: pip install onnx ({err})") from None
+        raise ImportError(f"ONNX export needs the onnx package: pip install 'dicc[onnx]' ({err})") from None
     if check:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as err:
             raise ImportError(
-                f"checking the export needs onnxruntime: pip install onnxruntime, or pass "
+                f"checking the export needs onnxruntime: pip install 'dicc[onnx]', or pass "
                 f"check=False / --no-check ({err})"
             ) from None
     out_path = Path(out_path)

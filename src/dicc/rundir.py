@@ -22,7 +22,7 @@ import yaml
 
 from .checkpoint import save_atomic, write_text_atomic
 from . import distributed
-from .config import Config, config_differences, flatten, from_dict, save_config
+from .config import Config, config_differences, flatten, from_dict, resolve_paths, save_config
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,6 +111,8 @@ class RunDirectory:
                 if resume and not self.last.exists():
                     raise FileNotFoundError(f"--resume: no checkpoint at {self.last}")
                 saved = self.saved_config() if resume else None
+                if saved is not None:  # a run saved before paths were recorded resolved: from here, as then
+                    resolve_paths(saved)
                 diff = config_differences(saved, cfg) if saved is not None else []
                 if diff:
                     a, b = flatten(saved.to_dict()), flatten(cfg.to_dict())

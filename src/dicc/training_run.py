@@ -4,6 +4,7 @@ resumed one. The loop that trains it is :mod:`dicc.engine`."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +95,8 @@ def build_run(
             precision=resolve_precision(cfg.train.amp, cfg.train.channels_last, device),
         )
     judged = with_posthoc(strategy, cfg.eval.logit_adjust)
-    if user_model is not None:
-        model = adapt_model(user_model, strategy.num_outputs, strategy.head_type).to(device)
+    if user_model is not None:  # a copy is trained: the caller's module is left as it was
+        model = adapt_model(copy.deepcopy(user_model), strategy.num_outputs, strategy.head_type).to(device)
         norm_default = FER_NORMALIZATION
     else:
         model = create_model(

@@ -3,12 +3,13 @@ a resumed run leaves), its training counts, and whether it was made with the gri
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import yaml
 
-from ..config import Config, flatten, from_dict
+from ..config import Config, flatten, from_dict, resolve_paths
 from .plan import DerivedStage
 
 # keys that do not change a run's numbers: ignored when checking a run against the grid
@@ -131,8 +132,9 @@ def config_differences(run_dir: str | Path, cfg: Config | DerivedStage) -> list[
     if not path.is_file():
         return []
     try:
-        saved = flatten(from_dict(Config, yaml.safe_load(path.read_text()) or {}).to_dict())
+        saved = flatten(resolve_paths(from_dict(Config, yaml.safe_load(path.read_text()) or {})).to_dict())
     except (yaml.YAMLError, ValueError):
         return ["config.yaml (unreadable)"]
-    now = flatten(cfg.to_dict())
+    # a run records its data path resolved (dicc.config.resolve_paths); the grid's may be relative
+    now = flatten(resolve_paths(copy.deepcopy(cfg)).to_dict())
     return sorted(k for k in set(saved) | set(now) if k not in _INCIDENTAL and saved.get(k) != now.get(k))

@@ -162,7 +162,7 @@ class Recognizer:
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise ImportError(f"running an ONNX model needs onnxruntime: pip install onnxruntime ({err})") from None
+            raise ImportError(f"running an ONNX model needs onnxruntime: pip install 'dicc[onnx]' ({err})") from None
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")

@@ -66,6 +66,17 @@ class EpochContext:
         copy_head_rows(self.model.head, pairs, bias_add, self.optimizer)
 
 
+def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING):
+    """A field of a strategy's ``Options`` dataclass with its one-line ``help`` (what ``dicc
+    methods -v`` prints for it, from ``field.metadata["help"]``)."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"help": help})
+
+
+def option_help(options_cls: type) -> dict[str, str]:
+    """``{option: one-line help}`` of a strategy's ``Options`` dataclass ("" where none is given)."""
+    return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(options_cls)}
+
+
 @dataclass
 class NoOptions:
     pass

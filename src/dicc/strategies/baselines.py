@@ -22,7 +22,7 @@ import torch
 
 from ..losses import REDUCTIONS, WEIGHT_SCHEMES, create_loss
 from ..samplers import group_sampling_weights, weighted_indices
-from .base import EpochContext, NoOptions, Strategy, register_strategy
+from .base import EpochContext, NoOptions, Strategy, option, register_strategy
 
 
 def _choice(method: str, option: str, value: Any, valid: Sequence[Any]) -> None:
@@ -70,9 +70,13 @@ class Reweight(_LossStrategy):
 
     @dataclass
     class Options:
-        scheme: str = "effective"  # "effective" (Cui et al. 2019) or "inverse" (1 / n_c)
-        beta: float = 0.9999  # effective-number beta (the paper's default for CIFAR-LT)
-        reduction: str = "mean"  # "mean": (1/B) sum w_y l; "weighted_mean": / sum w_y
+        scheme: str = option(
+            "effective", help="class weights: effective (effective number, Cui et al. 2019) or inverse (1 / n_c)"
+        )
+        beta: float = option(0.9999, help="effective-number beta in [0, 1] (the paper's CIFAR-LT default)")
+        reduction: str = option(
+            "mean", help="mean: (1/B) sum w_y loss; weighted_mean: divided by the batch's sum of w_y instead"
+        )
 
         def __post_init__(self) -> None:
             _choice("reweight", "scheme", self.scheme, WEIGHT_SCHEMES)
@@ -103,7 +107,9 @@ class Resample(_LossStrategy):
 
     @dataclass
     class Options:
-        scheme: str = "balanced"  # "balanced" (uniform over classes) or "sqrt" (~ sqrt(n_c))
+        scheme: str = option(
+            "balanced", help="balanced: every class drawn equally often; sqrt: class frequencies ~ sqrt(n_c)"
+        )
 
         def __post_init__(self) -> None:
             _choice("resample", "scheme", self.scheme, ("balanced", "sqrt"))
@@ -130,10 +136,10 @@ class Focal(_LossStrategy):
 
     @dataclass
     class Options:
-        gamma: float = 2.0  # focusing parameter (Lin et al.'s best value)
-        alpha: Optional[str] = None  # None, "effective" (Cui et al. 2019) or "inverse"
-        beta: float = 0.9999  # effective-number beta, used when alpha="effective"
-        reduction: str = "mean"  # "mean" or "weighted_mean" (only matters with alpha)
+        gamma: float = option(2.0, help="focusing parameter: down-weights easy samples by (1 - p_y)^gamma")
+        alpha: Optional[str] = option(None, help="class weights alpha: none, effective (Cui et al. 2019) or inverse")
+        beta: float = option(0.9999, help="effective-number beta, used when alpha=effective")
+        reduction: str = option("mean", help="mean or weighted_mean (divided by the batch's alphas; only with alpha)")
 
         def __post_init__(self) -> None:
             if not (isinstance(self.gamma, (int, float)) and self.gamma >= 0 and math.isfinite(self.gamma)):
@@ -179,13 +185,19 @@ class LDAMDRW(_LossStrategy):
 
     @dataclass
     class Options:
-        max_m: float = 0.5  # largest margin (the rarest class's)
-        s: float = 30.0  # logit scale applied to the cosines
-        drw_start: Any = "auto"  # "auto" (schedule-aware, see above) or a fraction of the epochs
-        drw_lr_ratio: float = 0.1  # "auto": DRW once the lr is at most this share of its peak
-        drw_epoch: Optional[int] = None  # an explicit 0-based epoch index (overrides drw_start)
-        beta: float = 0.9999  # effective-number beta of the DRW weights
-        reduction: str = "weighted_mean"  # the authors' code (sum w l / sum w); "mean": (1/B) sum w l
+        max_m: float = option(0.5, help="largest margin, the rarest class's (margins ~ n_c^-1/4)")
+        s: float = option(30.0, help="scale applied to the cosine logits")
+        drw_start: Any = option(
+            "auto", help="when re-weighting starts: auto (first lr decay to drw_lr_ratio) or a fraction of the epochs"
+        )
+        drw_lr_ratio: float = option(0.1, help="with drw_start=auto: start once the lr is at most this share of peak")
+        drw_epoch: Optional[int] = option(
+            None, help="an explicit 0-based epoch to start re-weighting (wins over drw_start)"
+        )
+        beta: float = option(0.9999, help="effective-number beta of the deferred class weights")
+        reduction: str = option(
+            "weighted_mean", help="weighted_mean: sum w loss / sum w (the authors' code); mean: (1/B) sum w loss"
+        )
 
         def __post_init__(self) -> None:
             if not (isinstance(self.max_m, (int, float)) and self.max_m >= 0):
@@ -305,9 +317,9 @@ class LogitAdjust(_LossStrategy):
 
     @dataclass
     class Options:
-        mode: str = "posthoc"  # "posthoc" (CE training, adjusted evaluation) or "loss"
-        tau: float = 1.0  # temperature of the adjustment (1 = Bayes-optimal for
-        # the balanced error under the paper's assumptions)
+        mode: str = option("posthoc", help="posthoc: CE training, z - tau log pi at evaluation; loss: adjusted loss")
+        # tau = 1 is Bayes-optimal for the balanced error under the paper's assumptions
+        tau: float = option(1.0, help="strength of the adjustment (1 = the paper's default)")
 
         def __post_init__(self) -> None:
             _choice("logit_adjust", "mode", self.mode, ("posthoc", "loss"))

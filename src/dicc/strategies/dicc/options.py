@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ...clustering import BACKENDS
+from ..base import option
 
 MERGES = ("logsumexp", "max")
 FEATURE_SOURCES = ("clean", "train")
@@ -16,67 +17,58 @@ SAMPLERS = ("none", "balanced", "sqrt", "subclass")
 class DICCOptions:
     """Options of the ``dicc`` method (``method.options`` in the config)."""
 
-    #: target sub-class size ``s`` in ``k_c = clamp(floor(n_c / s), 1, k_max)``: ``"median"``
-    #: (median class count), ``"min"`` (smallest class count, at least ``size_floor``) or a number
-    size: Any = "median"
-    #: the most sub-classes one class is split into
-    k_max: int = 4
-    #: with ``size="min"``, the smallest ``s`` allowed
-    size_floor: int = 100
-    #: epochs trained on parent labels before the first clustering: an integer number of epochs,
-    #: or a fraction (< 1) of the run's epochs, rounded (the first split happens at the start of
-    #: epoch ``warmup`` + 1, 1-based). Default 0.3: on FER2013 IF=100 validation (10 epochs,
-    #: benchmarks/fer2013_lt/ablation_cpu, val MCA: 1 -> 42.9, 3 -> 45.4, 5 -> 45.6) 3 and 5 tie
-    #: within the seed spread (+0.18 +- 0.85) and both beat 1; 3 splits earlier, so more epochs
-    #: learn the sub-classes
-    warmup_epochs: Any = 0.3
-    #: re-cluster every this many epochs after the first split; 0 = cluster once, never again
-    recluster_every: int = 1
-    #: weight of the parent-level loss on the merged parent logits (0 turns it off); the total is
-    #: ``(sub + parent_weight * parent) / (1 + parent_weight)``, so the loss has the base
-    #: method's scale (with ``k_max=1`` and the same loss in both places it *is* the base loss)
-    parent_weight: float = 1.0
-    #: loss in sub-class space, built with the sub-class counts (any name of
-    #: ``dicc.losses.create_loss`` but ldam: ce, weighted_ce, focal, balanced_softmax, logit_adjust)
-    base_loss: str = "ce"
-    #: keyword options of ``base_loss`` (e.g. ``{"tau": 1.0}``)
-    base_loss_options: dict = field(default_factory=dict)
-    #: loss on the merged parent logits, built with the class counts (e.g. ``"balanced_softmax"``)
-    parent_loss: str = "ce"
-    #: keyword options of ``parent_loss``
-    parent_loss_options: dict = field(default_factory=dict)
-    #: how sub-class logits become a parent logit: ``"logsumexp"`` (sum of the sub-class
-    #: probabilities) or ``"max"`` (the most likely sub-class)
-    merge: str = "logsumexp"
-    #: k-means implementation: ``"torch"`` (on the training device) or ``"sklearn"`` (CPU)
-    backend: str = "torch"
-    #: every sub-class gets at least this many samples (when the class has enough); 0 = only
-    #: non-empty
-    min_cluster_size: int = 0
-    #: run k-means on at most this many samples per class, then assign the rest to the nearest
-    #: centroid; 0 = cluster all samples
-    feature_sample: int = 0
-    #: k-means++ restarts at the first clustering (later ones warm-start from the previous
-    #: centroids)
-    n_init: int = 3
-    #: Lloyd iterations at most per k-means run
-    max_iter: int = 100
-    #: label-smoothing mass moved from the pseudo-label to its sibling sub-classes (spread
-    #: evenly; same-class siblings only, unsplit classes keep all of it); 0 = hard targets.
-    #: Default 0.3: the best splitting variant on FER2013 IF=100 validation (ablation_cpu)
-    soft_sibling: float = 0.3
-    #: seed of the clustering (k-means++ and sub-sampling; the epoch is added to it)
-    seed: int = 0
-    #: features clustered: ``"train"`` (the features the training forward passes of the
-    #: previous epoch computed anyway: augmented images, train mode, no extra pass; indices not
-    #: trained on yet fall back to clean features; a DICC epoch costs about a CE epoch) or
-    #: ``"clean"`` (an extra pass over all training images in eval mode without augmentation at
-    #: every clustering, 1.3-1.6x a CE epoch; benchmarks/dicc_overhead.md)
-    feature_source: str = "train"
-    #: training order: ``"none"`` (a shuffle), ``"balanced"`` / ``"sqrt"`` (class-aware
-    #: re-sampling with replacement, as the ``resample`` method) or ``"subclass"`` (every
-    #: sub-class drawn equally often once the classes are split; every class during warm-up)
-    sampler: str = "none"
+    # Each option's one-line help is what `dicc methods -v` prints; the comments above an option
+    # say more (where its default was measured).
+
+    # k_c = clamp(floor(n_c / s), 1, k_max); "min": the smallest class count, at least size_floor
+    size: Any = option("median", help="target sub-class size s: median or min (of the class counts) or a number")
+    k_max: int = option(4, help="the most sub-classes one class is split into")
+    size_floor: int = option(100, help="with size=min, the smallest s allowed")
+    # the first split happens at the start of epoch warmup + 1 (1-based). Default 0.3: on FER2013
+    # IF=100 validation (10 epochs, benchmarks/fer2013_lt/ablation_cpu, val MCA: 1 -> 42.9,
+    # 3 -> 45.4, 5 -> 45.6) 3 and 5 tie within the seed spread (+0.18 +- 0.85) and both beat 1;
+    # 3 splits earlier, so more epochs learn the sub-classes
+    warmup_epochs: Any = option(
+        0.3, help="epochs on parent labels before the first clustering: a number, or a fraction (< 1) of the epochs"
+    )
+    recluster_every: int = option(1, help="re-cluster every this many epochs after the first split; 0 = only once")
+    # the total is (sub + parent_weight * parent) / (1 + parent_weight), so the loss has the base
+    # method's scale (with k_max=1 and the same loss in both places it *is* the base loss)
+    parent_weight: float = option(1.0, help="weight of the loss on the merged parent logits (0 turns it off)")
+    base_loss: str = option(
+        "ce", help="loss in sub-class space, with the sub-class counts: ce, weighted_ce, focal, balanced_softmax, ..."
+    )
+    base_loss_options: dict = option(default_factory=dict, help='keyword options of base_loss (e.g. {"tau": 1.0})')
+    parent_loss: str = option(
+        "ce", help="loss on the merged parent logits, with the class counts: ce, balanced_softmax, ..."
+    )
+    parent_loss_options: dict = option(default_factory=dict, help="keyword options of parent_loss")
+    merge: str = option(
+        "logsumexp", help="sub-class logits -> parent logit: logsumexp (sum of probabilities) or max (likeliest)"
+    )
+    backend: str = option("torch", help="k-means implementation: torch (on the training device) or sklearn (CPU)")
+    min_cluster_size: int = option(0, help="every sub-class gets at least this many samples when it can; 0 = non-empty")
+    feature_sample: int = option(
+        0, help="k-means on at most this many samples per class, the rest to the nearest centroid; 0 = all"
+    )
+    n_init: int = option(3, help="k-means++ restarts at the first clustering (later ones warm-start)")
+    max_iter: int = option(100, help="Lloyd iterations at most per k-means run")
+    # spread evenly over same-class siblings; unsplit classes keep all of it. Default 0.3: the best
+    # splitting variant on FER2013 IF=100 validation (ablation_cpu)
+    soft_sibling: float = option(
+        0.3, help="label-smoothing mass moved from the pseudo-label to its sibling sub-classes; 0 = hard targets"
+    )
+    seed: int = option(0, help="seed of the clustering (k-means++ and sub-sampling; the epoch is added)")
+    # train: augmented images in train mode, no extra pass (indices not trained on yet fall back to
+    # clean features; a DICC epoch costs about a CE epoch); clean: an extra eval-mode pass without
+    # augmentation at every clustering, 1.3-1.6x a CE epoch (benchmarks/dicc_overhead.md)
+    feature_source: str = option(
+        "train", help="features clustered: train (the last epoch's training features) or clean (an extra pass)"
+    )
+    # balanced / sqrt: class-aware re-sampling with replacement, as the resample method
+    sampler: str = option(
+        "none", help="training order: none (shuffle), balanced or sqrt (over classes), subclass (over sub-classes)"
+    )
 
     def __post_init__(self) -> None:
         """Checked when the options are built, so a grid fails before anything trains."""
