@@ -147,6 +147,7 @@ def run_serve(args) -> int:
         window_ms=args.batch_window_ms,
         max_pixels=args.max_pixels,
         max_queue=args.max_queue,
+        model_name=args.model,
     )
     app = create_app(service, token=args.token, max_bytes=args.max_bytes)
     host, port = sock.getsockname()[:2]

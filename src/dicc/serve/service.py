@@ -16,6 +16,7 @@ import copy
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Mapping
 
 from ..config import TTA_MODES
@@ -52,7 +53,8 @@ class Service:
     - ``window_ms``: how long the first face of a batch waits for other requests' faces (only
       while other requests are still being decoded or detected);
     - ``max_pixels``: the pixel cap of an uploaded picture (422 above it);
-    - ``max_queue``: requests accepted at once (queued or running; 503 beyond).
+    - ``max_queue``: requests accepted at once (queued or running; 503 beyond);
+    - ``model_name``: the model as ``/health`` names it (default: its file's name; not its path).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class Service:
         window_ms: float = 5.0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         max_queue: int = 64,
+        model_name: str | None = None,
     ) -> None:
         for name, value in (("workers", workers), ("max_pixels", max_pixels), ("max_queue", max_queue)):
             if value < 1:
@@ -74,6 +77,7 @@ class Service:
         if detector not in DETECTORS:
             raise ValueError(f"unknown face detector {detector!r}; choose one of: {', '.join(DETECTORS)}")
         self.recognizer = recognizer
+        self.model_name = model_name or Path(recognizer.source).name or "model"
         self.defaults = {"detector": detector, "tta": recognizer.tta, "align": recognizer.align}
         self.detector_options = dict(detector_options or {})
         self.workers, self.max_pixels, self.max_queue = int(workers), int(max_pixels), int(max_queue)
@@ -93,7 +97,7 @@ class Service:
         rec = self.recognizer
         return {
             "status": "ok",
-            "model": rec.source or "default",
+            "model": self.model_name,
             "classes": list(rec.class_names),
             "version": __version__,
             "defaults": dict(self.defaults),
