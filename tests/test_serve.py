@@ -102,36 +102,6 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-class Gate:
-    """A backend that counts its calls (rows per call) and holds its first call until ``open()``."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.calls = inner, []
-        self._open = threading.Event()
-
-    def open(self) -> None:
-        self._open.set()
-
-    def __call__(self, x):
-        self.calls.append(len(x))
-        if len(self.calls) == 1:
-            assert self._open.wait(60), "the gate was never opened"
-        return self.inner(x)
-
-
-def _open_when(gate: Gate, condition) -> threading.Thread:
-    def watch():
-        for _ in range(6000):
-            if condition():
-                break
-            time.sleep(0.01)
-        gate.open()
-
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
-    return t
-
-
 def _faces_without_file(faces):
     return [{k: v for k, v in f.items() if k != "file"} for f in faces]
 
@@ -155,18 +125,60 @@ def _assert_error(resp, status: int, *words: str) -> dict:
 
 
 # -- the micro-batcher ---------------------------------------------------------------------------------
+class Gate:
+    """A function that records its calls (rows and key per call) and holds its first call until ``open()``."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls, self.keys = inner, [], []
+        self._open = threading.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def __call__(self, x, *key):
+        self.calls.append(len(x))
+        self.keys.extend(key)
+        if len(self.calls) == 1:
+            assert self._open.wait(60), "the gate was never opened"
+        return self.inner(x, *key)
+
+
+def _open_when(gate: Gate, condition) -> threading.Thread:
+    def watch():
+        for _ in range(6000):
+            if condition():
+                break
+            time.sleep(0.01)
+        gate.open()
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def _submit_in_order(batcher, gate, pool, jobs):
+    """Submit ``(rows, key)`` jobs from pool threads, the first alone (held in ``gate``), each of the
+    others queued before the next is submitted; returns their futures."""
+    futures = [pool.submit(batcher.submit, *jobs[0])]
+    while not gate.calls:
+        time.sleep(0.005)
+    for job in jobs[1:]:
+        before = batcher.submitted
+        futures.append(pool.submit(batcher.submit, *job))
+        while batcher.submitted == before:
+            time.sleep(0.005)
+    return futures
+
+
 def test_batcher_joins_rows_of_waiting_threads_and_returns_each_its_own():
-    gate = Gate(lambda x: x * 10)
+    gate = Gate(lambda x, key: x * 10)
     batcher = MicroBatcher(gate, window_s=0.0, max_rows=64)
     try:
         inputs = [np.full((n, 2), i, np.float32) for i, n in enumerate([1, 2, 3, 1, 2])]
         _open_when(gate, lambda: batcher.submitted == len(inputs))
         with ThreadPoolExecutor(len(inputs)) as pool:
-            first = pool.submit(batcher.submit, inputs[0])
-            while not gate.calls:  # the first call holds the batcher while the others queue up
-                time.sleep(0.005)
-            rest = [pool.submit(batcher.submit, x) for x in inputs[1:]]
-            outs = [first.result(30)] + [f.result(30) for f in rest]
+            futures = _submit_in_order(batcher, gate, pool, [(x,) for x in inputs])
+            outs = [f.result(30) for f in futures]
         for x, out in zip(inputs, outs):
             np.testing.assert_array_equal(out, x * 10)
         assert gate.calls == [1, 8]  # the four that waited went through in one call
@@ -175,32 +187,26 @@ def test_batcher_joins_rows_of_waiting_threads_and_returns_each_its_own():
         batcher.close()
 
 
-def test_batcher_keeps_batches_within_max_rows():
-    gate = Gate(lambda x: x + 1)
+def test_batcher_keeps_batches_within_max_rows_and_to_one_key_in_order():
+    gate = Gate(lambda x, key: x + (100 if key == "b" else 0))
     batcher = MicroBatcher(gate, window_s=0.0, max_rows=4)
     try:
-        sizes = [1, 3, 3, 1, 2, 4]
-        _open_when(gate, lambda: batcher.submitted == len(sizes))
-        with ThreadPoolExecutor(len(sizes)) as pool:
-            futures = [pool.submit(batcher.submit, np.zeros((sizes[0], 1)))]
-            while not gate.calls:
-                time.sleep(0.005)
-            for n in sizes[1:]:  # queued in this order (each submitted before the next)
-                before = batcher.submitted
-                futures.append(pool.submit(batcher.submit, np.zeros((n, 1))))
-                while batcher.submitted == before:
-                    time.sleep(0.005)
-            for f, n in zip(futures, sizes):
-                assert f.result(30).shape == (n, 1)
-        # after the held first call: 3 (3 + 3 > 4), then 3 + 1, then 2 (2 + 4 > 4), then 4
-        assert gate.calls == [1, 3, 4, 2, 4]
+        jobs = [(1, "a"), (3, "a"), (2, "b"), (3, "a"), (1, "a"), (2, "b"), (2, "a"), (4, "a")]
+        _open_when(gate, lambda: batcher.submitted == len(jobs))
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            futures = _submit_in_order(batcher, gate, pool, [(np.full((n, 1), i), k) for i, (n, k) in enumerate(jobs)])
+            for f, (i, (n, k)) in zip(futures, enumerate(jobs)):
+                np.testing.assert_array_equal(f.result(30), np.full((n, 1), i + (100 if k == "b" else 0)))
+        # after the held first call: the oldest waiting ("a", 3) with the "a"s that fit behind it in
+        # order (3 + 3 > 4: alone); then the "b"s (2 + 2); then "a" 3 + 1; then 2 (2 + 4 > 4); then 4
+        assert list(zip(gate.calls, gate.keys)) == [(1, "a"), (3, "a"), (4, "b"), (4, "a"), (2, "a"), (4, "a")]
     finally:
         batcher.close()
 
 
 def test_batcher_does_not_wait_when_no_one_else_is_coming():
     calls = []
-    batcher = MicroBatcher(lambda x: calls.append(len(x)) or x, window_s=600.0, expected=lambda: 0)
+    batcher = MicroBatcher(lambda x, key: calls.append(len(x)) or x, window_s=600.0, expected=lambda: 0)
     try:
         t = threading.Thread(target=batcher.submit, args=(np.ones((2, 3)),))
         t.start()
@@ -213,7 +219,7 @@ def test_batcher_does_not_wait_when_no_one_else_is_coming():
 def test_batcher_errors_reach_every_caller_and_the_batcher_goes_on():
     state = {"fail": True}
 
-    def fn(x):
+    def fn(x, key):
         if state["fail"]:
             state["fail"] = False
             raise ValueError("backend broke")
@@ -335,6 +341,7 @@ def test_health_page_and_unknown_routes(make_client):
     assert info["model"] == "ce.pt" and info["status"] == "ok"  # the file's name, not where it lies
     assert info["defaults"] == {"detector": "haar", "tta": "none", "align": "rotate"}
     assert info["max_bytes"] == 10 * 1024 * 1024 and info["token"] is False
+    assert info["batching"] == {"window_ms": 5.0, "batches": 0, "faces": 0}
 
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -405,6 +412,8 @@ def test_concurrent_requests_are_batched_and_agree_with_one_at_a_time(rec, photo
         assert len(gate.calls) == 2 and sum(gate.calls) == 16
         one_at_a_time = [client.post("/predict", content=_bytes(photos, n)) for n in names]
         assert len(gate.calls) == 2 + len(names)
+        batching = client.get("/health").json()["batching"]
+        assert (batching["batches"], batching["faces"]) == (2 + len(names), 32)
     for a, b in zip(answers, one_at_a_time):
         _assert_same_faces(a.json()["faces"], b.json()["faces"])
     assert [len(a.json()["faces"]) for a in answers] == [1, 3] * 4

@@ -3,9 +3,10 @@
 :class:`Service` takes a :class:`dicc.predict.Recognizer` and answers :meth:`Service.predict`
 (uploaded bytes + options -> the faces ``dicc predict --json`` gives for one image). Each request
 is decoded (:func:`dicc.serve.uploads.decode_upload`: size checked before decoding), its faces
-found and cut out in one of ``workers`` threads, each with its own detectors; the faces then go
-to the model through a :class:`dicc.serve.batching.MicroBatcher`, so the faces of requests that
-arrive together go through the network in one call, on one thread. More than ``max_queue``
+found and cut out in one of ``workers`` threads, each with its own detectors (the Recognizer's
+``predict_batch``); its faces' classification (``Recognizer.classify``, the one step every face
+goes through on its way to the model) is handed to a :class:`dicc.serve.batching.MicroBatcher`,
+so the faces of requests that arrive together go through one ``classify`` call, on one thread. More than ``max_queue``
 requests at once are refused (503) instead of piling up.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +49,7 @@ class Service:
     """Emotions of uploaded images, with ``workers`` threads sharing one model.
 
     - ``recognizer``: its model, class names, normalisation, ``align``, ``margin`` and ``tta``
-      (the defaults of requests) are used; its backend is called by the batcher only;
+      (the defaults of requests) are used; its model is called by the batcher's thread only;
     - ``detector``: the default detector's name (requests may ask for another); each worker
       thread builds its own detectors (``detector_options`` apply to the default one);
     - ``window_ms``: how long the first face of a batch waits for other requests' faces (only
@@ -82,8 +84,12 @@ class Service:
         self.detector_options = dict(detector_options or {})
         self.workers, self.max_pixels, self.max_queue = int(workers), int(max_pixels), int(max_queue)
         self._running = _Gauge()
+        self._classifiers = {}  # tta -> the recognizer whose classify the batcher calls
+        for tta in TTA_MODES:
+            self._classifiers[tta] = copy.copy(recognizer)
+            self._classifiers[tta].tta = tta
         self.batcher = MicroBatcher(
-            recognizer.backend, window_s=window_ms / 1000.0, max_rows=recognizer.batch_size, expected=self._running
+            self._classify_batch, window_s=window_ms / 1000.0, max_rows=recognizer.batch_size, expected=self._running
         )
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="dicc-serve")
         self._local = threading.local()
@@ -104,6 +110,12 @@ class Service:
             "options": {k: list(v) for k, v in OPTIONS.items()},
             "workers": self.workers,
             "max_pixels": self.max_pixels,
+            # since the start: classify calls (each one forward pass per test-time view) and their faces
+            "batching": {
+                "window_ms": self.batcher.window_s * 1000.0,
+                "batches": self.batcher.calls,
+                "faces": self.batcher.rows,
+            },
         }
 
     def options(self, query: Mapping[str, str]) -> dict:
@@ -180,16 +192,21 @@ class Service:
                 detectors[detector] = create_detector(detector, **options)
             view = copy.copy(self.recognizer)
             view.detector, view.align, view.tta = detectors[detector], align, tta
-            view.backend = self._batched
+            view.classify = functools.partial(self._classify, tta)  # its faces go to the batcher
             views[key] = view
         return view
 
-    def _batched(self, x):
+    def _classify(self, tta: str, pixels):
+        if not len(pixels):  # no face: nothing to batch (no forward pass either)
+            return self._classifiers[tta].classify(pixels)
         self._running.add(-1)  # waiting for a batch, no longer on its way to one
         try:
-            return self.batcher.submit(x)
+            return self.batcher.submit(pixels, key=tta)
         finally:
             self._running.add(1)
+
+    def _classify_batch(self, pixels, tta: str):
+        return self._classifiers[tta].classify(pixels)
 
     def close(self) -> None:
         """Finish the requests being served, then stop the workers and the batcher."""
