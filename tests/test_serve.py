@@ -334,6 +334,20 @@ def test_query_options_change_the_answer_as_the_recognizer_would(make_client, ck
     _assert_error(client.post("/predict?colour=1", content=b"x"), 400, "unknown query parameter 'colour'")
 
 
+def test_an_onnx_model_serves_the_answers_of_its_checkpoint(make_client, ckpt, photos, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dicc.export import export_onnx
+
+    export_onnx(ckpt, tmp_path / "m.onnx")
+    image = _bytes(photos, "group")
+    with TestClient(create_app(Service(Recognizer.load(tmp_path / "m.onnx"), workers=2))) as client:
+        assert client.get("/health").json()["model"] == "m.onnx"
+        onnx_faces = client.post("/predict?tta=flip", content=image).json()["faces"]
+    pt_faces = make_client().post("/predict?tta=flip", content=image).json()["faces"]
+    assert len(onnx_faces) == 3
+    _assert_same_faces(onnx_faces, pt_faces, atol=1e-4)
+
+
 def test_health_page_and_unknown_routes(make_client):
     client = make_client()
     info = client.get("/health").json()
@@ -378,6 +392,40 @@ def test_bad_uploads_get_one_line_json_errors_and_the_server_goes_on(make_client
     )
     ok = client.post("/predict", files={"image": ("a.jpg", astronaut_small, "image/jpeg")})
     assert ok.status_code == 200 and len(ok.json()["faces"]) == 1
+
+
+def test_a_client_that_goes_away_mid_upload_is_not_an_error_of_the_server(rec, caplog):
+    import asyncio
+
+    app = create_app(Service(rec, workers=1))
+    messages = iter([{"type": "http.request", "body": b"\x89PNG half", "more_body": True}, {"type": "http.disconnect"}])
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "headers": [(b"content-type", b"image/png")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+    }
+    try:
+        asyncio.run(app(scope, receive, send))
+    finally:
+        app.state.service.close()
+    assert sent[0]["status"] == 400 and b"disconnected" in sent[1]["body"]
+    assert "Traceback" not in caplog.text and "failed" not in caplog.text
 
 
 def test_a_failing_model_gives_a_500_without_a_traceback_and_the_next_request_works(rec, photos, caplog):

@@ -25,7 +25,7 @@ from importlib import resources
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -57,6 +57,8 @@ def _json_errors(handler):
             return error(err.status, err.message, {"WWW-Authenticate": "Bearer"} if err.status == 401 else None)
         except HTTPException as err:  # e.g. Starlette's multipart parser
             return error(err.status_code, err.detail)
+        except ClientDisconnect:  # the client went away during its upload: no one to answer
+            return error(400, "the client disconnected before its upload was complete")
         except Exception:  # noqa: BLE001 - the server goes on serving
             log.exception("dicc serve: %s %s failed", request.method, request.url.path)
             return error(500, "internal error (logged on the server)")

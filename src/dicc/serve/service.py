@@ -139,7 +139,7 @@ class Service:
         "time_ms"}`` of one uploaded image; records as ``dicc predict --json`` writes them
         (:func:`dicc.predict.outputs.records`). ``time_ms``: the time in the service (waiting for
         a worker, decoding, detection, classification). Raises :class:`RequestError`."""
-        opts = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
+        opts = self.options({k: v for k, v in options.items() if v is not None})
         t0 = time.perf_counter()
         with self._lock:
             if self._accepted >= self.max_queue:
