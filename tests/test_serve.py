@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -37,9 +33,7 @@ from dicc.predict import Recognizer  # noqa: E402
 from dicc.serve import MicroBatcher, RequestError, Service, create_app, decode_upload  # noqa: E402
 from dicc.serve.cli import is_loopback  # noqa: E402
 
-from helpers import make_checkpoint  # noqa: E402
-
-SRC = Path(dicc.__file__).resolve().parents[1]
+from helpers import make_checkpoint, start_server, stop_server  # noqa: E402
 
 
 # -- fixtures ----------------------------------------------------------------------------------------
@@ -558,32 +552,6 @@ def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, dict]:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def start_server(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
-    """``dicc serve ARGS --port 0`` in a subprocess; returns it and its address once it listens."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dicc", "serve", *args, "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=open(log, "w"),
-        text=True,
-        env=env,
-    )
-    line = proc.stdout.readline()  # printed once the socket listens (pytest's timeout bounds the wait)
-    if not line.startswith("dicc serve: http://"):
-        proc.kill()
-        raise AssertionError(f"the server did not start: {line!r} {log.read_text()}")
-    return proc, line.split()[2].rstrip("/")
-
-
-def stop_server(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: finish what is being served, then stop
-    try:
-        return proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_the_real_server_over_http(ckpt, photos, tmp_path):

@@ -31,7 +31,7 @@ skdata = pytest.importorskip("skimage.data")
 
 from dicc import EMOTIONS  # noqa: E402
 
-from test_serve import start_server, stop_server  # noqa: E402
+from helpers import start_server, stop_server  # noqa: E402
 
 CHROMIUM = os.environ.get("DICC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = os.environ.get("DICC_CHROMEDRIVER") or shutil.which("chromedriver")

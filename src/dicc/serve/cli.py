@@ -139,35 +139,35 @@ def run_serve(args) -> int:
     except ImportError as err:
         print(f"dicc serve: error: {err}", file=sys.stderr)
         return 2
-    sock = listen(args.host, args.port)
-    service = Service(
-        rec,
-        detector=args.detector,
-        workers=args.workers,
-        window_ms=args.batch_window_ms,
-        max_pixels=args.max_pixels,
-        max_queue=args.max_queue,
-        model_name=args.model,
-    )
-    app = create_app(service, token=args.token, max_bytes=args.max_bytes)
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(
-        f"dicc serve: http://{shown}:{port}/ (model {rec.source or args.model}, detector {args.detector}, "
-        f"{args.workers} workers){'; bearer token required' if args.token else ''}; Ctrl-C stops",
-        flush=True,
-    )
-    if not is_loopback(args.host) and not args.token:
+    with listen(args.host, args.port) as sock:
+        service = Service(
+            rec,
+            detector=args.detector,
+            workers=args.workers,
+            window_ms=args.batch_window_ms,
+            max_pixels=args.max_pixels,
+            max_queue=args.max_queue,
+            model_name=args.model,
+        )
+        app = create_app(service, token=args.token, max_bytes=args.max_bytes)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
         print(
-            f"dicc serve: warning: listening on {args.host} with no authentication: anyone who can reach port "
-            f"{port} can use this service; give --token (or ${TOKEN_ENV}) to require a bearer token",
-            file=sys.stderr,
+            f"dicc serve: http://{shown}:{port}/ (model {rec.source or args.model}, detector {args.detector}, "
+            f"{args.workers} workers){'; bearer token required' if args.token else ''}; Ctrl-C stops",
             flush=True,
         )
-    if threading.current_thread() is threading.main_thread():
-        # started from a shell's background job, SIGINT is inherited as ignored; uvicorn re-raises
-        # the signal that stopped it once it has shut down: Ctrl-C then ends as in every command
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+        if not is_loopback(args.host) and not args.token:
+            print(
+                f"dicc serve: warning: listening on {args.host} with no authentication: anyone who can reach port "
+                f"{port} can use this service; give --token (or ${TOKEN_ENV}) to require a bearer token",
+                file=sys.stderr,
+                flush=True,
+            )
+        if threading.current_thread() is threading.main_thread():
+            # started from a shell's background job, SIGINT is inherited as ignored; uvicorn re-raises
+            # the signal that stopped it once it has shut down: Ctrl-C then ends as in every command
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, lifespan="on")
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
