@@ -132,6 +132,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="default")
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--window-ms", type=float, default=None, help="the server's --batch-window-ms (default: its own)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=160, help="requests per level")
     p.add_argument("--max-seconds", type=float, default=120.0, help="stop sending at a level after this")
@@ -141,7 +142,10 @@ def main() -> None:
 
     body = photo_jpeg()
     load0 = os.getloadavg()[0]
-    proc, host, port = start_server([args.model, "--workers", str(args.workers)])
+    server_args = [args.model, "--workers", str(args.workers)]
+    if args.window_ms is not None:
+        server_args += ["--batch-window-ms", str(args.window_ms)]
+    proc, host, port = start_server(server_args)
     tables = []
     try:
         info = get_json(host, port, "/health")
