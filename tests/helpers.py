@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,43 @@ def read_only(folder: Path):
     finally:
         mp.undo()
         folder.chmod(0o755)
+
+
+# -- dicc serve in a subprocess --------------------------------------------------------------
+def start_server(args: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """``dicc serve ARGS --port 0`` in a subprocess; returns it and its address once it listens."""
+    import dicc
+
+    src = Path(dicc.__file__).resolve().parents[1]  # the dicc these tests import, also in the subprocess
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dicc", "serve", *args, "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+    line = proc.stdout.readline()  # printed once the socket listens (pytest's timeout bounds the wait)
+    if not line.startswith("dicc serve: http://"):
+        proc.kill()
+        raise AssertionError(f"the server did not start: {line!r} {log.read_text()}")
+
+    def drain() -> None:  # the rest of its stdout (its log) is read and kept, so that the pipe never fills
+        with proc.stdout:
+            log.with_suffix(".out").write_text(proc.stdout.read())
+
+    proc.drain = threading.Thread(target=drain, daemon=True)
+    proc.drain.start()
+    return proc, line.split()[2].rstrip("/")
+
+
+def stop_server(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: finish what is being served, then stop
+    try:
+        return proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.drain.join(10)

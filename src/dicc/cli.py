@@ -307,6 +307,12 @@ def _export(args) -> int:
     return run_export(args)
 
 
+def _serve(args) -> int:
+    from .serve import run_serve
+
+    return run_serve(args)
+
+
 def _compare(args) -> int:
     from .compare import run_compare
 
@@ -322,6 +328,7 @@ COMMANDS = {
     "compare": _compare,
     "predict": _predict,
     "export": _export,
+    "serve": _serve,
     "rebalance": _rebalance,
 }
 
@@ -349,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_predict_parser(sub)
     add_export_parser(sub)
+    from .serve import add_serve_parser
+
+    add_serve_parser(sub)
     m = sub.add_parser("methods", help="list the registered imbalance methods")
     m.add_argument("--verbose", "-v", action="store_true", help="also list each method's options")
     return parser
