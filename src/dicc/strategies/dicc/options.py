@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from ...clustering import BACKENDS
 MERGES = ("logsumexp", "max")
 FEATURE_SOURCES = ("clean", "train")
 SAMPLERS = ("none", "balanced", "sqrt", "subclass")
+HEADS = ("subclass", "parent")
 
 
 @dataclass
@@ -17,7 +19,9 @@ class DICCOptions:
     """Options of the ``dicc`` method (``method.options`` in the config)."""
 
     #: target sub-class size ``s`` in ``k_c = clamp(floor(n_c / s), 1, k_max)``: ``"median"``
-    #: (median class count), ``"min"`` (smallest class count, at least ``size_floor``) or a number
+    #: (median class count), ``"min"`` (smallest class count, at least ``size_floor``), ``"sbcl"``
+    #: (SBCL's rule: ``k_c = n_c // max(n_min, size_floor)``, tail-sized sub-classes, no
+    #: ``k_max`` cap; SBCL uses ``size_floor`` 10-20) or a number
     size: Any = "median"
     #: the most sub-classes one class is split into
     k_max: int = 4
@@ -77,6 +81,22 @@ class DICCOptions:
     #: re-sampling with replacement, as the ``resample`` method) or ``"subclass"`` (every
     #: sub-class drawn equally often once the classes are split; every class during warm-up)
     sampler: str = "none"
+    #: what the classifier head predicts: ``"subclass"`` (one output per sub-class, merged for
+    #: evaluation: DICC as specified) or ``"parent"`` (one output per class trained with
+    #: ``parent_loss`` alone, e.g. balanced softmax; the sub-classes then only shape the
+    #: representation through the ``contrastive`` term, as in SBCL)
+    head: str = "subclass"
+    #: weight of the sub-class supervised contrastive term (SBCL, :mod:`dicc.contrastive`) on a
+    #: projection of the features of two augmented views of every image; 0 = off (one view)
+    contrastive: float = 0.0
+    #: temperature of the contrastive term (SBCL: 0.1)
+    con_temperature: float = 0.1
+    #: its base temperature: the sub-class term is scaled by ``con_temperature / con_base_temperature`` (SBCL: 0.07)
+    con_base_temperature: float = 0.07
+    #: weight of the class-level positives beside the sub-class ones (SBCL: 0.25)
+    con_class_weight: float = 0.25
+    #: output size of the two-layer projection head the contrastive term uses (SBCL: 128)
+    projection_dim: int = 128
 
     def __post_init__(self) -> None:
         """Checked when the options are built, so a grid fails before anything trains."""
@@ -113,8 +133,20 @@ class DICCOptions:
             raise ValueError("dicc: recluster_every must be an integer >= 0")
         if not 0.0 <= float(self.soft_sibling) < 1.0:
             raise ValueError(f"dicc: soft_sibling must lie in [0, 1), got {self.soft_sibling}")
+        if self.head not in HEADS:
+            raise ValueError(f"dicc: unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+        for key in ("contrastive", "con_class_weight"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"dicc: {key} must be a number >= 0, got {v!r}")
+        for key in ("con_temperature", "con_base_temperature"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"dicc: {key} must be a number > 0, got {v!r}")
+        if isinstance(self.projection_dim, bool) or not isinstance(self.projection_dim, int) or self.projection_dim < 1:
+            raise ValueError(f"dicc: projection_dim must be an integer >= 1, got {self.projection_dim!r}")
         if float(self.parent_weight) < 0:
             raise ValueError(f"dicc: parent_weight must be >= 0, got {self.parent_weight}")
 
 
-__all__ = ["DICCOptions", "FEATURE_SOURCES", "MERGES", "SAMPLERS"]
+__all__ = ["DICCOptions", "FEATURE_SOURCES", "HEADS", "MERGES", "SAMPLERS"]
