@@ -204,3 +204,37 @@ def test_mixup_with_the_contrastive_term_is_refused():
     cfg = load_config(None, ["method.name=dicc", "method.options.contrastive=1", "augment.mixup=0.2"])
     with pytest.raises(ValueError, match="augment.mixup with method.options.contrastive"):
         check_config(cfg)
+
+
+@pytest.mark.slow
+def test_under_ddp_embeddings_are_gathered_with_their_gradients_and_ranks_agree(tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    run = [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
+    overrides = [
+        "data.longtail=[24,8,24,64,32,16,48]",
+        "model.width=4",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.progress=false",
+        "method.name=dicc",
+        "method.options.contrastive=0.5",
+        "method.options.warmup_epochs=1",
+        "method.options.n_init=1",
+    ]
+    cmd = [*run, "--standalone", "--nproc_per_node=2", str(here / "ddp_contrastive_worker.py"), str(tmp_path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run([*cmd, *overrides], env=env, capture_output=True, text=True, timeout=480)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    f0, f1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert f0["world_size"] == 2 and (f0["offset"], f1["offset"]) == (0, 4)
+    assert f0["grad_matches"] and f1["grad_matches"], (f0["grad_max_diff"], f1["grad_max_diff"])
+    assert f0["weights"] == f1["weights"]
