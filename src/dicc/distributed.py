@@ -175,6 +175,28 @@ def all_gather_object(obj: Any) -> list:
     return out
 
 
+def all_gather_rows(z: torch.Tensor, *labels: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], int]:
+    """Every rank's rows of ``z`` (with their gradients: autograd flows back to the rank that
+    computed them) and of each ``labels`` tensor, concatenated in rank order on every rank, and
+    where this rank's rows start. Every rank must hold as many rows (the engine gives every rank
+    as many samples per step). Without a process group: the tensors themselves and 0."""
+    if not _active():
+        return (z, *labels), 0
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.long, device=z.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(z)], device=z.device))
+    if len({int(s) for s in sizes}) != 1:
+        raise ValueError(f"all_gather_rows: the ranks hold {[int(s) for s in sizes]} rows; they must hold as many")
+    from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+    out = [torch.cat(all_gather_with_grad(z.contiguous()))]
+    for t in labels:
+        parts = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(parts, t.contiguous())
+        out.append(torch.cat(parts))
+    return tuple(out), rank * len(z)
+
+
 def raise_if_any(err: BaseException | None) -> None:
     """Collective error check: every rank passes the exception it hit (or None). If any rank
     hit one, every rank raises: its own exception, else the first failing rank's, so no rank is

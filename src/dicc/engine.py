@@ -192,19 +192,22 @@ def _train_epoch(run: TrainingRun, epoch: int) -> tuple[torch.Tensor, int]:
         lr = learning_rate(cfg.optim, run.step, total)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = run.augment(x.to(device, non_blocking=True))
-        y, idx = y.to(device, non_blocking=True), idx.to(device, non_blocking=True)
+        n = len(y)
+        x, y, idx = _views(run, x.to(device, non_blocking=True), y.to(device), idx.to(device))
         if mixup > 0:
             x, perm, lam = run.augment.mix(x)
-        keep = strategy.wants_features
+        keep, embed = strategy.wants_features, strategy.projection_dim is not None
         with run.precision.autocast():
-            out = run.ddp_model(run.precision.prepare_input(x), return_features=keep)
-        logits = out[0] if keep else out
-        if keep:
-            strategy.observe_features(out[1].detach(), y, idx)
+            extra = {"return_projection": True} if embed else {}
+            out = run.ddp_model(run.precision.prepare_input(x), return_features=keep, **extra)
+        logits = out[0] if (keep or embed) else out
+        if keep:  # the first view's features (the images as the other methods see them)
+            strategy.observe_features(out[1][:n].detach(), y[:n], idx[:n])
         loss = strategy.loss(logits.float(), y, idx)
         if mixup > 0:  # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
             loss = lam * loss + (1.0 - lam) * strategy.loss(logits.float(), y[perm], idx[perm])
+        if embed:
+            loss = loss + strategy.embedding_loss(out[2].float(), y, idx)
         optimizer.zero_grad(set_to_none=True)
         if run.scaler is not None:
             run.scaler.scale(loss).backward()
@@ -214,10 +217,19 @@ def _train_epoch(run: TrainingRun, epoch: int) -> tuple[torch.Tensor, int]:
             loss.backward()
             optimizer.step()
         run.step += 1
-        loss_sum += loss.detach() * len(y)
-        seen += len(y)
+        loss_sum += loss.detach() * n
+        seen += n
     distributed.broadcast_buffers(run.model)  # every rank evaluates with the statistics rank 0 saves
     return loss_sum, seen
+
+
+def _views(run: TrainingRun, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
+    """The step's augmented batch: ``strategy.views`` augmentations of the images stacked (views
+    of one image share its target and index), normalised."""
+    views = int(run.strategy.views)
+    if views == 1:
+        return run.augment(x), y, idx
+    return torch.cat([run.augment(x) for _ in range(views)]), y.repeat(views), idx.repeat(views)
 
 
 def _validate(run: TrainingRun, record: dict) -> bool:

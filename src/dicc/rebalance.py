@@ -203,8 +203,10 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
     C = len(ckpt["class_names"])
     is_dicc = hasattr(strategy, "plan")
     space = stage.get("space", "subclass" if name == "tau_norm" else "parent")
-    if space == "subclass" and name == "crt" and not is_dicc:
-        raise ValueError("stage crt: space=subclass needs a DICC run (its sub-class pseudo-labels)")
+    if space == "subclass" and name == "crt" and not (is_dicc and strategy.num_outputs == strategy.plan.S):
+        raise ValueError(
+            "stage crt: space=subclass needs a DICC run with a sub-class head (its sub-class pseudo-labels)"
+        )
     val_feats = _features(model, val, torch.arange(len(val)), eval_kw)
     record: dict = {"parent": str(parent.resolve()), "parent_checkpoint": Path(ckpt["_path"]).name, "stage": stage}
     rd = RunDirectory(out)
@@ -233,7 +235,7 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
         record.update({"chosen": {"tau": tau}, "val_mean_class_accuracy": scores})
     elif name == "tau_norm":
         w = head.weight.detach().clone()
-        groups = [strategy.plan.subclass_range(c) for c in range(C)] if (is_dicc and space == "parent") else None
+        groups = [strategy.head_plan.subclass_range(c) for c in range(C)] if (is_dicc and space == "parent") else None
         taus = [float(t) for t in stage.get("taus", [round(0.1 * i, 1) for i in range(21)])]
         with torch.no_grad():
             if getattr(head, "bias", None) is not None:

@@ -110,6 +110,9 @@ def build_run(
             image_size=train.image_size,
         ).to(device)
         norm_default = default_normalization(cfg.model.name, cfg.model.pretrained)
+    if strategy.projection_dim:  # a contrastive term's projection head, trained with the model
+        model.set_projection(strategy.projection_dim)
+        model.projector.to(device)
     mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels, norm_default)
     if user_model is not None:  # a model that cannot take the data fails now, in one line
         check_forward(model, normalize(train.get_batch(range(min(2, len(train)))).to(device), mean, std))

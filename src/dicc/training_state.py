@@ -65,6 +65,7 @@ def training_state(
             "in_channels": train.channels,
             "image_size": train.image_size,
             "dropout": cfg.model.dropout,
+            **({"projection_dim": net.projection_dim} if getattr(net, "projection_dim", None) else {}),
         },
         "normalization": {
             "mean": (normalization or (cfg.augment.mean, cfg.augment.std))[0],

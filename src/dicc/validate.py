@@ -109,6 +109,11 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     if cfg.eval.logit_adjust is not None:
         _number(cfg.eval.logit_adjust, "eval.logit_adjust")
     _check_distill(cfg.distill)
+    if a.mixup > 0 and cfg.method.name == "dicc" and cfg.method.options.get("contrastive"):
+        raise ValueError(
+            "augment.mixup with method.options.contrastive: the contrastive term compares views of "
+            "single images; turn one of them off"
+        )
     if a.mixup > 0 and cfg.method.name == "dicc" and cfg.method.options.get("feature_source", "train") == "train":
         raise ValueError(
             "augment.mixup with method dicc: the features kept from training would be those of mixed "

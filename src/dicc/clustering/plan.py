@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-SIZE_RULES = ("median", "min")
+SIZE_RULES = ("median", "min", "sbcl")
 
 
 # -- the sub-class plan ---------------------------------------------------------------------
@@ -136,7 +136,8 @@ def plan_subclasses(
     ``size`` chooses the target sub-class size ``s``: ``"median"`` (the median class count,
     the mean of the two middle counts when the number of classes is even), ``"min"`` (the
     smallest class count, but at least ``min_size_floor`` so one tiny class does not shatter
-    the others) or a positive number used as given.
+    the others), ``"sbcl"`` (the same ``s``, with ``k_c = n_c // s`` and no ``k_max`` cap: SBCL's
+    tail-sized sub-classes) or a positive number used as given.
     """
     counts = [int(c) for c in (class_counts.tolist() if isinstance(class_counts, torch.Tensor) else class_counts)]
     if not counts or any(c <= 0 for c in counts):
@@ -150,7 +151,7 @@ def plan_subclasses(
         rule = size.strip().lower()
         if rule == "median":
             s = float(statistics.median(counts))
-        elif rule == "min":
+        elif rule in ("min", "sbcl"):
             s = float(max(min(counts), int(min_size_floor)))
         else:
             raise ValueError(f"plan: unknown size {size!r}; valid: {', '.join(SIZE_RULES)} or a positive number")
@@ -158,6 +159,9 @@ def plan_subclasses(
         rule, s = "fixed", float(size)
     else:
         raise ValueError(f"plan: size must be {' or '.join(SIZE_RULES)} or a positive number, got {size!r}")
+    if rule == "sbcl":  # SBCL (Hou et al. 2023): n_c // max(n_min, floor) sub-classes, no cap
+        k = [max(n // int(s), 1) for n in counts]
+        return SubclassPlan(counts=counts, k=k, size=s, size_rule=rule, k_max=max(k))
     k = [min(max(math.floor(n / s), 1), k_max) for n in counts]
     return SubclassPlan(counts=counts, k=k, size=s, size_rule=rule, k_max=k_max)
 

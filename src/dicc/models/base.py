@@ -51,6 +51,23 @@ class FERModel(nn.Module):
             self.head = CosineHead(feature_dim, num_outputs)
         else:
             raise ValueError(f"unknown head_type {head_type!r}; valid: linear, cosine")
+        self.projector: nn.Module | None = None  # set_projection
+
+    def set_projection(self, dim: int | None) -> None:
+        """Give the model a projection head ``features -> dim`` (L2-normalised; a strategy's
+        contrastive term trains it, :mod:`dicc.contrastive`), or none (``dim`` None). Call
+        before the optimizer is built; prediction and export never use it."""
+        if dim is None:
+            self.projector = None
+            return
+        from ..contrastive import ProjectionHead
+
+        self.projector = ProjectionHead(self.feature_dim, int(dim))
+
+    @property
+    def projection_dim(self) -> int | None:
+        proj = getattr(self, "projector", None)
+        return None if proj is None else int(proj.net[-1].out_features)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (before dropout and the head)."""
@@ -61,11 +78,14 @@ class FERModel(nn.Module):
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(feats))
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, return_projection: bool = False):
         """Logits; with ``return_features`` also the penultimate features ``(logits, feats)``
-        (the engine hands them to strategies that keep them, e.g. DICC)."""
+        (the engine hands them to strategies that keep them, e.g. DICC); with
+        ``return_projection`` also their projection ``(logits, feats, z)`` (:meth:`set_projection`)."""
         feats = self.features(x)
         logits = self.forward_head(feats)
+        if return_projection:
+            return logits, feats, self.projector(feats)
         return (logits, feats) if return_features else logits
 
 

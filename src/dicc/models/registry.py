@@ -154,7 +154,7 @@ def create_model(
 def model_from_spec(spec: dict) -> FERModel:
     """The architecture a checkpoint's ``model_spec`` describes (randomly initialised; no
     pretrained weights are fetched: the checkpoint holds the trained ones)."""
-    return create_model(
+    model = create_model(
         spec["name"],
         spec["num_outputs"],
         in_channels=spec["in_channels"],
@@ -163,6 +163,8 @@ def model_from_spec(spec: dict) -> FERModel:
         dropout=spec.get("dropout", 0.0),
         image_size=spec.get("image_size"),
     )
+    model.set_projection(spec.get("projection_dim"))
+    return model
 
 
 def load_pretrained_body(model: FERModel, path: str | Path) -> None:

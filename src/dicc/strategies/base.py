@@ -4,7 +4,9 @@ The engine never branches on a method's name. It asks the strategy for
 - ``num_outputs`` (the head size; DICC's is the number of sub-classes) and ``head_type``,
 - ``epoch_indices`` (the training order for one epoch on one rank: shuffle or resampling),
 - ``on_epoch_start(ctx)`` (DRW's switch, DICC's re-clustering),
-- ``loss(logits, targets, indices)`` (``indices`` are dataset indices, for pseudo-labels),
+- ``loss(logits, targets, indices)`` (``indices`` are dataset indices, for pseudo-labels), and
+  with ``views`` / ``projection_dim`` / ``embedding_loss`` a representation term on several
+  augmented views (DICC's contrastive option),
 - ``parent_logits(logits)`` (what evaluation, prediction and export see: always one column per
   class), and
 - ``state_dict()`` / ``load_state_dict()`` (checkpoints; plain tensors and numbers only).
@@ -167,6 +169,17 @@ class Strategy:
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+
+    #: augmented views of every training image per step (2 for a contrastive term); the engine
+    #: stacks them, and ``loss`` / ``embedding_loss`` get the targets and indices repeated per view
+    views: int = 1
+    #: size of a projection head the model needs for :meth:`embedding_loss` (None: none)
+    projection_dim: int | None = None
+
+    def embedding_loss(self, z: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor | None:
+        """A loss on the projected embeddings ``z`` of the step's views (see ``projection_dim``),
+        added to :meth:`loss`; None (the default) when the strategy has none."""
+        return None
 
     # -- evaluation ----------------------------------------------------------------------
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:

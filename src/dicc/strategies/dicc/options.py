@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from ..base import option
 MERGES = ("logsumexp", "max")
 FEATURE_SOURCES = ("clean", "train")
 SAMPLERS = ("none", "balanced", "sqrt", "subclass")
+HEADS = ("subclass", "parent")
 
 
 @dataclass
@@ -20,10 +22,13 @@ class DICCOptions:
     # Each option's one-line help is what `dicc methods -v` prints; the comments above an option
     # say more (where its default was measured).
 
-    # k_c = clamp(floor(n_c / s), 1, k_max); "min": the smallest class count, at least size_floor
-    size: Any = option("median", help="target sub-class size s: median or min (of the class counts) or a number")
+    # k_c = clamp(floor(n_c / s), 1, k_max); "min": the smallest class count, at least size_floor;
+    # "sbcl": SBCL's rule, k_c = n_c // max(n_min, size_floor) with no k_max cap (SBCL: floor 10-20)
+    size: Any = option(
+        "median", help="target sub-class size s: median or min (of the class counts), sbcl (SBCL's rule) or a number"
+    )
     k_max: int = option(4, help="the most sub-classes one class is split into")
-    size_floor: int = option(100, help="with size=min, the smallest s allowed")
+    size_floor: int = option(100, help="with size=min or sbcl, the smallest s allowed")
     # the first split happens at the start of epoch warmup + 1 (1-based). Default 0.3: on FER2013
     # IF=100 validation (10 epochs, benchmarks/fer2013_lt/ablation_cpu, val MCA: 1 -> 42.9,
     # 3 -> 45.4, 5 -> 45.6) 3 and 5 tie within the seed spread (+0.18 +- 0.85) and both beat 1;
@@ -70,6 +75,18 @@ class DICCOptions:
         "none", help="training order: none (shuffle), balanced or sqrt (over classes), subclass (over sub-classes)"
     )
 
+    # head=parent: a C-way head trained with parent_loss alone (e.g. balanced softmax); the
+    # sub-classes then only shape the representation through the contrastive term, as in SBCL
+    head: str = option("subclass", help="what the head predicts: subclass (merged for evaluation) or parent (classes)")
+    # SBCL (Hou et al. 2023), dicc.contrastive: a projection of two augmented views per image
+    contrastive: float = option(0.0, help="weight of the sub-class supervised contrastive term; 0 = off (one view)")
+    con_temperature: float = option(0.1, help="temperature of the contrastive term (SBCL: 0.1)")
+    con_base_temperature: float = option(
+        0.07, help="the sub-class term is scaled by con_temperature / con_base_temperature (SBCL: 0.07)"
+    )
+    con_class_weight: float = option(0.25, help="weight of the class-level positives beside the sub-class ones")
+    projection_dim: int = option(128, help="output size of the two-layer projection head (SBCL: 128)")
+
     def __post_init__(self) -> None:
         """Checked when the options are built, so a grid fails before anything trains."""
         from ...losses import available_losses
@@ -105,8 +122,20 @@ class DICCOptions:
             raise ValueError("dicc: recluster_every must be an integer >= 0")
         if not 0.0 <= float(self.soft_sibling) < 1.0:
             raise ValueError(f"dicc: soft_sibling must lie in [0, 1), got {self.soft_sibling}")
+        if self.head not in HEADS:
+            raise ValueError(f"dicc: unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+        for key in ("contrastive", "con_class_weight"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"dicc: {key} must be a number >= 0, got {v!r}")
+        for key in ("con_temperature", "con_base_temperature"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"dicc: {key} must be a number > 0, got {v!r}")
+        if isinstance(self.projection_dim, bool) or not isinstance(self.projection_dim, int) or self.projection_dim < 1:
+            raise ValueError(f"dicc: projection_dim must be an integer >= 1, got {self.projection_dim!r}")
         if float(self.parent_weight) < 0:
             raise ValueError(f"dicc: parent_weight must be >= 0, got {self.parent_weight}")
 
 
-__all__ = ["DICCOptions", "FEATURE_SOURCES", "MERGES", "SAMPLERS"]
+__all__ = ["DICCOptions", "FEATURE_SOURCES", "HEADS", "MERGES", "SAMPLERS"]

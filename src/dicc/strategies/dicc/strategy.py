@@ -49,7 +49,20 @@ class DICC(Strategy):
                 f"dicc: the sub-class plan splits classes into more sub-classes than they have "
                 f"images: {'; '.join(short)}; raise method.options.size or lower k_max"
             )
+        # what the head predicts: the sub-classes, or (head="parent") the classes themselves
+        self.head_plan = (
+            self.plan
+            if o.head == "subclass"
+            else SubclassPlan(
+                counts=list(self.plan.counts),
+                k=[1] * self.num_classes,
+                size=self.plan.size,
+                size_rule="parent",
+                k_max=1,
+            )
+        )
         self._epochs: int | None = None  # the run's epochs (known at the first epoch)
+        self._world = 1  # DDP world size (known at the first epoch): the contrastive term gathers
         # clustering state (all on CPU; what state_dict() saves)
         self.split = False
         self.pseudo: torch.Tensor | None = None  # [N] global sub-class id per dataset index
@@ -65,7 +78,21 @@ class DICC(Strategy):
     # -- shape ---------------------------------------------------------------------------
     @property
     def num_outputs(self) -> int:
-        return self.plan.S
+        return self.head_plan.S
+
+    @property
+    def views(self) -> int:
+        """Augmented views of each training image per step: two with the contrastive term."""
+        return 2 if self.options.contrastive else 1
+
+    @property
+    def projection_dim(self) -> int | None:
+        """Output size of the projection head the contrastive term needs (None: none)."""
+        return int(self.options.projection_dim) if self.options.contrastive else None
+
+    @property
+    def parent_head(self) -> bool:
+        return self.options.head == "parent"
 
     # -- internals -----------------------------------------------------------------------
     def _build(self) -> None:
@@ -74,14 +101,17 @@ class DICC(Strategy):
 
         o = self.options
         counts = self.class_counts
-        if self.split:
+        if self.parent_head:  # a C-way head trained with the parent loss alone
+            self._base = None
+        elif self.split:
             self._base = create_loss(o.base_loss, self.sub_counts, o.base_loss_options)
         else:  # the live rows are a C-way classifier: the sub-class space is the class space
             self._base = create_loss(o.base_loss, counts, o.base_loss_options)
-        self._parent = create_loss(o.parent_loss, counts, o.parent_loss_options) if o.parent_weight else None
+        wants_parent = o.parent_weight or self.parent_head
+        self._parent = create_loss(o.parent_loss, counts, o.parent_loss_options) if wants_parent else None
         for loss in self.loss_modules():
             loss.label_smoothing = getattr(self, "label_smoothing", 0.0)
-        self._merge = Merge(self.plan, o.merge, self.split)
+        self._merge = Merge(self.head_plan, o.merge, self.split)
         self._pseudo_dev: dict[torch.device, torch.Tensor] = {}
         self._sibling_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -160,7 +190,7 @@ class DICC(Strategy):
         return epoch == w if r <= 0 else (epoch - w) % r == 0
 
     def on_epoch_start(self, ctx: EpochContext) -> None:
-        self._epochs = ctx.epochs
+        self._epochs, self._world = ctx.epochs, ctx.world_size
         train_source = self.options.feature_source == "train"
         due = self.is_cluster_epoch(ctx.epoch) or (not self.split and ctx.epoch >= self.warmup_for(ctx.epochs))
         if due and self.last_cluster_epoch != ctx.epoch:
@@ -238,7 +268,7 @@ class DICC(Strategy):
         self.centroids = centroids.cpu()
         self.sub_counts = torch.bincount(self.pseudo, minlength=self.plan.S).double()
         first = not self.split
-        if first:
+        if first and not self.parent_head:
             self.split_head(ctx)
         self.split = True
         self.last_cluster_epoch = ctx.epoch
@@ -284,6 +314,8 @@ class DICC(Strategy):
         ctx.copy_head_rows(pairs, bias_add)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        if self.parent_head:
+            return self._parent(logits, targets)
         pw = float(self.options.parent_weight) if self._parent is not None else 0.0
         if not self.split:
             z = self._merge(logits)  # = logits[:, offset_c]: the live rows
@@ -297,6 +329,34 @@ class DICC(Strategy):
             out = (out + pw * self._parent(self._merge(logits), targets)) / (1.0 + pw)
         return out
 
+    def embedding_loss(self, z: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor | None:
+        """``contrastive`` times the sub-class supervised contrastive loss
+        (:func:`dicc.contrastive.subclass_supcon`) of the projected embeddings ``z`` of a step's
+        views (their ``targets`` and dataset ``indices`` repeated per view); the sub-classes are
+        the pseudo-labels once split, the classes before. Under DDP every rank's embeddings are
+        the contrast set (gathered with their gradients). None when the option is off."""
+        o = self.options
+        if not o.contrastive:
+            return None
+        from ...contrastive import subclass_supcon
+        from ...distributed import all_gather_rows
+
+        dev = z.device
+        sub = self._pseudo_on(dev)[indices.to(dev).long()] if self.split else targets
+        contrast, offset = None, 0
+        if self._world > 1:
+            contrast, offset = all_gather_rows(z, sub, targets)
+        return float(o.contrastive) * subclass_supcon(
+            z,
+            sub,
+            targets,
+            temperature=o.con_temperature,
+            base_temperature=o.con_base_temperature,
+            class_weight=o.con_class_weight,
+            contrast=contrast,
+            offset=offset,
+        )
+
     def loss_modules(self) -> list:
         return [m for m in (self._base, self._parent) if m is not None]
 
@@ -307,7 +367,7 @@ class DICC(Strategy):
     def parent_merge_module(self) -> nn.Module:
         """A module mapping sub-class logits to parent logits in the current state (for export:
         append it to the model). Before the first split only row ``offset_c`` is used."""
-        return Merge(self.plan, self.options.merge, self.split)
+        return Merge(self.head_plan, self.options.merge, self.split)
 
     # -- presentation ----------------------------------------------------------------------
     def describe(self) -> str:
