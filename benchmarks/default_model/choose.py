@@ -5,6 +5,7 @@ shadow the standard library's select module.)
     python benchmarks/default_model/choose.py pilot --pilot benchmarks/default_model/pilot --out recipe.json
     python benchmarks/default_model/choose.py overrides --recipe recipe.json      # --set flags for dicc train
     python benchmarks/default_model/choose.py posthoc --run benchmarks/default_model/run --out selection.json
+    python benchmarks/default_model/choose.py teachers --member a=RUN_A --member b=CKPT_B --out teachers.json
 
 Rules (written before the numbers were seen):
 
@@ -16,7 +17,10 @@ Rules (written before the numbers were seen):
   highest validation mean class accuracy wins;
 * on the long run, the same rule picks the post-hoc ``tau`` and the test-time augmentation
   (none, flip, crops): among all (tta, tau) pairs within 0.5 points of the best validation
-  accuracy, the highest validation mean class accuracy (ties: the cheaper tta, the smaller tau).
+  accuracy, the highest validation mean class accuracy (ties: the cheaper tta, the smaller tau);
+* the distillation teachers: of every non-empty set of the candidate runs (their members' mean
+  probabilities with the targets' views), by the same rule (ties: the fewer members);
+* the single-view student's post-hoc ``tau`` (``posthoc --tta none``): by the same rule.
 """
 
 from __future__ import annotations
@@ -83,6 +87,63 @@ def val_scores(run: Path, taus=TAUS, ttas=("none", "flip", "crops")) -> list[dic
     return out
 
 
+def _val_probs(path: str, data_path: str | None, tta: str):
+    """A checkpoint's class probabilities on the validation hold-out (its own config's hold-out,
+    drawn from ``data_path``), as trained (no post-hoc adjustment), with the views ``tta``."""
+    from dicc.checkpoint import load_checkpoint, model_from_checkpoint
+    from dicc.config import Config, from_dict
+    from dicc.data.build import build_run_data
+    from dicc.inference import predict_parent_logits
+
+    ckpt = load_checkpoint(path)
+    model, strategy = model_from_checkpoint(ckpt)
+    strategy = getattr(strategy, "inner", strategy)
+    dcfg = from_dict(Config, ckpt["config"]).data
+    if data_path:
+        dcfg.path = data_path
+    val = build_run_data(dcfg, need_test=False).val
+    norm = ckpt["normalization"]
+    z = predict_parent_logits(model, strategy, val, mean=norm["mean"], std=norm["std"], tta=tta)
+    return z.softmax(1), val.labels, list(ckpt["class_names"])
+
+
+def cmd_teachers(args) -> None:
+    """The distillation teachers: every non-empty set of the candidates, scored on validation by
+    its members' mean probabilities with the views the targets use (``--tta``), by the rule."""
+    import itertools
+
+    import torch
+
+    from dicc.metrics import confusion_matrix, metrics_from_confusion
+
+    members = dict(m.split("=", 1) for m in args.member)
+    probs, labels, names = {}, None, None
+    for name, path in members.items():
+        p, y, cn = _val_probs(path, args.data, args.tta)
+        if labels is not None and not torch.equal(y, labels):
+            raise SystemExit(f"{name}: its hold-out differs from the others' (another data.subset_seed?)")
+        probs[name], labels, names = p, y, cn
+    cands = []
+    for k in range(1, len(members) + 1):
+        for subset in itertools.combinations(members, k):
+            p = torch.stack([probs[n] for n in subset]).mean(0)
+            m = metrics_from_confusion(confusion_matrix(labels, p.argmax(1), len(names)), names)
+            cands.append(
+                {
+                    "members": list(subset),
+                    "val_accuracy": m["accuracy"],
+                    "val_mean_class_accuracy": m["mean_class_accuracy"],
+                    "cost": len(subset),
+                }
+            )
+    choice = _pick(cands)
+    out = {"tta": args.tta, "teachers": [members[n] for n in choice["members"]], "choice": choice, "candidates": cands}
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    for c in cands:
+        print(f"{'+'.join(c['members']):40s} {100 * c['val_accuracy']:.2f} / {100 * c['val_mean_class_accuracy']:.2f}")
+    print("chosen:", json.dumps(choice))
+
+
 def cmd_pilot(args) -> None:
     root = Path(args.pilot)
     runs = {p.parent.name: p for p in root.glob("*/*/seed0")}
@@ -125,7 +186,7 @@ def cmd_overrides(args) -> None:
 
 
 def cmd_posthoc(args) -> None:
-    scores = val_scores(Path(args.run))
+    scores = val_scores(Path(args.run), ttas=tuple(args.tta))
     choice = _pick(scores)
     sel = {"tta": choice["tta"], "logit_adjust": choice["tau"] or None, "val": choice, "candidates": scores}
     Path(args.out).write_text(json.dumps(sel, indent=2))
@@ -143,8 +204,14 @@ def main() -> None:
     p = sub.add_parser("posthoc")
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--tta", nargs="+", default=["none", "flip", "crops"], help="the views to choose among")
+    p = sub.add_parser("teachers")
+    p.add_argument("--member", action="append", required=True, help="NAME=CHECKPOINT (repeat)")
+    p.add_argument("--data", help="FER2013 root (default: each checkpoint's own data.path)")
+    p.add_argument("--tta", default="crops", help="the teachers' views (distill.tta)")
+    p.add_argument("--out", required=True)
     args = ap.parse_args()
-    {"pilot": cmd_pilot, "overrides": cmd_overrides, "posthoc": cmd_posthoc}[args.cmd](args)
+    {"pilot": cmd_pilot, "overrides": cmd_overrides, "posthoc": cmd_posthoc, "teachers": cmd_teachers}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The bundled model, second version: a single-view student distilled from stronger teachers
+# (resumable: run it again to continue where it stopped).
+#   bash benchmarks/default_model/student.sh PATH/fer2013 [THREADS]
+# 1. the teacher: vgg_fer width 48, the strong augmentation, CE, 80 epochs (teacher_sittings.log
+#    lists each sitting's command)
+# 2. choose.py teachers: which set of {the width-48 teacher, the previous bundled model} the
+#    student learns from, on the validation hold-out (their 10-crop probabilities)
+# 3. the student: vgg_fer width 24 from the previous bundled model's backbone, distilled from the
+#    chosen teachers' 10-crop probabilities on every training image (distill.*)
+# 4. choose.py posthoc --tta none: the student's post-hoc tau (one view: the fast default)
+# 5. package.py: the .pt, the ONNX graph (int8 if it keeps validation accuracy within 0.3 points)
+#    and the model card
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${1:?usage: student.sh PATH/fer2013 [THREADS]}
+THREADS=${2:-2}
+HERE=benchmarks/default_model
+TEACHER=$HERE/teacher_w48_strong
+PREV=$HERE/teachers/prev_w24_basic.pt          # the bundled model of commit 0bbc2a9 (40 epochs, CE)
+mkdir -p $HERE/teachers
+[ -f $PREV ] || git show 0bbc2a9:src/dicc/assets/default_model.pt > $PREV
+
+if [ -f $TEACHER/checkpoints/last.pt ] && [ ! -f $TEACHER/final.json ]; then
+  dicc train --out $TEACHER --resume --no-progress --set train.threads="$THREADS"
+elif [ ! -f $TEACHER/final.json ]; then
+  dicc train -c configs/fer2013-default-model.yaml --data "$DATA" --out $TEACHER --no-progress \
+    --set train.threads="$THREADS" --set model.width=48 --set train.epochs=80
+fi
+[ -f $HERE/teachers.json ] || python $HERE/choose.py teachers --data "$DATA" \
+  --member w48=$TEACHER --member prev=$PREV --out $HERE/teachers.json
+TEACHERS=$(python -c "import json; print('[' + ','.join(json.load(open('$HERE/teachers.json'))['teachers']) + ']')")
+
+STUDENT=$HERE/student
+if [ -f $STUDENT/checkpoints/last.pt ] && [ ! -f $STUDENT/final.json ]; then
+  dicc train --out $STUDENT --resume --no-progress --set train.threads="$THREADS"
+elif [ ! -f $STUDENT/final.json ]; then
+  dicc train -c configs/fer2013-default-model.yaml --data "$DATA" --out $STUDENT --no-progress \
+    --set train.threads="$THREADS" --set method.name=ce \
+    --set augment.rotate=0 --set augment.scale=0 --set augment.erase=0 \
+    --set model.width=24 --set model.pretrained=$PREV --set optim.lr=0.01 --set train.epochs=30 \
+    --set "distill.teacher=$TEACHERS" --set distill.tta=crops --set distill.temperature=2 --set distill.weight=0.7
+fi
+python $HERE/choose.py posthoc --run $STUDENT --tta none --out $HERE/student_selection.json
+python $HERE/package.py --run $STUDENT --selection $HERE/student_selection.json --data "$DATA"
