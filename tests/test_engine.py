@@ -186,5 +186,5 @@ def test_learning_rate_schedules(schedule):
         assert lrs[0] < 0.1 and lrs[-1] < 0.01
         peak = lrs.index(max(lrs))
         assert 15 <= peak <= 25
-    with pytest.raises(ValueError, match="valid: onecycle, cosine, constant"):
-        learning_rate(OptimConfig(schedule="step"), 0, 10)
+    with pytest.raises(ValueError, match="valid: onecycle, cosine, step, constant"):
+        learning_rate(OptimConfig(schedule="linear"), 0, 10)

@@ -107,6 +107,7 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--confusion", help="also save the confusion matrix as this PNG")
+    p.add_argument("--reliability", help="also save the reliability diagram (calibration) as this PNG")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument(
         "--tta",
@@ -153,10 +154,10 @@ def _rebalance(args) -> int:
 
 def _evaluate(args) -> int:
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import DataConfig, from_dict
+    from .config import DataConfig, EvalConfig, from_dict
     from .data.build import build_run_data, open_split
     from .engine import evaluate
-    from .metrics import format_metrics, save_confusion_png
+    from .metrics import format_metrics, save_confusion_png, save_reliability_png
 
     ckpt = load_checkpoint(args.checkpoint)
     model, strategy = model_from_checkpoint(ckpt)
@@ -173,11 +174,24 @@ def _evaluate(args) -> int:
         ds = build_run_data(dcfg, need_test=False).val
     else:
         ds = open_split(dcfg, args.split)
-    tta = args.tta or (ckpt["config"].get("eval") or {}).get("tta", "none")
-    m = evaluate(model, strategy, ds, batch_size=args.batch_size, mean=norm["mean"], std=norm["std"], tta=tta)
+    ecfg = from_dict(EvalConfig, ckpt["config"].get("eval") or {})
+    tta = args.tta or ecfg.tta
+    m = evaluate(
+        model,
+        strategy,
+        ds,
+        batch_size=args.batch_size,
+        mean=norm["mean"],
+        std=norm["std"],
+        tta=tta,
+        train_counts=ckpt["class_counts"],
+        shot_thresholds=ecfg.shot_thresholds,
+    )
     m.update({"split": args.split, "checkpoint": ckpt["_path"], "tta": tta})
     if args.confusion:
         save_confusion_png(m["confusion_matrix"], ds.class_names, args.confusion, title=f"{args.split}")
+    if args.reliability:
+        save_reliability_png(m["calibration"], args.reliability, title=f"{args.split}", ece=m["ece"])
     print(json.dumps(m, indent=2) if args.json else format_metrics(m))
     return 0
 
