@@ -430,6 +430,7 @@ def test_early_stop_at_the_right_epoch_and_resume_trains_no_more(tiny_config, mo
     assert json.loads((res.run_dir / "final.json").read_text())["early_stop_epoch"] == 5
     last = torch.load(res.run_dir / "checkpoints/last.pt", weights_only=True)
     assert (last["epoch"], last["early_stop_epoch"], last["best_epoch"]) == (5, 5, 2)
+
     # resuming the stopped run trains no epoch and gives the same test
     def no_training(run, epoch):
         raise AssertionError(f"resumed a stopped run and trained epoch {epoch + 1}")
