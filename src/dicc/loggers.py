@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 #: ``train.log`` values and the package each needs
@@ -179,7 +180,7 @@ class WandbLogger(RunLogger):
     def _open(self) -> None:
         import wandb
 
-        run_id = self._saved_run_id() or wandb.util.generate_id()
+        run_id = self._saved_run_id() or uuid.uuid4().hex[:12]
         self.run = wandb.init(
             mode=os.environ.get("WANDB_MODE", "offline"),
             dir=str(self.dir),
