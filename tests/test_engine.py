@@ -375,6 +375,12 @@ def test_ema_weights_after_n_steps_are_what_the_run_evaluates_and_saves(tiny_con
     assert json.loads(capsys.readouterr().out)["mean_class_accuracy"] == pytest.approx(
         final["best_val_mean_class_accuracy"], abs=1e-12
     )
+    # the text report names the new metrics; --reliability draws the diagram
+    png = res.run_dir / "reliability_holdout.png"
+    assert main(["evaluate", str(res.run_dir), "--split", "holdout", "--reliability", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "top-2 accuracy" in text and "ECE" in text and "few-shot" in text and png.stat().st_size > 1000
+    assert (res.run_dir / "reliability_test.png").stat().st_size > 1000
 
 
 def test_dicc_head_split_rewrites_the_moving_average_too(tiny_config, monkeypatch):
