@@ -60,8 +60,10 @@ def fit(
     """Train according to ``cfg``; write the run directory; return the final test metrics.
 
     The run directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch, plus
-    strategy events), ``checkpoints/{last,best}.pt``, ``final.json`` and
-    ``confusion_test.png`` (see :mod:`dicc.rundir`). ``resume=True`` continues from
+    strategy events), ``checkpoints/{last,best}.pt``, ``final.json``, ``confusion_test.png``
+    and ``reliability_test.png`` (see :mod:`dicc.rundir`). With ``train.ema`` the moving average
+    of the weights is what is validated, tested, returned and saved as the checkpoints' ``model``
+    (:mod:`dicc.ema`). ``resume=True`` continues from
     ``checkpoints/last.pt``; ``cfg`` must then equal the run's own ``config.yaml`` in every
     key that can change the result (``dicc.config.INCIDENTAL_KEYS`` may differ). Progress
     goes to ``log`` (default: the ``dicc`` logger at INFO level; the library never prints).

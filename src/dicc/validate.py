@@ -53,7 +53,7 @@ def _check_controls(cfg: Config) -> None:
             )
 
 
-def _check_schedule(o, epochs) -> None:
+def _check_schedule(o) -> None:
     """``optim.milestones`` / ``optim.gamma`` (schedule step) and ``optim.nesterov``."""
     if o.name == "sgd" and o.nesterov and o.momentum == 0:
         raise ValueError("optim.nesterov=true needs optim.momentum > 0; set optim.nesterov=false for plain SGD")
@@ -103,7 +103,7 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     _number(o.weight_decay, "optim.weight_decay", 0.0)
     _number(o.momentum, "optim.momentum", 0.0, 1.0, open_hi=True)
     _number(o.warmup_fraction, "optim.warmup_fraction", 0.0, 1.0, open_hi=True)
-    _check_schedule(o, t.epochs)
+    _check_schedule(o)
     _positive_int(d.workers, "data.workers", 0)
     if d.image_size != "auto":
         _positive_int(d.image_size, "data.image_size", 8)
