@@ -167,7 +167,7 @@ def evaluate(
         indices=idx,
         tta=tta,
     )
-    if world_size > 1:
+    if world_size > 1 and distributed.active():  # (a rank's path run alone, without a group: its shard's)
         logits = distributed.gather_by_index(logits, idx.to(logits.device), len(ds))
         idx = torch.arange(len(ds))
     return metrics_from_logits(
