@@ -7,10 +7,13 @@
 2. ``OUT/cut``: interrupted at the start of epoch ``DICC_TEST_STOP_EPOCH`` (0-based) by a hook
    (KeyboardInterrupt raised from the strategy's ``on_epoch_start`` on every rank), then started
    again without ``resume`` (must fail on every rank, no hang) and resumed;
-3. ``OUT/fail``: the clustering raises on rank 0 only; every rank must raise it (none hangs).
+3. ``OUT/fail``: the clustering raises on rank 0 only; every rank must raise it (none hangs);
+4. ``OUT/ema``: the run with ``train.ema``, ``train.accumulate=2`` and ``train.grad_clip`` on (the
+   moving average beside the trained weights, DDP's ``no_sync`` on the non-final micro-batches).
 
-Each rank snapshots its model state and pseudo-labels whenever the engine evaluates (after each
-epoch's training, then for the final test) and writes them to ``OUT/<run>/rank<r>.pt``; what
+Each rank snapshots its model state (the trained model's, and the evaluated one's: the moving
+average with ``train.ema``) and pseudo-labels whenever the engine evaluates (after each epoch's
+training, then for the final test) and writes them to ``OUT/<run>/rank<r>.pt``; what
 it observed goes to ``OUT/rank<r>.json``. Between the runs, the collective helpers are checked
 with shards of unequal and zero size.
 """
@@ -81,6 +84,10 @@ class CountingDDP(_DDP):
         made["head_at_wrap"] = module.head.weight
         super().__init__(module, *a, **k)
 
+    def no_sync(self):
+        facts["no_sync"] = facts.get("no_sync", 0) + 1
+        return super().no_sync()
+
 
 torch.nn.parallel.DistributedDataParallel = CountingDDP
 
@@ -108,6 +115,7 @@ def evaluate(model, strategy, ds, **k):
     snapshots.append(
         {
             "model": {n: v.detach().cpu().clone() for n, v in made["model"].state_dict().items()},
+            "evaluated": {n: v.detach().cpu().clone() for n, v in model.state_dict().items()},
             "pseudo": s.pseudo,
             "centroids": s.centroids,
             "rounds": s.rounds,
@@ -203,6 +211,15 @@ try:
 except ValueError as e:
     facts["cluster_error"] = str(e)
 dicc_strategy.SubclassClusterer = _Clusterer
+
+# 4. the moving average, accumulation and clipping under DDP
+snapshots.clear()
+facts["no_sync"] = 0
+ema_cfg = load_config(
+    None, [*OVERRIDES, "train.ema=0.9", "train.accumulate=2", "train.grad_clip=1.0", f"train.out={OUT / 'ema'}"]
+)
+facts["ema_final"] = engine.fit(ema_cfg, log=quiet).final
+dump("ema")
 
 distributed.barrier()
 # the exit handler's teardown: afterwards no DDP wrapper (one is left in a reference cycle by the

@@ -313,3 +313,19 @@ def test_state_dict_roundtrips_with_weights_only(name):
     fresh = create_strategy(name, COUNTS)
     fresh.load_state_dict(loaded)
     assert fresh.state_dict() == state
+
+
+def test_ldam_drw_auto_on_the_papers_step_schedule_is_epoch_160():
+    """With optim.schedule=step and the paper's milestones [160, 180] of 200 epochs, "auto" starts
+    re-weighting at the first decay, epoch 160, as the authors' code does."""
+    from dicc.config import OptimConfig
+    from dicc.engine import learning_rate
+
+    epochs, steps = 200, 10
+    optim = OptimConfig(lr=0.1, schedule="step", milestones=[160, 180], gamma=0.1, warmup_fraction=0.025)
+
+    def lr_at(e):
+        return learning_rate(optim, e * steps, epochs * steps, epochs)
+
+    assert lr_at(159) == pytest.approx(0.1) and lr_at(160) == pytest.approx(0.01) and lr_at(180) == pytest.approx(1e-3)
+    assert create_strategy("ldam_drw", COUNTS).drw_epoch_for(epochs, lr_at) == 160

@@ -706,3 +706,45 @@ def test_a_run_recorded_with_its_resolved_data_path_matches_a_grid_giving_it_rel
     save_config(load_config(None, [f"data.path={tmp_path / 'data'}"]), run / "config.yaml")
     assert compare.config_differences(run, load_config(None, ["data.path=data"])) == []
     assert compare.config_differences(run, load_config(None, ["data.path=other"])) == ["data.path"]
+
+
+def test_report_calibration_and_shot_group_table(tmp_path):
+    """The second table of a setting: top-2 accuracy, ECE (lowest in bold), many / medium / few-shot
+    accuracy as mean ± std over seeds, the shot groups named; runs without them (older final.json)
+    leave the cells empty."""
+    rng = np.random.default_rng(1)
+    out = tmp_path / "out"
+    extra = {}
+    for method in ("ce", "bs"):
+        for seed in (0, 1):
+            f = _final(rng)
+            if method == "ce" or seed == 0:  # bs seed 1: an older run without the new metrics
+                extra[method, seed] = vals = {
+                    "top2_accuracy": float(rng.uniform(0.5, 0.9)),
+                    "ece": float(rng.uniform(0.02, 0.2)),
+                    "many_shot_accuracy": float(rng.uniform(0.4, 0.9)),
+                    "medium_shot_accuracy": float(rng.uniform(0.3, 0.7)),
+                    "few_shot_accuracy": float(rng.uniform(0.0, 0.5)),
+                }
+                f.update(
+                    vals, shot_thresholds=[1500, 200], shot_groups={"many": ["happy"], "medium": [], "few": ["disgust"]}
+                )
+            make_run(out / "if100" / method / f"seed{seed}", f)
+    write_report(out)
+    md = (out / "results.md").read_text()
+    head, table = _table(md, "if100: calibration and shot groups")
+    assert head == ["method", "n", "top-2 acc.", "ECE", "many-shot", "medium-shot", "few-shot"]
+    keys = ["top2_accuracy", "ece", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"]
+    for i, key in enumerate(keys):
+        ce = [extra["ce", s][key] for s in (0, 1)]
+        assert table["ce"][2 + i].strip("*") == _fmt(ce), key
+        assert table["bs"][2 + i].strip("*") == f"{100 * extra['bs', 0][key]:.2f}", key  # one run has it
+        best = (min if key == "ece" else max)(round(100 * np.mean(ce), 2), round(100 * extra["bs", 0][key], 2))
+        assert table["ce"][2 + i].startswith("**") == (round(100 * np.mean(ce), 2) == best), key
+    assert "many > 1500, few < 200): many: happy; medium: none; few: disgust" in md
+    # the main table is unchanged: its columns stop at the recalls
+    head, _ = _table(md, "if100")
+    assert head[6:] == [f"recall {c}" for c, _ in sorted(zip(CLASSES, COUNTS), key=lambda t: -t[1])]
+    with open(out / "results.csv") as f:
+        rows = {(r["method"], r["seed"]): r for r in csv.DictReader(f)}
+    assert float(rows["ce", "1"]["ece"]) == pytest.approx(extra["ce", 1]["ece"]) and rows["bs", "1"]["ece"] == ""

@@ -25,7 +25,7 @@ def test_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("train.epoch=3", "unknown key(s) in train: epoch; valid: amp, batch_size"),
+        ("train.epoch=3", "unknown key(s) in train: epoch; valid: accumulate, amp, batch_size"),
         ("nothing.x=1", "unknown key(s) in config: nothing"),
         ("train.epochs=abc", "train.epochs: expected int"),
         ("train.amp=maybe", "train.amp: expected one of auto, on, off"),

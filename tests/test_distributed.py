@@ -54,7 +54,8 @@ def ddp(tmp_path_factory):
     assert proc.returncode == 0, f"torchrun failed ({wall:.0f}s):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     facts = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     snaps = {
-        run: [torch.load(out / run / f"rank{r}.pt", weights_only=True) for r in range(2)] for run in ("full", "cut")
+        run: [torch.load(out / run / f"rank{r}.pt", weights_only=True) for r in range(2)]
+        for run in ("full", "cut", "ema")
     }
     return {"out": out, "facts": facts, "snaps": snaps, "stdout": proc.stdout, "wall": wall}
 
@@ -85,9 +86,9 @@ def test_ranks_stay_identical_through_reclustering(ddp):
     assert len(r0) == len(r1) == EPOCHS + 1  # one validation per epoch, then the test split
     for e, (a, b) in enumerate(zip(r0, r1)):
         _assert_same_state(a, b, f"after epoch {e + 1}" if e < EPOCHS else "final test")
-    # DDP wrapped the model once per fit that got past its checks (full, cut, resumed, fail); DICC
-    # rewrote the head in place, so the parameter DDP's reducer hooked is still the head's
-    assert f0["ddp_wraps"] == f1["ddp_wraps"] == 4
+    # DDP wrapped the model once per fit that got past its checks (full, cut, resumed, fail, ema);
+    # DICC rewrote the head in place, so the parameter DDP's reducer hooked is still the head's
+    assert f0["ddp_wraps"] == f1["ddp_wraps"] == 5
     assert all(s["head_is_wrapped_param"] for s in r0 + r1)
     # warm-up on epochs 0-1, first split at the start of epoch 2, re-clustered at epoch 3
     assert [s["rounds"] for s in r0[:EPOCHS]] == [0, 0, 1, 2]
@@ -181,3 +182,35 @@ def test_teardown_frees_ddp_wrappers_before_the_group(ddp):
     # the failed fits above left a DDP wrapper in a reference cycle (their tracebacks); the exit
     # handler's teardown collects it while the group is alive, not during interpreter shutdown
     assert [f["ddp_alive_after_teardown"] for f in ddp["facts"]] == [0, 0]
+
+
+@pytest.mark.slow
+def test_ema_and_accumulation_under_ddp(ddp, capsys):
+    """train.ema + train.accumulate=2 + train.grad_clip on two ranks: both ranks hold the same trained
+    and averaged weights after every epoch (the average is updated on each rank from the
+    all-reduced weights), the non-final micro-batches skip the all-reduce, last.pt holds the
+    average as `model` and the trained weights as `raw_model`, and the test metrics are those of
+    a single-process evaluation of best.pt."""
+    r0, r1 = ddp["snaps"]["ema"]
+    assert len(r0) == len(r1) == EPOCHS + 1
+    for e, (a, b) in enumerate(zip(r0, r1)):
+        _assert_same_state(a, b, f"ema run, evaluation {e + 1}")
+        for k in a["evaluated"]:
+            assert torch.equal(a["evaluated"][k], b["evaluated"][k]), (e, k)
+    assert not torch.equal(r0[EPOCHS - 1]["evaluated"]["head.weight"], r0[EPOCHS - 1]["model"]["head.weight"])
+    batches = (432 // 2) // 16  # per rank and epoch: 13, in groups of 2 -> 6 micro-batches without a sync
+    assert [f["no_sync"] for f in ddp["facts"]] == [EPOCHS * (batches - -(-batches // 2))] * 2
+    d = ddp["out"] / "ema"
+    last = torch.load(d / "checkpoints/last.pt", weights_only=True)
+    assert last["step"] == EPOCHS * -(-batches // 2)
+    for k in last["model"]:
+        assert torch.equal(last["model"][k], r0[EPOCHS - 1]["evaluated"][k]), k
+        assert torch.equal(last["raw_model"][k], r0[EPOCHS - 1]["model"][k]), k
+    final = json.loads((d / "final.json").read_text())
+    assert final["weights"] == "ema" and final == ddp["facts"][1]["ema_final"]
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(d / "checkpoints" / final["checkpoint"]), "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    for k in ("accuracy", "mean_class_accuracy", "confusion_matrix", "top2_accuracy", "num_samples"):
+        assert single[k] == final[k], k
+    assert single["ece"] == pytest.approx(final["ece"], abs=1e-6)

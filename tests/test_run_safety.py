@@ -56,6 +56,12 @@ def test_resume_takes_the_runs_config_and_refuses_other_settings(tmp_path, capsy
     code, _, err = _cli(["train", "--out", str(out), "--resume", "--set", "model.width=8"], capsys)
     assert code == 2
     _one_error_line(err, "model.width: 4 -> 8")
+    # the training controls change the result; only the tracker (train.log) may differ
+    code, _, err = _cli(
+        ["train", "--out", str(out), "--resume", "--set", "train.ema=0.99", "--set", "train.accumulate=2"], capsys
+    )
+    assert code == 2
+    _one_error_line(err, "train.accumulate: 1 -> 2", "train.ema: None -> 0.99")
     assert (out / "config.yaml").read_bytes() == config and (out / "final.json").read_bytes() == final
     # only --out: the run's own settings; keys that cannot change the result may differ
     code, text, _ = _cli(
@@ -106,6 +112,60 @@ def test_resume_cuts_the_log_back_and_numbers_epochs_from_one(tiny_config, monke
     assert (Path(cfg.train.out) / "metrics.csv").read_text().count("\n") == 5
 
 
+def test_resume_with_every_training_control_on_is_bit_identical(tiny_config, monkeypatch):
+    """EMA + gradient clipping + accumulation + early stopping + the step schedule, on DICC (its head
+    split rewrites the average too, its feature bank is per batch): killed in the validation of
+    epoch 3 and resumed, the run ends with the uninterrupted run's weights (trained and averaged),
+    log and test, bit for bit."""
+    on = [
+        "method.name=dicc",
+        "method.options.warmup_epochs=1",
+        "method.options.n_init=1",
+        "train.epochs=5",
+        "train.ema=0.8",
+        "train.grad_clip=0.5",
+        "train.accumulate=2",
+        "train.early_stop=2",
+        "optim.schedule=step",
+        "optim.milestones=[2,4]",
+    ]
+    full = fit(tiny_config(*on, out="full"), log=lambda *a: None)
+    real, calls = engine.evaluate, {"n": 0}
+
+    def interrupt(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", interrupt)
+    cfg = tiny_config(*on, out="cut")
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, log=lambda *a: None)
+    monkeypatch.setattr(engine, "evaluate", real)
+    assert torch.load(Path(cfg.train.out) / "checkpoints/last.pt", weights_only=True)["epoch"] == 2
+    resumed = fit(cfg, resume=True, log=lambda *a: None)
+    a = torch.load(full.run_dir / "checkpoints/last.pt", weights_only=True)
+    b = torch.load(resumed.run_dir / "checkpoints/last.pt", weights_only=True)
+    for part in ("model", "raw_model"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert (a["step"], a["best_epoch"], a["early_stop_epoch"]) == (b["step"], b["best_epoch"], b["early_stop_epoch"])
+    assert torch.equal(a["strategy"]["state"]["pseudo"], b["strategy"]["state"]["pseudo"])
+
+    def lines(d):
+        return [
+            {k: v for k, v in json.loads(x).items() if not k.startswith("time")}
+            for x in (Path(d) / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    assert lines(full.run_dir) == lines(resumed.run_dir)
+    for k in ("confusion_matrix", "ece", "top2_accuracy", "epoch", "early_stop_epoch"):
+        assert full.final[k] == resumed.final[k], k
+    assert full.final["early_stop_epoch"] == 3  # the stop came in the epoch the resumed run redid
+
+
 # -- errors early and in one line ------------------------------------------------------------------
 @pytest.mark.parametrize(
     "args, fragments",
@@ -122,6 +182,19 @@ def test_resume_cuts_the_log_back_and_numbers_epochs_from_one(tiny_config, monke
             ["--method", "dicc", "--set", "method.options.size=0.5", "--set", "method.options.k_max=50"],
             ["sub-classes than they have images", "disgust (8 images"],
         ),
+        # the training controls and metrics of issue 29
+        (["--set", "train.ema=1"], ["train.ema: expected a number > 0 and < 1, got 1"]),
+        (["--set", "train.grad_clip=0"], ["train.grad_clip: expected a number > 0, got 0"]),
+        (["--set", "train.accumulate=0"], ["train.accumulate: expected an integer >= 1, got 0"]),
+        (["--set", "train.early_stop=0"], ["train.early_stop: expected an integer >= 1, got 0"]),
+        (["--set", "train.early_stop=3", "--set", "data.val=null"], ["train.early_stop: needs a validation split"]),
+        (["--set", "optim.schedule=step"], ["optim.milestones: schedule step needs increasing epochs", "None"]),
+        (["--set", "optim.schedule=step", "--set", "optim.milestones=[5,3]"], ["optim.milestones", "[5, 3]"]),
+        (["--set", "optim.milestones=[3]"], ["optim.milestones=[3] is only used by optim.schedule=step"]),
+        (["--set", "optim.gamma=0"], ["optim.gamma: expected a number > 0 and <= 1, got 0"]),
+        (["--set", "optim.momentum=0"], ["optim.nesterov=true needs optim.momentum > 0"]),
+        (["--set", "eval.shot_thresholds=[20,100]"], ["eval.shot_thresholds: expected [many, few]", "[20, 100]"]),
+        (["--set", "train.log=comet"], ["train.log: unknown logger 'comet'", "mlflow, wandb"]),
     ],
 )
 def test_bad_settings_are_one_line_and_nothing_is_written(tmp_path, capsys, monkeypatch, args, fragments):

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .config import Config, apply_overrides, from_dict, load_config
+from .metrics import DEFAULT_SHOT_THRESHOLDS
 
 __all__ = ["as_dataset", "as_images", "evaluate", "fit", "methods"]
 
@@ -267,9 +268,12 @@ def evaluate(
     mean=None,
     std=None,
     class_names: Sequence[str] | None = None,
+    shot_thresholds: Sequence[float] = DEFAULT_SHOT_THRESHOLDS,
 ) -> dict:
-    """Metrics (accuracy, mean class accuracy, macro-F1, per-class recall, confusion matrix) of
-    ``model`` on ``data`` (any form :func:`fit` takes), from one confusion matrix.
+    """Metrics (accuracy, mean class accuracy, macro-F1, per-class recall, confusion matrix,
+    top-2 accuracy, expected calibration error; with a strategy, i.e. a run's training counts, the
+    many / medium / few-shot accuracies by ``shot_thresholds``) of ``model`` on ``data`` (any
+    form :func:`fit` takes), from one pass over it (:func:`dicc.metrics.metrics_from_logits`).
 
     ``model``: a :class:`~dicc.engine.RunResult` (its model, strategy and normalisation), a
     :class:`~dicc.models.FERModel` or any module giving class logits (with ``strategy`` its
@@ -288,13 +292,25 @@ def evaluate(
     ds = as_dataset(data, class_names=names, name="data")
     if mean is None or std is None:
         mean, std = norm if norm is not None else (0.5, 0.25)
+    # the many / medium / few-shot accuracies need the training counts: a run's strategy has them
+    counts = [int(c) for c in strategy.class_counts.tolist()] if strategy is not None else None
     if strategy is None:
         from .strategies import create_strategy
 
         strategy = create_strategy("ce", [1] * ds.num_classes, class_names=list(ds.class_names))
     if not isinstance(model, FERModel):
         model = _LogitsOnly(model)
-    return engine_evaluate(model, strategy, ds, batch_size=batch_size, mean=mean, std=std, tta=tta)
+    return engine_evaluate(
+        model,
+        strategy,
+        ds,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        tta=tta,
+        train_counts=counts,
+        shot_thresholds=shot_thresholds,
+    )
 
 
 class _LogitsOnly(torch.nn.Module):

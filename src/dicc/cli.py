@@ -107,6 +107,7 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--confusion", help="also save the confusion matrix as this PNG")
+    p.add_argument("--reliability", help="also save the reliability diagram (calibration) as this PNG")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument(
         "--tta",
@@ -170,9 +171,10 @@ def _run_data_config(ckpt: dict, data: str | None, fmt: str | None = None):
 
 def _evaluate(args) -> int:
     from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .config import EvalConfig, from_dict
     from .data.build import build_run_data, open_split
     from .engine import evaluate
-    from .metrics import format_metrics, save_confusion_png
+    from .metrics import format_metrics, save_confusion_png, save_reliability_png
 
     ckpt = load_checkpoint(args.checkpoint)
     model, strategy = model_from_checkpoint(ckpt)
@@ -187,11 +189,24 @@ def _evaluate(args) -> int:
         ds = build_run_data(dcfg, need_test=False).val
     else:
         ds = open_split(dcfg, args.split)
-    tta = args.tta or (ckpt["config"].get("eval") or {}).get("tta", "none")
-    m = evaluate(model, strategy, ds, batch_size=args.batch_size, mean=norm["mean"], std=norm["std"], tta=tta)
+    ecfg = from_dict(EvalConfig, ckpt["config"].get("eval") or {})
+    tta = args.tta or ecfg.tta
+    m = evaluate(
+        model,
+        strategy,
+        ds,
+        batch_size=args.batch_size,
+        mean=norm["mean"],
+        std=norm["std"],
+        tta=tta,
+        train_counts=ckpt["class_counts"],
+        shot_thresholds=ecfg.shot_thresholds,
+    )
     m.update({"split": args.split, "checkpoint": ckpt["_path"], "tta": tta})
     if args.confusion:
         save_confusion_png(m["confusion_matrix"], ds.class_names, args.confusion, title=f"{args.split}")
+    if args.reliability:
+        save_reliability_png(m["calibration"], args.reliability, title=f"{args.split}", ece=m["ece"])
     print(json.dumps(m, indent=2) if args.json else format_metrics(m))
     return 0
 
@@ -364,9 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging() -> None:
+def _configure_logging():
     """The library logs through ``logging.getLogger("dicc")``; the CLI shows INFO lines on
-    stdout as plain text (rank 0 only under torchrun)."""
+    stdout as plain text (rank 0 only under torchrun). Returns a function that puts the logger
+    back as it was (``main`` called in-process, e.g. from a notebook, leaves no handler behind)."""
     import logging
 
     class StdoutHandler(logging.StreamHandler):
@@ -381,6 +397,13 @@ def _configure_logging() -> None:
             pass
 
     logger = logging.getLogger("dicc")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+
+    def restore() -> None:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+
     if not any(getattr(h, "_dicc_cli", False) for h in logger.handlers):
         handler = StdoutHandler()
         handler._dicc_cli = True
@@ -388,12 +411,13 @@ def _configure_logging() -> None:
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.INFO if _is_rank0() else logging.WARNING)
+    return restore
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging()
+    restore_logging = _configure_logging()
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError) as err:
@@ -405,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         if _is_rank0():
             print(f"dicc {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore_logging()
 
 
 if __name__ == "__main__":

@@ -63,8 +63,11 @@ class OptimConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle, cosine or constant
-    warmup_fraction: float = 0.15  # one-cycle rise / cosine linear warm-up share
+    schedule: str = "onecycle"  # onecycle, cosine, step or constant (dicc.schedule)
+    warmup_fraction: float = 0.15  # one-cycle rise / cosine and step linear warm-up share
+    milestones: Any = None  # schedule step: epochs at which the lr is multiplied by gamma, e.g. [30, 40]
+    gamma: float = 0.1  # schedule step: the factor at each milestone
+    nesterov: bool = True  # sgd: Nesterov momentum
 
 
 @dataclass
@@ -84,8 +87,12 @@ class TrainConfig:
     channels_last: str = "auto"  # auto, on, off: NHWC tensors for convolutional models (dicc.precision)
     threads: int | None = None  # torch CPU threads (None: library default)
     label_smoothing: float = 0.0  # mass spread over all classes in every loss (Szegedy et al. 2016)
+    ema: float | None = None  # decay of an exponential moving average of the weights (None: off), e.g. 0.999
+    grad_clip: float | None = None  # maximum gradient norm (clip_grad_norm_; None: no clipping)
+    accumulate: int = 1  # micro-batches per optimiser step (effective batch: batch_size x accumulate x processes)
+    early_stop: int | None = None  # patience: stop after this many epochs without a better val mean class acc
     progress: bool = True
-    log: str = "none"  # none or tensorboard (event files in RUN/tensorboard; extra dicc[tensorboard])
+    log: str = "none"  # none, tensorboard, mlflow or wandb (dicc.loggers; RUN/<name>; extra dicc[track])
     out: str = "runs/default"
 
     def __post_init__(self) -> None:
@@ -99,6 +106,9 @@ class TrainConfig:
 class EvalConfig:
     logit_adjust: float | None = None  # post-hoc logit adjustment of any method: parent logits - tau log prior
     tta: str = "none"  # test-time augmentation: none, flip (2 views) or crops (10 views)
+    # [many, few]: many-shot classes have more than `many` training images, few-shot fewer than
+    # `few`, medium-shot the rest (dicc.metrics.shot_groups; the default splits FER2013-LT 3/2/2)
+    shot_thresholds: Any = field(default_factory=lambda: [1500, 200])
 
 
 @dataclass

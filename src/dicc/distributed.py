@@ -140,6 +140,12 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def active() -> bool:
+    """Whether a process group of more than one process is running (every collective here is a
+    no-op without one)."""
+    return _active()
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if _active():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)

@@ -9,6 +9,7 @@ metrics) is :mod:`dicc.inference`, re-exported here; the run directory's files a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -24,6 +25,7 @@ from .config import Config, resolve_paths
 from .data.build import RunData
 from .data.loader import iterate_batches
 from .inference import evaluate, extract_features, predict_parent_logits  # noqa: F401 (the engine's API)
+from .loggers import create_logger
 from .metrics import format_metrics
 from .models import default_input_size
 from .precision import Precision
@@ -101,8 +103,10 @@ def fit(
     """Train according to ``cfg``; write the run directory; return the final test metrics.
 
     The run directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch, plus
-    strategy events), ``checkpoints/{last,best}.pt``, ``final.json`` and
-    ``confusion_test.png`` (see :mod:`dicc.rundir`). ``resume=True`` continues from
+    strategy events), ``checkpoints/{last,best}.pt``, ``final.json``, ``confusion_test.png``
+    and ``reliability_test.png`` (see :mod:`dicc.rundir`). With ``train.ema`` the moving average
+    of the weights is what is validated, tested, returned and saved as the checkpoints' ``model``
+    (:mod:`dicc.ema`). ``resume=True`` continues from
     ``checkpoints/last.pt``; ``cfg`` must then equal the run's own ``config.yaml`` in every
     key that can change the result (``dicc.config.INCIDENTAL_KEYS`` may differ). Progress
     goes to ``log`` (default: the ``dicc`` logger at INFO level; the library never prints).
@@ -125,7 +129,7 @@ def fit(
 
 
 def _announce(run: TrainingRun, say) -> None:
-    train, data, strategy = run.train, run.data, run.strategy
+    train, data, strategy, t = run.train, run.data, run.strategy, run.cfg.train
     counts = train.class_counts()
     say(f"train: {train.source}  n={len(train)}  " + "  ".join(f"{n}={c}" for n, c in zip(train.class_names, counts)))
     if data.val is not None:
@@ -136,12 +140,27 @@ def _announce(run: TrainingRun, say) -> None:
         f"method {strategy.name}, model {run.cfg.model.name} ({sum(p.numel() for p in run.model.parameters()):,} "
         f"parameters), device {run.dinfo.device} ({run.precision.describe()}), world size {run.dinfo.world_size}"
     )
+    controls = [
+        f"{t.accumulate} batches per step (effective batch {t.batch_size * t.accumulate * run.dinfo.world_size})"
+        if t.accumulate > 1
+        else "",
+        f"EMA of the weights (decay {t.ema:g}) evaluated" if t.ema is not None else "",
+        f"gradient norm clipped at {t.grad_clip:g}" if t.grad_clip is not None else "",
+        f"early stop after {t.early_stop} epochs without a better val mean class acc" if t.early_stop else "",
+    ]
+    if any(controls):
+        say("; ".join(c for c in controls if c))
+
+
+def _lr_at(run: TrainingRun, step: int) -> float:
+    return learning_rate(run.cfg.optim, step, run.total_steps, run.cfg.train.epochs)
 
 
 def _epoch_context(run: TrainingRun, epoch: int, log_record) -> EpochContext:
-    """What a strategy's ``on_epoch_start`` may use (DICC re-clusters through it)."""
+    """What a strategy's ``on_epoch_start`` may use (DICC re-clusters through it, with the
+    trained model's features; its head split also rewrites the moving average's head)."""
     cfg, dinfo, kw = run.cfg, run.dinfo, run.eval_kw()
-    steps, total = run.steps_per_epoch, run.total_steps
+    steps = run.steps_per_epoch
     return EpochContext(
         epoch=epoch,
         epochs=cfg.train.epochs,
@@ -156,71 +175,132 @@ def _epoch_context(run: TrainingRun, epoch: int, log_record) -> EpochContext:
         gather=distributed.gather_by_index,
         check=distributed.raise_if_any,
         optimizer=run.optimizer,
-        lr=lambda e: learning_rate(cfg.optim, e * steps, total),
+        lr=lambda e: _lr_at(run, e * steps),
+        averaged=run.ema.module if run.ema is not None else None,
     )
 
 
-def _train_epoch(run: TrainingRun, epoch: int) -> tuple[torch.Tensor, int]:
-    """One pass over the epoch's batches; returns the summed loss (on the device: no host sync
-    per step) and the number of samples seen by this rank."""
-    cfg, dinfo, device, strategy, optimizer = run.cfg, run.dinfo, run.dinfo.device, run.strategy, run.optimizer
-    bs, steps, total = cfg.train.batch_size, run.steps_per_epoch, run.total_steps
-    mixup = float(cfg.augment.mixup)
-    run.ddp_model.train()
+def _epoch_order(run: TrainingRun, epoch: int) -> torch.Tensor:
+    """The dataset indices this rank trains on in ``epoch``, cut to whole batches."""
+    cfg, dinfo, strategy, bs = run.cfg, run.dinfo, run.strategy, run.cfg.train.batch_size
     order = strategy.epoch_indices(run.train.labels, epoch, cfg.train.seed, dinfo.rank, dinfo.world_size)
-    order = order[: steps * bs] if len(order) >= bs else order
+    order = order[: run.batches_per_epoch * bs] if len(order) >= bs else order
     distributed.check_same(
         -(-len(order) // bs),
         f"epoch {epoch + 1}: the number of training batches "
         f"({strategy.name}.epoch_indices must give every rank as many indices)",
     )
-    loss_sum = torch.zeros((), device=device)
-    seen = 0
-    batches = iterate_batches(run.train, order, bs, workers=cfg.data.workers)
-    if cfg.train.progress and dinfo.is_main:
-        from tqdm import tqdm
+    return order
 
-        batches = tqdm(
-            batches,
-            total=steps,
-            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-            leave=False,
-            mininterval=1.0,
-            file=sys.stderr,
-        )
-    for x, y, idx in batches:
-        lr = learning_rate(cfg.optim, run.step, total)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        n = len(y)
-        x, y, idx = _views(run, x.to(device, non_blocking=True), y.to(device), idx.to(device))
-        if mixup > 0:
-            x, perm, lam = run.augment.mix(x)
-        keep, embed = strategy.wants_features, strategy.projection_dim is not None
-        with run.precision.autocast():
-            extra = {"return_projection": True} if embed else {}
-            out = run.ddp_model(run.precision.prepare_input(x), return_features=keep, **extra)
-        logits = out[0] if (keep or embed) else out
-        if keep:  # the first view's features (the images as the other methods see them)
-            strategy.observe_features(out[1][:n].detach(), y[:n], idx[:n])
-        loss = strategy.loss(logits.float(), y, idx)
-        if mixup > 0:  # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
-            loss = lam * loss + (1.0 - lam) * strategy.loss(logits.float(), y[perm], idx[perm])
-        if embed:
-            loss = loss + strategy.embedding_loss(out[2].float(), y, idx)
-        optimizer.zero_grad(set_to_none=True)
-        if run.scaler is not None:
-            run.scaler.scale(loss).backward()
-            run.scaler.step(optimizer)
-            run.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        run.step += 1
-        loss_sum += loss.detach() * n
-        seen += n
+
+def _with_progress(run: TrainingRun, batches, epoch: int):
+    if not (run.cfg.train.progress and run.dinfo.is_main):
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(
+        batches,
+        total=run.batches_per_epoch,
+        desc=f"epoch {epoch + 1}/{run.cfg.train.epochs}",
+        leave=False,
+        mininterval=1.0,
+        file=sys.stderr,
+    )
+
+
+def _forward_loss(run: TrainingRun, x, y, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """One micro-batch's training loss, and how many of its samples the parent-class prediction
+    gets right (training accuracy; under mixup against the label with the larger share)."""
+    device, strategy, mixup = run.dinfo.device, run.strategy, float(run.cfg.augment.mixup)
+    n = len(y)
+    x, y, idx = _views(run, x.to(device, non_blocking=True), y.to(device), idx.to(device))
+    if mixup > 0:
+        x, perm, lam = run.augment.mix(x)
+    keep, embed = strategy.wants_features, strategy.projection_dim is not None
+    with run.precision.autocast():
+        extra = {"return_projection": True} if embed else {}
+        out = run.ddp_model(run.precision.prepare_input(x), return_features=keep, **extra)
+    logits = out[0] if (keep or embed) else out
+    if keep:  # the first view's features (the images as the other methods see them)
+        strategy.observe_features(out[1][:n].detach(), y[:n], idx[:n])
+    loss = strategy.loss(logits.float(), y, idx)
+    target = y
+    if mixup > 0:  # the mixture's loss: lam * loss(y) + (1 - lam) * loss(y of the partner)
+        loss = lam * loss + (1.0 - lam) * strategy.loss(logits.float(), y[perm], idx[perm])
+        target = y if lam >= 0.5 else y[perm]
+    if embed:  # a representation term on the projected views (DICC's contrastive option)
+        loss = loss + strategy.embedding_loss(out[2].float(), y, idx)
+    with torch.no_grad():  # the first view's predictions
+        correct = (strategy.parent_logits(logits[:n].detach().float()).argmax(1) == target[:n]).sum()
+    return loss, correct
+
+
+def _backward(run: TrainingRun, loss: torch.Tensor) -> None:
+    (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
+
+
+def _optimizer_step(run: TrainingRun) -> torch.Tensor | None:
+    """Clip (after unscaling, with a GradScaler), step, update the moving average; returns the
+    gradient norm before clipping (with ``train.grad_clip``)."""
+    clip, opt, scaler = run.cfg.train.grad_clip, run.optimizer, run.scaler
+    norm = None
+    if clip is not None:
+        if scaler is not None:
+            scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    run.step += 1
+    if run.ema is not None:
+        run.ema.update(run.model)
+    return norm
+
+
+def _train_epoch(run: TrainingRun, epoch: int) -> tuple[torch.Tensor, int]:
+    """One pass over the epoch's batches, one optimiser step per ``train.accumulate`` of them
+    (the last group of the epoch steps on what it has). Each micro-batch's loss is divided by its
+    group's size, so a step's gradient is the mean over the group's samples as one batch of them
+    all would give; under DDP only a group's last backward all-reduces (``no_sync``). Returns the
+    sums of the loss per sample, the correct predictions and the gradient norms (on the device:
+    no host sync per step), and the number of samples this rank saw."""
+    cfg, dinfo, optimizer = run.cfg, run.dinfo, run.optimizer
+    bs, k = cfg.train.batch_size, cfg.train.accumulate
+    run.ddp_model.train()
+    order = _epoch_order(run, epoch)
+    n_batches = -(-len(order) // bs)
+    sums = torch.zeros(3, dtype=torch.float64, device=dinfo.device)  # loss x n, correct, grad norms
+    seen = 0
+    batches = _with_progress(run, iterate_batches(run.train, order, bs, workers=cfg.data.workers), epoch)
+    for i, (x, y, idx) in enumerate(batches):
+        start = i - i % k
+        group, last = min(k, n_batches - start), i + 1 == min(start + k, n_batches)
+        if i == start:
+            lr = _lr_at(run, run.step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+        sync = run.ddp_model.no_sync() if dinfo.enabled and not last else contextlib.nullcontext()
+        with sync:
+            loss, correct = _forward_loss(run, x, y, idx)
+            _backward(run, loss / group if group > 1 else loss)
+        if last:
+            norm = _optimizer_step(run)
+            if norm is not None:
+                sums[2] += norm.detach().double()
+        sums[0] += loss.detach().double() * len(y)
+        sums[1] += correct
+        seen += len(y)
     distributed.broadcast_buffers(run.model)  # every rank evaluates with the statistics rank 0 saves
-    return loss_sum, seen
+    if run.ema is not None:
+        run.ema.copy_buffers(run.model)
+    return sums, seen
+
+
+def _metric_kw(run: TrainingRun) -> dict:
+    return dict(run.eval_kw(), train_counts=run.train.class_counts(), shot_thresholds=run.cfg.eval.shot_thresholds)
 
 
 def _views(run: TrainingRun, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor):
@@ -233,11 +313,11 @@ def _views(run: TrainingRun, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
 
 
 def _validate(run: TrainingRun, record: dict) -> bool:
-    """Score the hold-out into ``record``; True when the mean class accuracy is the best so far
-    (the checkpoint that becomes ``best.pt``)."""
+    """Score the hold-out into ``record`` (the EMA weights when there are some); True when the
+    mean class accuracy is the best so far (the checkpoint that becomes ``best.pt``)."""
     if run.data.val is None:
         return False
-    vm = evaluate(run.model, run.judged, run.data.val, tta=run.cfg.eval.tta, **run.eval_kw())
+    vm = evaluate(run.evaluated_model, run.judged, run.data.val, tta=run.cfg.eval.tta, **_metric_kw(run))
     record.update(
         {
             "val_accuracy": vm["accuracy"],
@@ -247,7 +327,30 @@ def _validate(run: TrainingRun, record: dict) -> bool:
     )
     if run.best is not None and vm["mean_class_accuracy"] <= run.best:
         return False
-    run.best = vm["mean_class_accuracy"]
+    run.best, run.best_epoch = vm["mean_class_accuracy"], record["epoch"]
+    return True
+
+
+def _early_stop(run: TrainingRun, epoch: int, log_record, say) -> bool:
+    """Whether ``train.early_stop`` ends training after ``epoch`` (0-based): that many epochs
+    without a better validation mean class accuracy, with epochs still to come. The stop is an
+    event line of ``metrics.jsonl`` and ``final.json``'s ``early_stop_epoch``."""
+    patience, done = run.cfg.train.early_stop, epoch + 1
+    if patience is None or run.best_epoch is None or done >= run.cfg.train.epochs:
+        return False
+    if done - run.best_epoch < patience:
+        return False
+    run.stopped_epoch = done
+    log_record(
+        {
+            "event": "early_stop",
+            "epoch": done,
+            "best_epoch": run.best_epoch,
+            "best_val_mean_class_accuracy": run.best,
+            "patience": patience,
+        }
+    )
+    say(f"early stop after epoch {done}: no better val mean class acc since epoch {run.best_epoch} ({patience} epochs)")
     return True
 
 
@@ -258,29 +361,31 @@ def _epoch_line(run: TrainingRun, record: dict) -> str:
         else ""
     )
     return (
-        f"epoch {record['epoch']}/{run.cfg.train.epochs}  loss {record['train_loss']:.4f}{val}  "
-        f"({record['time_epoch']:.1f}s)"
+        f"epoch {record['epoch']}/{run.cfg.train.epochs}  loss {record['train_loss']:.4f}  "
+        f"train acc {100 * record['train_accuracy']:.2f}{val}  ({record['time_epoch']:.1f}s)"
     )
 
 
 def _test(run: TrainingRun, rd: RunDirectory, say) -> dict | None:
-    """Load the selected checkpoint (best on validation; the last one without validation) and
-    evaluate it once on the test split."""
+    """Load the selected checkpoint (best on validation; the last one without validation) into
+    the evaluated model and evaluate it once on the test split."""
     dinfo, cfg = run.dinfo, run.cfg
     best_path = rd.best if (not dinfo.is_main or rd.best.exists()) else rd.last
     ckpt = load_on_rank0(best_path, dinfo, keys=("model", "strategy", "epoch", "_path"))
-    run.model.load_state_dict(ckpt["model"])
+    run.evaluated_model.load_state_dict(ckpt["model"])
     run.strategy.load_state_dict(ckpt["strategy"]["state"])
     if run.data.test is None:
         return None
-    final = evaluate(run.model, run.judged, run.data.test, tta=cfg.eval.tta, **run.eval_kw())
+    final = evaluate(run.evaluated_model, run.judged, run.data.test, tta=cfg.eval.tta, **_metric_kw(run))
     name = Path(ckpt["_path"]).name
     final.update(
         {
             "split": cfg.data.test_split,
             "checkpoint": name,
             "epoch": ckpt["epoch"],
+            "weights": "ema" if run.ema is not None else "trained",
             "best_val_mean_class_accuracy": run.best,
+            "early_stop_epoch": run.stopped_epoch,
             "method": run.strategy.name,
             "seed": cfg.train.seed,
             "train_class_counts": [int(c) for c in run.train.class_counts()],
@@ -292,6 +397,53 @@ def _test(run: TrainingRun, rd: RunDirectory, say) -> dict | None:
         say(f"test ({cfg.data.test_split}, {name} from epoch {ckpt['epoch']}):")
         say(format_metrics(final))
     return final
+
+
+def _train_record(run: TrainingRun, epoch: int, sums: torch.Tensor, seen: int, t_hook: float, t_train: float):
+    """The epoch's line of ``metrics.jsonl`` before validation (sums over every rank)."""
+    total = distributed.all_reduce_sum(sums.clone()).tolist()
+    if not math.isfinite(total[0]):
+        raise FloatingPointError(
+            f"epoch {epoch + 1}: the training loss became {total[0]} (lower optim.lr?); "
+            f"{run.cfg.train.out}/checkpoints/last.pt holds the last good epoch"
+        )
+    n = max(1, seen * run.dinfo.world_size)
+    record = {
+        "epoch": epoch + 1,
+        "lr": _lr_at(run, run.step - 1),
+        "train_loss": total[0] / n,
+        "train_accuracy": total[1] / n,
+    }
+    if run.cfg.train.grad_clip is not None:  # the mean norm before clipping, to choose the bound by
+        record["train_grad_norm"] = total[2] / max(1, run.steps_per_epoch * run.dinfo.world_size)
+    record.update({"time_hook": round(t_hook, 3), "time_train": round(t_train, 3)})
+    return record
+
+
+def _save(run: TrainingRun, rd: RunDirectory, epoch: int, improved: bool) -> None:
+    """``last.pt`` (and ``best.pt`` when ``improved``, or every epoch without validation)."""
+    states = rank_states(run.augment, run.strategy, run.dinfo)
+    if run.dinfo.is_main:
+        state = training_state(
+            run.model,
+            run.strategy,
+            run.optimizer,
+            run.augment,
+            run.cfg,
+            epoch + 1,
+            run.step,
+            run.best,
+            run.train,
+            states,
+            run.scaler,
+            run.precision,
+            (run.mean, run.std),
+            ema_model=run.ema.module if run.ema is not None else None,
+            best_epoch=run.best_epoch,
+            early_stop_epoch=run.stopped_epoch,
+        )
+        rd.save_checkpoints(state, best=improved or run.data.val is None)
+    distributed.barrier()
 
 
 def _fit(
@@ -308,7 +460,8 @@ def _fit(
         torch.set_num_threads(cfg.train.threads)
     elif dinfo.enabled:  # share this node's cores among its processes (torchrun's default is 1 each)
         torch.set_num_threads(distributed.default_threads(dinfo))
-    rd = RunDirectory(cfg.train.out, tensorboard=cfg.train.log == "tensorboard" and main)
+    tracker = create_logger(cfg.train.log, cfg.train.out, cfg.to_dict(), resume) if main else None
+    rd = RunDirectory(cfg.train.out, logger=tracker)
     rd.check(cfg, resume, dinfo)
 
     run = build_run(cfg, dinfo, data, user_model)
@@ -331,59 +484,33 @@ def _fit(
         if main:
             rd.log(record)
 
-    for epoch in range(run.start_epoch, cfg.train.epochs):
+    if run.stopped_epoch is not None:
+        say(f"training stopped early after epoch {run.stopped_epoch} (train.early_stop): nothing left to train")
+    for epoch in range(run.start_epoch, cfg.train.epochs if run.stopped_epoch is None else run.start_epoch):
         t0 = time.perf_counter()
         run.strategy.on_epoch_start(_epoch_context(run, epoch, log_record))
         t_hook = time.perf_counter() - t0
-        loss_sum, seen = _train_epoch(run, epoch)
-        t_train = time.perf_counter() - t0 - t_hook
-        total_loss = float(distributed.all_reduce_sum(loss_sum.clone()).item())
-        if not math.isfinite(total_loss):
-            raise FloatingPointError(
-                f"epoch {epoch + 1}: the training loss became {total_loss} (lower optim.lr?); "
-                f"{rd.last} holds the last good epoch"
-            )
-        record = {
-            "epoch": epoch + 1,
-            "lr": learning_rate(cfg.optim, run.step - 1, run.total_steps),
-            "train_loss": total_loss / max(1, seen * dinfo.world_size),
-            "time_hook": round(t_hook, 3),
-            "time_train": round(t_train, 3),
-        }
+        sums, seen = _train_epoch(run, epoch)
+        record = _train_record(run, epoch, sums, seen, t_hook, time.perf_counter() - t0 - t_hook)
         improved = _validate(run, record)
         record["time_epoch"] = round(time.perf_counter() - t0, 3)
         log_record(record)
         say(_epoch_line(run, record))
-        states = rank_states(run.augment, run.strategy, dinfo)
-        if main:
-            state = training_state(
-                run.model,
-                run.strategy,
-                run.optimizer,
-                run.augment,
-                cfg,
-                epoch + 1,
-                run.step,
-                run.best,
-                run.train,
-                states,
-                run.scaler,
-                run.precision,
-                (run.mean, run.std),
-            )
-            rd.save_checkpoints(state, best=improved or run.data.val is None)
-        distributed.barrier()
+        stop = _early_stop(run, epoch, log_record, say)
+        _save(run, rd, epoch, improved)
+        if stop:
+            break
 
     if main:
         rd.finish()
     final = _test(run, rd, say)
-    run.model.eval()
+    model = run.evaluated_model
+    model.eval()
     train = run.train
     shape = (
         tuple(train.images.shape[1:])
         if train.images is not None
         else (train.channels, train.image_size, train.image_size)
     )
-    return RunResult(
-        rd.path, final, run.best, run.model, run.strategy, run.precision, (run.mean, run.std), run.judged, shape
-    )
+    norm = (run.mean, run.std)
+    return RunResult(rd.path, final, run.best, model, run.strategy, run.precision, norm, run.judged, shape)

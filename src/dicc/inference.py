@@ -17,7 +17,7 @@ from . import distributed
 from .data.base import FERDataset
 from .data.loader import iterate_batches
 from .data.transforms import normalize, tta_views
-from .metrics import confusion_matrix, metrics_from_confusion
+from .metrics import DEFAULT_SHOT_THRESHOLDS, metrics_from_logits
 from .precision import Precision
 from .strategies import Strategy
 
@@ -145,9 +145,15 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
     tta: str = "none",
+    train_counts=None,
+    shot_thresholds=DEFAULT_SHOT_THRESHOLDS,
 ) -> dict:
-    """Metrics of ``model`` on all of ``ds`` from one confusion matrix (summed across ranks);
-    ``tta``: none, flip or crops (probabilities averaged over test-time views)."""
+    """Metrics of ``model`` on all of ``ds`` (:func:`dicc.metrics.metrics_from_logits`: the
+    confusion-matrix metrics, top-2 accuracy, the calibration error, and the many / medium /
+    few-shot accuracies given the training class counts ``train_counts``), from the parent logits
+    of one pass over the split (under DDP each rank scores its shard and the logits are gathered,
+    so every rank computes the same numbers from all of them); ``tta``: none, flip or crops
+    (probabilities averaged over test-time views)."""
     idx = distributed.eval_shard(len(ds), rank, world_size)
     logits = predict_parent_logits(
         model,
@@ -161,9 +167,12 @@ def evaluate(
         indices=idx,
         tta=tta,
     )
-    cm = confusion_matrix(ds.labels[idx], logits.argmax(1).cpu(), ds.num_classes)
-    cm = distributed.all_reduce_sum(cm.to(logits.device if world_size > 1 else "cpu")).cpu()
-    return metrics_from_confusion(cm, ds.class_names)
+    if world_size > 1 and distributed.active():  # (a rank's path run alone, without a group: its shard's)
+        logits = distributed.gather_by_index(logits, idx.to(logits.device), len(ds))
+        idx = torch.arange(len(ds))
+    return metrics_from_logits(
+        logits.cpu(), ds.labels[idx], ds.class_names, train_counts=train_counts, shot_thresholds=shot_thresholds
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -302,7 +302,7 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
         "head_type": "linear" if isinstance(model.head, nn.Linear) else ckpt["model_spec"]["head_type"],
     }
     new["strategy"] = {"name": strategy.name, "options": new_cfg.method.options, "state": strategy.state_dict()}
-    for key in ("optimizer", "augment", "rng", "rank_states", "scaler"):
+    for key in ("optimizer", "augment", "rng", "rank_states", "scaler", "raw_model"):
         new.pop(key, None)
     new["environment"] = environment(precision)
     new["stage"] = {k: v for k, v in record.items() if k != "val_mean_class_accuracy"}
@@ -321,6 +321,8 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
         std=eval_kw["std"],
         precision=precision,
         tta=new_cfg.eval.tta,
+        train_counts=ckpt["class_counts"],
+        shot_thresholds=new_cfg.eval.shot_thresholds,
     )
     vm = engine.evaluate(m2, judged, val, **kw)
     record["val"] = {k: vm[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")}

@@ -5,7 +5,8 @@ precision), ``metrics.jsonl`` (one line per epoch, plus method events such as DI
 re-clusterings; every ``epoch`` field is the 1-based epoch it belongs to), ``metrics.csv`` (the
 epoch lines as a table), the files a strategy declares (``Strategy.run_files``, e.g. DICC's
 ``subclass_plan.json``), ``checkpoints/{last,best}.pt``, ``final.json``,
-``confusion_test.png`` and ``curves.png``.
+``confusion_test.png``, ``reliability_test.png`` and ``curves.png``; with ``train.log`` the
+tracker's folder (:mod:`dicc.loggers`).
 """
 
 from __future__ import annotations
@@ -73,10 +74,10 @@ def environment(precision=None) -> dict:
 class RunDirectory:
     """Paths of one run directory and the writes the engine makes into it."""
 
-    def __init__(self, path: str | Path, tensorboard: bool = False) -> None:
+    def __init__(self, path: str | Path, logger=None) -> None:
         self.path = Path(path)
-        self._tensorboard = tensorboard
-        self._writer = None
+        #: a :class:`dicc.loggers.RunLogger` every record also goes to (``train.log``), or None
+        self.logger = logger
         self.checkpoints = self.path / "checkpoints"
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
@@ -163,31 +164,12 @@ class RunDirectory:
     def log(self, record: dict) -> None:
         with open(self.metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self._tensorboard:
-            self._tensorboard_log(record)
-
-    def _tensorboard_log(self, record: dict) -> None:
-        """Epoch lines as scalars (``train/loss``, ``val/accuracy``, ...), events as text."""
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=str(self.path / "tensorboard"))
-        step = int(record.get("epoch", 0))
-        if "event" in record:
-            self._writer.add_text(f"event/{record['event']}", json.dumps(record), step)
-        else:
-            for key, value in record.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    group, _, name = (
-                        key.partition("_") if key.startswith(("val_", "train_", "time_")) else ("", "", key)
-                    )
-                    self._writer.add_scalar(f"{group}/{name}" if group else key, value, step)
-        self._writer.flush()
+        if self.logger is not None:
+            self.logger.log(record)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self.logger is not None:
+            self.logger.close()
 
     def epoch_records(self) -> list[dict]:
         return [r for r in self.records() if "event" not in r and "train_loss" in r]
@@ -217,15 +199,20 @@ class RunDirectory:
 
     def write_final(self, final: dict, class_names=None, title: str = "") -> None:
         """``final.json`` (atomically: a report reading it meanwhile, or a crash, never sees half
-        a file) and, given the class names, ``confusion_test.png``."""
+        a file) and, given the class names, ``confusion_test.png`` and (with calibration bins)
+        ``reliability_test.png``."""
         write_text_atomic(self.final, json.dumps(final, indent=2))
         if class_names is not None:
-            from .metrics import save_confusion_png
+            from .metrics import save_confusion_png, save_reliability_png
 
             save_confusion_png(final["confusion_matrix"], class_names, self.path / "confusion_test.png", title=title)
+            if "calibration" in final:
+                save_reliability_png(
+                    final["calibration"], self.path / "reliability_test.png", title=title, ece=final.get("ece")
+                )
 
     def finish(self) -> None:
-        """After the last epoch: ``curves.png``, and the TensorBoard writer closed."""
+        """After the last epoch: ``curves.png``, and the tracker (``train.log``) closed."""
         self.write_curves()
         self.close()
 

@@ -16,6 +16,7 @@ from .config import Config
 from .data.build import RunData, build_run_data
 from .distill import with_distillation
 from .data.transforms import BatchAugment, normalize, resolve_normalization
+from .ema import ModelEMA
 from .models import FER_NORMALIZATION, adapt_model, check_forward, create_model, default_normalization
 from .precision import Precision, resolve_precision
 from .schedule import make_optimizer
@@ -40,9 +41,12 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     scaler: object
     augment: BatchAugment
+    ema: ModelEMA | None = None  # the moving average of the weights (train.ema), evaluated instead of `model`
     start_epoch: int = 0
-    step: int = 0
+    step: int = 0  # optimiser steps taken
     best: float | None = None
+    best_epoch: int | None = None  # the (1-based) epoch of `best` (train.early_stop counts from it)
+    stopped_epoch: int | None = None  # the (1-based) epoch after which train.early_stop ended training
     ddp_model: nn.Module | None = None
 
     @property
@@ -50,10 +54,21 @@ class TrainingRun:
         return self.data.train
 
     @property
-    def steps_per_epoch(self) -> int:
+    def evaluated_model(self) -> nn.Module:
+        """What validation, the test and the checkpoints' ``model`` hold: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def batches_per_epoch(self) -> int:
         per_rank = -(-len(self.train) // self.dinfo.world_size)
         bs = self.cfg.train.batch_size
         return per_rank // bs if per_rank >= bs else 1
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch: one per ``train.accumulate`` batches, the last group of an
+        epoch whose batch count is not a multiple of it stepping on its own (smaller) group."""
+        return -(-self.batches_per_epoch // self.cfg.train.accumulate)
 
     @property
     def total_steps(self) -> int:
@@ -118,19 +133,26 @@ def build_run(
         check_forward(model, normalize(train.get_batch(range(min(2, len(train)))).to(device), mean, std))
     precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, device, model.convolutional)
     precision.prepare_model(model)
+    ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema is not None else None
     optimizer = make_optimizer(cfg.optim, model.parameters())
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
     augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + dinfo.rank, mean=mean, std=std)
-    return TrainingRun(cfg, dinfo, data, strategy, judged, model, mean, std, precision, optimizer, scaler, augment)
+    return TrainingRun(
+        cfg, dinfo, data, strategy, judged, model, mean, std, precision, optimizer, scaler, augment, ema=ema
+    )
 
 
 def restore(run: TrainingRun, path: Path) -> None:
-    """Continue from the checkpoint at ``path``: weights, method, optimizer, and every rank's
-    random streams and per-rank method state."""
+    """Continue from the checkpoint at ``path``: weights (the trained ones and their moving
+    average), method, optimizer, and every rank's random streams and per-rank method state."""
     dinfo = run.dinfo
     ckpt = load_on_rank0(path, dinfo)
     try:
-        run.model.load_state_dict(ckpt["model"])
+        if run.ema is not None:  # the checkpoint's `model` is the average, `raw_model` the trained weights
+            run.model.load_state_dict(ckpt["raw_model"])
+            run.ema.module.load_state_dict(ckpt["model"])
+        else:
+            run.model.load_state_dict(ckpt["model"])
         run.strategy.load_state_dict(ckpt["strategy"]["state"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, KeyError) as err:
@@ -145,6 +167,7 @@ def restore(run: TrainingRun, path: Path) -> None:
         torch.set_rng_state(own["rng"])
         run.strategy.load_rank_state_dict(own.get("strategy") or {})
     run.start_epoch, run.step, run.best = ckpt["epoch"], ckpt["step"], ckpt["best_val"]
+    run.best_epoch, run.stopped_epoch = ckpt.get("best_epoch"), ckpt.get("early_stop_epoch")
 
 
 __all__ = ["TrainingRun", "build_run", "restore"]

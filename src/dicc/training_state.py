@@ -19,6 +19,20 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
+def _projection(model) -> dict:
+    """The model spec's ``projection_dim`` when the model has a projection head (contrastive)."""
+    dim = getattr(_unwrap(model), "projection_dim", None)
+    return {"projection_dim": dim} if dim else {}
+
+
+def _weights(model) -> dict:
+    """fp32, in the standard memory format, whatever the run computed in."""
+    return {
+        k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
+        for k, v in _unwrap(model).state_dict().items()
+    }
+
+
 def rank_states(augment, strategy: Strategy, dinfo: distributed.DistInfo) -> list[dict]:
     """Every rank's augmentation, torch RNG and per-rank strategy state (collective), so a
     resumed run continues each rank's random streams and state exactly."""
@@ -41,22 +55,28 @@ def training_state(
     scaler=None,
     precision=None,
     normalization: tuple | None = None,
+    *,
+    ema_model=None,
+    best_epoch: int | None = None,
+    early_stop_epoch: int | None = None,
 ) -> dict:
-    net = _unwrap(model)
+    """The checkpoint dict of a run after ``epoch`` epochs. ``model`` holds the weights the run
+    evaluates (``ema_model``'s, the moving average, when given: so ``best.pt`` and every consumer
+    of a checkpoint, ``dicc evaluate``/``export``/``predict``/``rebalance``, use them), and
+    ``raw_model`` the trained weights when they differ (what a resume continues training)."""
     return {
         "format": FORMAT,
         "version": VERSION,
         "epoch": epoch,
         "step": step,
         "best_val": best,
+        "best_epoch": best_epoch,
+        "early_stop_epoch": early_stop_epoch,
         "config": cfg.to_dict(),
         "class_names": list(train.class_names),
         "class_counts": train.class_counts(),
-        # fp32, in the standard memory format, whatever the run computed in
-        "model": {
-            k: v.detach().float().contiguous() if v.is_floating_point() else v.contiguous()
-            for k, v in net.state_dict().items()
-        },
+        "model": _weights(ema_model if ema_model is not None else model),
+        **({"raw_model": _weights(model)} if ema_model is not None else {}),
         "model_spec": {
             "name": cfg.model.name,
             "width": cfg.model.width,
@@ -65,7 +85,7 @@ def training_state(
             "in_channels": train.channels,
             "image_size": train.image_size,
             "dropout": cfg.model.dropout,
-            **({"projection_dim": net.projection_dim} if getattr(net, "projection_dim", None) else {}),
+            **_projection(model),
         },
         "normalization": {
             "mean": (normalization or (cfg.augment.mean, cfg.augment.std))[0],

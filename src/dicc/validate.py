@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 
 from .config import Config
+from .schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "constant")
 
 
 def _positive_int(value, key: str, minimum: int = 1) -> None:
@@ -52,6 +52,50 @@ def _check_distill(k) -> None:
     _number(k.weight, "distill.weight", 0.0, 1.0)
 
 
+def _check_controls(cfg: Config) -> None:
+    """``train.ema``, ``train.grad_clip``, ``train.accumulate``, ``train.early_stop``."""
+    t = cfg.train
+    if t.ema is not None:
+        _number(t.ema, "train.ema", 0.0, 1.0, open_lo=True, open_hi=True)
+    if t.grad_clip is not None:
+        _number(t.grad_clip, "train.grad_clip", 0.0, open_lo=True)
+    _positive_int(t.accumulate, "train.accumulate")
+    if t.early_stop is not None:
+        _positive_int(t.early_stop, "train.early_stop")
+        if cfg.data.val is None:
+            raise ValueError(
+                "train.early_stop: needs a validation split to watch (data.val is null); set data.val=holdout "
+                "or a split name, or train.early_stop=null"
+            )
+
+
+def _check_schedule(o) -> None:
+    """``optim.milestones`` / ``optim.gamma`` (schedule step) and ``optim.nesterov``."""
+    if o.name == "sgd" and o.nesterov and o.momentum == 0:
+        raise ValueError("optim.nesterov=true needs optim.momentum > 0; set optim.nesterov=false for plain SGD")
+    _number(o.gamma, "optim.gamma", 0.0, 1.0, open_lo=True)
+    ms = o.milestones
+    if o.schedule != "step":
+        if ms not in (None, []):
+            raise ValueError(f"optim.milestones={ms!r} is only used by optim.schedule=step (now {o.schedule!r})")
+        return
+    ok = isinstance(ms, (list, tuple)) and len(ms) > 0
+    ok = ok and all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in ms)
+    if not ok or any(b <= a for a, b in zip(ms, ms[1:])):
+        raise ValueError(f"optim.milestones: schedule step needs increasing epochs >= 1, e.g. [30, 40], got {ms!r}")
+
+
+def check_shot_thresholds(value) -> None:
+    """``eval.shot_thresholds``: ``[many, few]``, numbers with ``many >= few >= 0``."""
+    ok = isinstance(value, (list, tuple)) and len(value) == 2
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok or not value[0] >= value[1] >= 0:
+        raise ValueError(
+            "eval.shot_thresholds: expected [many, few] with many >= few >= 0 (many-shot: more than `many` "
+            f"training images, few-shot: fewer than `few`), e.g. [1500, 200], got {value!r}"
+        )
+
+
 def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     """Raise ``ValueError`` for the first problem found in ``cfg`` (see the module docstring).
 
@@ -63,15 +107,10 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     _positive_int(t.eval_batch_size, "train.eval_batch_size")
     if t.threads is not None:
         _positive_int(t.threads, "train.threads")
-    if t.log not in ("none", "tensorboard"):
-        raise ValueError(f"train.log: expected none or tensorboard, got {t.log!r}")
-    if t.log == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                "train.log=tensorboard needs TensorBoard: pip install 'dicc[tensorboard]' (or pip install tensorboard)"
-            ) from None
+    from .loggers import check_logger
+
+    check_logger(t.log)
+    _check_controls(cfg)
     if o.name not in OPTIMIZERS:
         raise ValueError(f"optim.name: unknown optimizer {o.name!r}; valid: {', '.join(OPTIMIZERS)}")
     if o.schedule not in SCHEDULES:
@@ -80,6 +119,7 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     _number(o.weight_decay, "optim.weight_decay", 0.0)
     _number(o.momentum, "optim.momentum", 0.0, 1.0, open_hi=True)
     _number(o.warmup_fraction, "optim.warmup_fraction", 0.0, 1.0, open_hi=True)
+    _check_schedule(o)
     _positive_int(d.workers, "data.workers", 0)
     if d.image_size != "auto":
         _positive_int(d.image_size, "data.image_size", 8)
@@ -114,6 +154,8 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
             "augment.mixup with method.options.contrastive: the contrastive term compares views of "
             "single images; turn one of them off"
         )
+
+    check_shot_thresholds(cfg.eval.shot_thresholds)
     if a.mixup > 0 and cfg.method.name == "dicc" and cfg.method.options.get("feature_source", "train") == "train":
         raise ValueError(
             "augment.mixup with method dicc: the features kept from training would be those of mixed "
@@ -137,4 +179,4 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     resolve_precision(t.amp, t.channels_last, dev)
 
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "check_config"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "check_config", "check_shot_thresholds"]

@@ -10,7 +10,10 @@ Outputs (under ``OUT``)
   metrics.jsonl records (the second stage's).
 - ``results.md``: per setting, a table of mean +- sample std over seeds (in %) of accuracy,
   mean class accuracy, macro-F1 and per-class recall (classes ordered by training count), the
-  best mean of each column in bold, and the command that regenerates it.
+  best mean of each column in bold, and the command that regenerates it; then (for runs whose
+  final.json has them) a second table, ``<setting>: calibration and shot groups``, of top-2
+  accuracy, expected calibration error (lowest in bold) and many / medium / few-shot accuracy,
+  with the classes of each shot group. results.csv has these columns too (empty for older runs).
 - ``recall_<setting>.png``: per-class recall, methods side by side, classes ordered by
   training count; ``confusion_<setting>.png``: one row-normalised confusion matrix per method
   (summed over seeds).
@@ -35,6 +38,14 @@ _METRICS = (
     ("accuracy", "accuracy"),
     ("mean_class_accuracy", "mean class acc."),
     ("macro_f1", "macro-F1"),
+)
+# the second table's columns (dicc.metrics.metrics_from_logits), and whether higher is better
+_EXTRA = (
+    ("top2_accuracy", "top-2 acc.", True),
+    ("ece", "ECE", False),
+    ("many_shot_accuracy", "many-shot", True),
+    ("medium_shot_accuracy", "medium-shot", True),
+    ("few_shot_accuracy", "few-shot", True),
 )
 
 
@@ -64,6 +75,9 @@ def collect_results(out_dir: str | Path) -> list[dict]:
                 "val_mean_class_accuracy": final.get("best_val_mean_class_accuracy")
                 if final.get("best_val_mean_class_accuracy") is not None
                 else float("nan"),
+                **{key: final.get(key) for key, _, _ in _EXTRA},
+                "shot_groups": final.get("shot_groups"),
+                "shot_thresholds": final.get("shot_thresholds"),
                 "recall": {name: pc["recall"] for name, pc in final.get("per_class", {}).items()},
                 "confusion_matrix": final.get("confusion_matrix"),
                 "train_time_s": round(sum(float(r["time_epoch"]) for r in epochs.values()), 3),
@@ -117,8 +131,41 @@ def _summaries(rows: list[dict], methods: list[str], classes: list[str]) -> dict
         for c in classes:
             vals = [r["recall"][c] for r in mine if c in r["recall"]]
             s[f"recall_{c}"] = mean_std(vals) if vals else None
+        for key, _, _ in _EXTRA:  # over the runs that have the metric (older runs do not)
+            vals = [r[key] for r in mine if r.get(key) is not None]
+            s[key] = mean_std(vals) if vals else None
         out[method] = s
     return out
+
+
+def _extra_table(summ: dict, methods: list[str], rows: list[dict]) -> list[str]:
+    """The calibration / shot-group table of one setting (no lines when no run has the metrics)."""
+    if not any(summ[m][key] is not None for m in methods for key, _, _ in _EXTRA):
+        return []
+    best = {}
+    for key, _, higher in _EXTRA:
+        shown = [round(100 * summ[m][key][0], 2) for m in methods if summ[m][key] is not None]
+        best[key] = (max(shown) if higher else min(shown)) if shown else None
+    lines = [
+        "| method | n | " + " | ".join(h for _, h, _ in _EXTRA) + " |",
+        "|---|---:|" + "---:|" * len(_EXTRA),
+    ]
+    for m in methods:
+        cells = [
+            "–" if summ[m][k] is None else _cell(*summ[m][k], round(100 * summ[m][k][0], 2) == best[k])
+            for k, _, _ in _EXTRA
+        ]
+        lines.append(f"| {m} | {summ[m]['n']} | " + " | ".join(cells) + " |")
+    note = next((r for r in rows if r.get("shot_groups")), None)
+    if note is not None:
+        many, few = note["shot_thresholds"]
+        groups = "; ".join(f"{g}: {', '.join(c) or 'none'}" for g, c in note["shot_groups"].items())
+        lines += [
+            "",
+            f"Shot groups by training count (many > {many:g}, few < {few:g}): {groups}. Shot accuracies are "
+            "the mean recall of the group's classes; ECE over 15 confidence bins (lower is better).",
+        ]
+    return lines
 
 
 def _markdown_table(summ: dict, methods: list[str], classes: list[str]) -> str:
@@ -172,6 +219,7 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
         "mean_class_accuracy",
         "macro_f1",
         *[f"recall_{c}" for c in all_classes],
+        *[key for key, _, _ in _EXTRA],
         "train_time_s",
         "epochs",
         "best_epoch",
@@ -201,6 +249,7 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
                     "mean_class_accuracy": r["mean_class_accuracy"],
                     "macro_f1": r["macro_f1"],
                     **{f"recall_{c}": r["recall"].get(c, "") for c in all_classes},
+                    **{key: "" if r[key] is None else r[key] for key, _, _ in _EXTRA},
                     "train_time_s": r["train_time_s"],
                     "epochs": "" if r["epochs"] is None else r["epochs"],
                     "best_epoch": "" if r["best_epoch"] is None else r["best_epoch"],
@@ -233,6 +282,9 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
         if counts is not None:
             md += ["Training counts: " + ", ".join(f"{c} {n}" for c, n in zip(classes, counts)) + ".", ""]
         md += [_markdown_table(summ, methods, classes), "", f"Seeds: {', '.join(map(str, seeds))}.", ""]
+        extra = _extra_table(summ, methods, srows)
+        if extra:
+            md += [f"## {setting}: calibration and shot groups", "", *extra, ""]
         try:
             figures.append(
                 save_recall_chart(summ, methods, classes, counts, out_dir / f"recall_{setting}.png", title=setting)

@@ -59,13 +59,19 @@ class EpochContext:
     # ``lr(e)``: the scheduled learning rate at the start of 0-based epoch ``e`` (e.g. for a
     # strategy that switches phase when the schedule has annealed)
     lr: Callable[[int], float] = lambda epoch: float("nan")
+    # the moving average of the weights (``train.ema``; None without): a copy of ``model`` that is
+    # evaluated instead of it and never trained, so an in-place rewrite of the model applies to it too
+    averaged: nn.Module | None = None
 
     def copy_head_rows(self, pairs, bias_add: dict | None = None) -> None:
         """Rewrite the head in place: row ``src`` copied to ``dst`` for each pair (with the
-        optimizer's per-row state), ``bias_add[j]`` added to bias ``j`` (dicc.models.copy_head_rows)."""
+        optimizer's per-row state), ``bias_add[j]`` added to bias ``j`` (dicc.models.copy_head_rows);
+        the same rewrite of the moving average's head, if there is one."""
         from ..models import copy_head_rows
 
         copy_head_rows(self.model.head, pairs, bias_add, self.optimizer)
+        if self.averaged is not None:
+            copy_head_rows(self.averaged.head, pairs, bias_add)
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = dataclasses.MISSING):
