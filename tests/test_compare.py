@@ -332,7 +332,9 @@ def test_dry_run_and_cli(tmp_path, fake_fit, capsys):
     parser = argparse.ArgumentParser(prog="dicc")
     add_compare_parser(parser.add_subparsers(dest="command"))
 
-    assert run_compare(parser.parse_args(["compare", str(grid), "--dry-run"])) == 0
+    from dicc.cli import main
+
+    assert main(["compare", str(grid), "--dry-run"]) == 0  # the status lines are the CLI's INFO log
     text = capsys.readouterr().out
     assert fake_fit == []
     assert re.search(r"default/ce/seed0\s+done", text)
@@ -590,7 +592,9 @@ def test_only_a_derived_entry_needs_finished_parents(tmp_path, fake_fit, fake_re
     parser = argparse.ArgumentParser(prog="dicc")
     add_compare_parser(parser.add_subparsers(dest="command"))
     # the dry run lists each derived run with its parent run and the parent's status
-    assert run_compare(parser.parse_args(["compare", str(grid), "--dry-run"])) == 0
+    from dicc.cli import main
+
+    assert main(["compare", str(grid), "--dry-run"]) == 0  # the status lines are the CLI's INFO log
     text = capsys.readouterr().out
     assert re.search(r"default/ce\+crt/seed0\s+pending \(after default/ce/seed0: pending\)", text)
     assert re.search(r"default/ce\+crt\+tau/seed1\s+pending \(after default/ce\+crt/seed1: pending\)", text)
