@@ -598,7 +598,7 @@ def test_only_a_derived_entry_needs_finished_parents(tmp_path, fake_fit, fake_re
     text = capsys.readouterr().out
     assert re.search(r"default/ce\+crt/seed0\s+pending \(after default/ce/seed0: pending\)", text)
     assert re.search(r"default/ce\+crt\+tau/seed1\s+pending \(after default/ce\+crt/seed1: pending\)", text)
-    assert run_compare(parser.parse_args(["compare", str(grid), "--dry-run", "--only", "ce+crt"])) == 0
+    assert main(["compare", str(grid), "--dry-run", "--only", "ce+crt"]) == 0
     assert re.search(
         r"default/ce\+crt/seed0\s+pending \(after default/ce/seed0: pending, not selected\)", capsys.readouterr().out
     )

@@ -155,7 +155,7 @@ class Service:
         job.add_done_callback(lambda _: self._release())
         (h, w), faces = await asyncio.wrap_future(job)
         return {
-            "faces": [r for r in records(name, None, None, faces) if r["face"] is not None],
+            "faces": [r for r in records(name, None, None, faces) if r.get("face") is not None],
             "image": {"width": w, "height": h},
             **opts,
             "time_ms": round((time.perf_counter() - t0) * 1000.0, 2),
