@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -59,3 +63,27 @@ def make_checkpoint(
         "strategy": {"name": method, "options": options or {}, "state": strategy.state_dict()},
     }
     return save_atomic(ckpt, path)
+
+
+_HOLD = """
+import sys
+from dicc.runlock import claim
+with claim(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextmanager
+def held_by_another_process(path: Path) -> Iterator[subprocess.Popen]:
+    """``path`` claimed (:func:`dicc.runlock.claim`) by another process for the block, which is
+    then killed with SIGKILL (the test may kill it earlier: ``proc.kill()``)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
