@@ -145,3 +145,25 @@ def test_a_write_to_a_full_device_names_the_file(tmp_path):
     with pytest.raises(OSError) as err:
         RunDirectory(tmp_path / "run").log({"epoch": 1, "train_loss": 1.0})
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "run" / "metrics.jsonl")
+
+
+def test_atomic_writes_follow_symlinks_and_never_replace_a_device(tmp_path, capsys):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    os.symlink(target, link)
+    checkpoint.write_text_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    checkpoint.write_text_atomic(os.devnull, "x")  # written in place, not replaced by a file
+    assert not Path(os.devnull).is_file()
+    if not os.path.exists("/dev/full"):
+        return
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--confusion", "/dev/full"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "dicc evaluate: error: /dev/full: No space left on device (free some space or choose another location)"
+    ]
+    assert Path("/dev/full").is_char_device()

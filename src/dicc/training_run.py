@@ -19,6 +19,7 @@ from .precision import Precision, resolve_precision
 from .schedule import make_optimizer
 from .strategies import Strategy, create_strategy
 from .strategies.posthoc import with_posthoc
+from .checkpoint import state_dict_mismatch
 from .training_state import load_on_rank0
 
 
@@ -98,6 +99,7 @@ def build_run(
             image_size=train.image_size,
         ).to(device)
         norm_default = default_normalization(cfg.model.name, cfg.model.pretrained)
+    model.input_shape = (train.channels, train.image_size)  # what dicc.evaluate checks data against
     mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels, norm_default)
     if user_model is not None:  # a model that cannot take the data fails now, in one line
         check_forward(model, normalize(train.get_batch(range(min(2, len(train)))).to(device), mean, std))
@@ -116,10 +118,15 @@ def restore(run: TrainingRun, path: Path) -> None:
     ckpt = load_on_rank0(path, dinfo)
     try:
         run.model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise ValueError(
+            f"{path}: does not fit this run's model ({state_dict_mismatch(run.model, ckpt['model'])})"
+        ) from None
+    try:
         run.strategy.load_state_dict(ckpt["strategy"]["state"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, KeyError) as err:
-        raise ValueError(f"{path}: does not fit this run's model/method ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: does not fit this run's method/optimizer ({str(err).splitlines()[0]})") from None
     if run.scaler is not None and "scaler" in ckpt:
         run.scaler.load_state_dict(ckpt["scaler"])
     own = {"augment": ckpt["augment"], "rng": ckpt["rng"]["torch"]} if dinfo.rank == 0 else None

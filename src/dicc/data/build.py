@@ -118,7 +118,10 @@ def build_run_data(cfg, *, need_test: bool = True) -> RunData:
     names = full.class_names
     val = None
     if cfg.longtail is not None:
-        counts = parse_longtail(cfg.longtail, full.class_counts(), names)
+        try:
+            counts = parse_longtail(cfg.longtail, full.class_counts(), names)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"data.longtail={cfg.longtail!r}: {err}") from None
         chosen = longtail_subset(full.labels, counts, cfg.subset_seed, names)
         train = full.subset(chosen)
         train.source = f"{full.source} (long-tailed {cfg.longtail})"
