@@ -155,8 +155,9 @@ def test_labels_outside_the_class_list_or_not_whole_numbers_are_one_line(tmp_pat
 def test_whole_number_labels_of_any_type_are_class_indices():
     from dicc.api import as_dataset
 
-    ds = as_dataset([(torch.zeros(1, 8, 8), lab) for lab in (0, 1.0, torch.tensor(2), np.int64(3), torch.tensor(6.0))])
-    assert ds.labels.tolist() == [0, 1, 2, 3, 6] and ds.class_names[6] == "neutral"
+    labels = (0, 1.0, torch.tensor(2), np.int64(3), torch.tensor([4]), np.array([5.0]), torch.tensor(6.0))
+    ds = as_dataset([(torch.zeros(1, 8, 8), lab) for lab in labels])
+    assert ds.labels.tolist() == [0, 1, 2, 3, 4, 5, 6] and ds.class_names[6] == "neutral"
 
 
 def test_16_bit_images_given_to_fit_are_scaled_not_clipped():

@@ -74,7 +74,8 @@ def _to_uint8_chw(image, where: str) -> torch.Tensor:
 def _class_index(label, where: str) -> int:
     """An integer class index from a label (an int, a numpy or torch integer, or a float that is
     a whole number); anything else (0.5, "3", True) is a ValueError."""
-    raw = label.item() if hasattr(label, "item") and getattr(label, "ndim", 0) == 0 else label
+    size = label.numel() if hasattr(label, "numel") else getattr(label, "size", 1)
+    raw = label.item() if hasattr(label, "item") and size == 1 else label
     if isinstance(raw, (bool, np.bool_)) or not (
         isinstance(raw, (int, np.integer)) or (isinstance(raw, (float, np.floating)) and float(raw).is_integer())
     ):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .checkpoint import state_dict_mismatch
 from .config import Config
 from .data.build import RunData, build_run_data
 from .data.transforms import BatchAugment, normalize, resolve_normalization
@@ -19,7 +20,6 @@ from .precision import Precision, resolve_precision
 from .schedule import make_optimizer
 from .strategies import Strategy, create_strategy
 from .strategies.posthoc import with_posthoc
-from .checkpoint import state_dict_mismatch
 from .training_state import load_on_rank0
 
 
