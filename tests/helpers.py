@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -152,3 +154,27 @@ def stop_server(proc: subprocess.Popen) -> int:
             proc.kill()
             proc.wait(10)
         proc.drain.join(10)
+
+
+_HOLD = """
+import sys
+from dicc.runlock import claim
+with claim(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextmanager
+def held_by_another_process(path: Path) -> Iterator[subprocess.Popen]:
+    """``path`` claimed (:func:`dicc.runlock.claim`) by another process for the block, which is
+    then killed with SIGKILL (the test may kill it earlier: ``proc.kill()``)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()

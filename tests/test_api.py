@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -181,6 +182,61 @@ def test_bad_user_data_fails_before_training(tmp_path, bad, fragment):
         dicc.fit(train=bad(None), model=Net(), class_names=[f"c{i}" for i in range(7)], out=str(tmp_path / "x"))
     assert fragment in str(err.value) and len(str(err.value).splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "labels, names, fragment",
+    [
+        ([0, 1, 7], None, "train[2]: label 7 is outside the class list (7 classes: angry, disgust"),
+        ([0, 1, 2], ["a", "b"], "train[2]: label 2 is outside the class list (2 classes: a, b)"),
+        ([0, 0.5, 1], None, "train[1]: the label must be an integer class index, got 0.5"),
+        (torch.tensor([0.0, 1.5]), None, "train[1]: the label must be an integer class index, got tensor(1.5000)"),
+        ([0, "3"], None, "train[1]: the label must be an integer class index, got '3'"),
+    ],
+)
+def test_labels_outside_the_class_list_or_not_whole_numbers_are_one_line(tmp_path, labels, names, fragment):
+    """Issue 23: an unnamed label 7 no longer widens the label space to class0..class7, and 0.5 is
+    no longer read as class 0."""
+    images = torch.zeros(len(labels), 1, 8, 8, dtype=torch.uint8)
+    items = [(images[i], labels[i]) for i in range(len(labels))]
+    with pytest.raises(ValueError) as err:
+        dicc.fit(train=items, model=Net(), class_names=names, out=str(tmp_path / "x"))
+    assert fragment in str(err.value) and len(str(err.value).splitlines()) == 1, str(err.value)
+    assert not (tmp_path / "x").exists()
+
+
+def test_whole_number_labels_of_any_type_are_class_indices():
+    from dicc.api import as_dataset
+
+    labels = (0, 1.0, torch.tensor(2), np.int64(3), torch.tensor([4]), np.array([5.0]), torch.tensor(6.0))
+    ds = as_dataset([(torch.zeros(1, 8, 8), lab) for lab in labels])
+    assert ds.labels.tolist() == [0, 1, 2, 3, 4, 5, 6] and ds.class_names[6] == "neutral"
+
+
+def test_16_bit_images_given_to_fit_are_scaled_not_clipped():
+    from PIL import Image
+
+    from dicc.api import as_dataset
+
+    ramp = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
+    want = np.rint(ramp / 257.0).astype(np.uint8)
+    ds = as_dataset([(Image.fromarray(ramp), 0), (ramp, 1)])
+    for i in range(2):
+        assert np.array_equal(ds.images[i, 0].numpy(), want)
+
+
+def test_evaluate_refuses_images_of_another_size_than_the_model_takes(data, tmp_path):
+    res = dicc.fit(train=data[0], model=Net(), epochs=1, out=str(tmp_path / "run"), **{"train.progress": False})
+    small = (torch.zeros(14, 1, 30, 30, dtype=torch.uint8), torch.arange(14) % 7)
+    with pytest.raises(ValueError, match=r"images of 30x30 pixels with 1 channel\(s\), but the model takes 48x48"):
+        dicc.evaluate(res, small)
+    from dicc.checkpoint import load_checkpoint, model_from_checkpoint
+    from helpers import make_checkpoint
+
+    model, strategy = model_from_checkpoint(load_checkpoint(make_checkpoint(tmp_path / "m.pt")))
+    with pytest.raises(ValueError, match="but the model takes 48x48"):
+        dicc.evaluate(model, small, strategy=strategy)
+    assert dicc.evaluate(model, (torch.zeros(14, 1, 48, 48, dtype=torch.uint8), small[1]))["num_samples"] == 14
 
 
 def test_a_model_that_cannot_take_the_data_fails_before_training(data, tmp_path):

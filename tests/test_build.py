@@ -1,3 +1,5 @@
+import os
+
 import torch
 
 from dicc.config import DataConfig
@@ -143,3 +145,54 @@ def test_cli_names_a_class_absent_from_the_test_split(tmp_path, capsys):
     assert _cli_train(root, tmp_path) == 0
     out = capsys.readouterr()
     assert "not in this split: fear" in out.out + out.err
+
+
+def _split_folders(root, splits=("train", "test", "val")):
+    """An image folder dataset: 4 train, 2 test and 2 val images per class (distinct pixels)."""
+    for s, split in enumerate(splits):
+        for i, cls in enumerate(EMOTIONS):
+            class_tree(root / split, {cls: 4 if split == "train" else 2}, seed=100 * s + i, prefix=split)
+    return root
+
+
+@pytest.mark.parametrize(
+    "trick, sets, fragment",
+    [
+        ("ln -s test val", ["data.val=val"], "data.val='val' and data.test_split='test' share 14"),
+        ("ln -s train test", [], "data.train_split='train' and data.test_split='test' share 21"),
+        ("one val file symlinked to a test file", ["data.val=val"], "val/angry/val_000.png is "),
+        ("one val file hard-linked to a test file", ["data.val=val"], "val/angry/val_000.png is "),
+    ],
+)
+def test_symlinks_and_hard_links_cannot_bring_test_images_into_training_or_validation(
+    tmp_path, capsys, trick, sets, fragment
+):
+    """Issue 23: samples are the files they are (device and inode), not the paths that reach them."""
+    root = tmp_path / "data"
+    if trick == "ln -s test val":
+        _split_folders(root, ("train", "test"))
+        os.symlink("test", root / "val")
+    elif trick == "ln -s train test":
+        _split_folders(root, ("train",))
+        os.symlink("train", root / "test")
+    else:
+        _split_folders(root)
+        victim, target = root / "val" / "angry" / "val_000.png", root / "test" / "angry" / "test_001.png"
+        victim.unlink()
+        os.symlink(target, victim) if "symlinked" in trick else os.link(target, victim)
+    assert _cli_train(root, tmp_path, *sets) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_physical_ids_keep_what_names_no_file(tmp_path):
+    from dicc.data.build import physical_ids
+
+    f = tmp_path / "a.csv"
+    f.write_text("x")
+    os.link(f, tmp_path / "b.csv")
+    ids = [str(f), f"{f}:7", f"{tmp_path / 'b.csv'}:7", "synthetic:0:train:3", f"{tmp_path / 'gone.png'}"]
+    got = physical_ids(ids)
+    st = os.stat(f)
+    assert got == [(st.st_dev, st.st_ino), (st.st_dev, st.st_ino, 7), (st.st_dev, st.st_ino, 7), ids[3], ids[4]]

@@ -310,6 +310,37 @@ def test_skip_and_resume(tmp_path, fake_fit):
         assert len(list(csv.DictReader(f))) == 6
 
 
+def test_a_run_another_compare_process_holds_or_finished_is_left_to_it(tmp_path, fake_fit, capsys, monkeypatch):
+    """Two `dicc compare` workers on one grid (issue 23): a run whose directory the other holds
+    is skipped in one line and its files are untouched; a run the other finished after this
+    worker planned the grid is not trained again."""
+    from dicc.cli import main
+    from helpers import held_by_another_process
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(json.dumps(_grid(tmp_path)))
+    root = tmp_path / "out" / "default"
+    held, done = root / "ce" / "seed0", root / "ce+posthoc_la" / "seed0"
+    make_run(held, None)  # the other worker's run in progress
+    real = compare.run.fit
+
+    def fit_then_the_other_finishes(cfg, **k):  # meanwhile the other worker finishes `done`
+        real(cfg, **k)
+        if not (done / "final.json").exists():
+            make_run(done, _final(np.random.default_rng(9)))
+
+    monkeypatch.setattr(compare.run, "fit", fit_then_the_other_finishes)
+    with held_by_another_process(held) as other:
+        before = sorted((p.relative_to(held), p.read_bytes()) for p in held.rglob("*") if p.is_file())
+        assert main(["compare", str(grid)]) == 0
+    text = capsys.readouterr().out
+    trained = sorted(Path(c.train.out).relative_to(root).as_posix() for c, _ in fake_fit)
+    assert trained == ["ce+posthoc_la/seed1", "ce/seed1"]
+    assert f"default/ce/seed0: skipped: {held}: process {other.pid} is using this run directory" in text
+    assert "default/ce+posthoc_la/seed0: finished meanwhile by another process" in text
+    assert sorted((p.relative_to(held), p.read_bytes()) for p in held.rglob("*") if p.is_file()) == before
+
+
 def test_failures_stop_or_keep_going(tmp_path, monkeypatch):
     def broken(cfg, *, resume=False, log=print):
         if cfg.train.seed == 0:

@@ -47,6 +47,20 @@ def test_missing_or_bad_file(tmp_path):
         load_config(bad)
 
 
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_line_and_column(tmp_path, capsys):
+    from dicc.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: 2\n  bad: [1\n")
+    assert main(["train", "-c", str(bad), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"dicc train: error: {bad}: not valid YAML: line 4, column 1: expected ',' or ']', but got "
+        "'<stream end>' (while parsing a flow sequence from line 3, column 8)"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_flags_are_taken_literally(tmp_path, monkeypatch):
     import dicc.engine
     from dicc.cli import main

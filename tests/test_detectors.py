@@ -329,3 +329,17 @@ assert cli.main(["predict", {str(ckpt)!r}, {str(photo)!r}, "--json"]) == 0
     done = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr
+
+
+def test_load_image_scales_16_bit_photos_as_training_decodes_them(tmp_path):
+    """Issue 23: a 16-bit PNG was clipped in prediction (nearly every pixel 255); it is read as
+    training reads it (dicc.data.decode.eight_bit), so a 16-bit face predicts as its 8-bit copy."""
+    from dicc.faces import load_image
+
+    face = np.asarray(Image.fromarray(skdata.astronaut()).convert("L"))[0:220, 150:330]
+    wide = (face.astype(np.uint16) * 257).astype(np.uint16)  # the same picture in 16 bits
+    Image.fromarray(wide).save(tmp_path / "f16.png")
+    with Image.open(tmp_path / "f16.png") as im:
+        assert im.mode.startswith("I;16")
+    got = load_image(tmp_path / "f16.png")
+    assert got.dtype == np.uint8 and np.array_equal(got, face)

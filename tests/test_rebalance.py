@@ -162,6 +162,44 @@ def test_rebalance_cli(parent, tmp_path, capsys):
     assert (out / "final.json").is_file() and "tau_norm" in capsys.readouterr().out
 
 
+def _files(d):
+    return sorted((p.relative_to(d).as_posix(), p.read_bytes()) for p in d.rglob("*") if p.is_file())
+
+
+def test_rebalance_out_held_by_another_process_is_refused_before_anything_is_written(parent, tmp_path, capsys):
+    from helpers import held_by_another_process
+
+    out = tmp_path / "stage"
+    out.mkdir()
+    (out / "stage.json").write_text("{}")  # the other process's stage, under way
+    with held_by_another_process(out) as other:
+        before = _files(out)
+        args = ["rebalance", str(parent["ce"]), "--stage", "logit_adjust", "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{out}: process {other.pid} is using this run directory" in err[0], err
+        assert _files(out) == before
+    assert main(args) == 0  # the holder is gone (killed): the stage is made anew
+    assert (out / "final.json").is_file()
+
+
+@pytest.mark.parametrize("where", ["parent", "above", "a run"])
+def test_rebalance_never_clears_the_parent_or_another_run(parent, tmp_path, capsys, where):
+    import shutil
+
+    own = tmp_path / "runs" / "ce"
+    shutil.copytree(parent["ce"], own)
+    out = {"parent": own, "above": tmp_path / "runs", "a run": tmp_path / "other"}[where]
+    if where == "a run":
+        shutil.copytree(parent["ce"], out)
+    before = [f for f in _files(tmp_path) if not f[0].endswith(".lock")]
+    assert main(["rebalance", str(own), "--stage", "logit_adjust", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    fragment = "holds files a re-balancing stage does not write" if where == "a run" else "is or holds the parent run"
+    assert len(err) == 1 and fragment in err[0], err
+    assert [f for f in _files(tmp_path) if not f[0].endswith(".lock")] == before
+
+
 # -- options every method composes with ---------------------------------------------------------------
 @pytest.mark.parametrize("name", ["ce", "balanced_softmax", "logit_adjust"])
 def test_label_smoothing_is_ce_with_smoothed_targets(name):

@@ -195,6 +195,9 @@ def test_resume_with_every_training_control_on_is_bit_identical(tiny_config, mon
         (["--set", "optim.momentum=0"], ["optim.nesterov=true needs optim.momentum > 0"]),
         (["--set", "eval.shot_thresholds=[20,100]"], ["eval.shot_thresholds: expected [many, few]", "[20, 100]"]),
         (["--set", "train.log=comet"], ["train.log: unknown logger 'comet'", "mlflow, wandb"]),
+        (["--method", "dicc", "--set", "method.options.k_max=abc"], ["method.options.k_max: expected int, got 'abc'"]),
+        (["--longtail", "[1,2"], ["--longtail '[1,2': not a list or mapping (line 1, column 5", "exp:IF"]),
+        (["--longtail", "exp:-5"], ["data.longtail='exp:-5': imbalance factor must be >= 1, got -5"]),
     ],
 )
 def test_bad_settings_are_one_line_and_nothing_is_written(tmp_path, capsys, monkeypatch, args, fragments):
@@ -213,7 +216,7 @@ def test_bad_settings_are_one_line_and_nothing_is_written(tmp_path, capsys, monk
     assert code == 2
     _one_error_line(err, *fragments)
     assert not out.exists()
-    if "sub-classes" not in fragments[0]:  # the plan needs the class counts: checked right after them
+    if not fragments[0].startswith(("sub-classes", "data.longtail=")):  # these need the class counts
         assert data_read["n"] == 0
 
 
@@ -245,10 +248,29 @@ def test_checkpoint_problems_are_one_line(tmp_path, capsys):
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     cases["truncated"] = (cut, ["cut.pt", "truncated or corrupt"])
+    nan = dict(ckpt, model={k: v.clone() for k, v in ckpt["model"].items()})
+    nan["model"]["head.bias"][2] = float("nan")
+    nan["model"]["body.0.0.weight"][0, 0, 0, 0] = float("inf")
+    cases["nan"] = (save_atomic(nan, tmp_path / "nan.pt"), ["nan.pt: body.0.0.weight (and 1 more tensors)", "NaN"])
+    from dicc.models import create_model
+
+    wide = dict(ckpt, model=create_model("vgg_fer", 7, width=8).state_dict())
+    cases["width"] = (
+        save_atomic(wide, tmp_path / "w8.pt"),
+        ["w8.pt: the weights do not fit", "(vgg_fer, width 4)", "is [8, 1, 3, 3] in the file, [4, 1, 3, 3] in the"],
+    )
     for name, (path, fragments) in cases.items():
         code, _, err = _cli(["evaluate", str(path)], capsys)
         assert code == 2, name
         _one_error_line(err, *fragments)
+    code, _, err = _cli(["evaluate", str(out), "--batch-size", "0"], capsys)
+    assert code == 2
+    _one_error_line(err, "--batch-size: expected an integer >= 1, got 0")
+    # a resume from a checkpoint of another width names the file and the first tensor
+    save_atomic(dict(wide, optimizer=ckpt["optimizer"]), out / "checkpoints" / "last.pt")
+    code, _, err = _cli(["train", "--out", str(out), "--resume"], capsys)
+    assert code == 2
+    _one_error_line(err, "last.pt: does not fit this run's model (body.0.0.weight is [8, 1, 3, 3] in the file")
 
 
 def test_evaluate_holdout_is_the_split_the_run_selected_on(tmp_path, capsys):
@@ -274,17 +296,34 @@ def test_class_absent_from_the_split_is_named_in_the_output(tmp_path, capsys):
 
 
 def test_ctrl_c_exits_130_with_the_resume_command(tmp_path):
+    """The child starts with SIGINT ignored, as a shell's background job (or a CI runner) starts
+    it: the CLI restores the default handler. SIGINT is sent once the child has written its first
+    checkpoint, whatever the time that takes; it then trains on (10,000 epochs) until it stops."""
     out = tmp_path / "run"
     exe = shutil.which("dicc", path=str(Path(sys.executable).parent)) or shutil.which("dicc")
-    cmd = [exe, "train", *TINY, "--epochs", "50", "--out", str(out)]
+    cmd = [exe, "train", *TINY, "--epochs", "10000", "--out", str(out)]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "last.pt").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        started = time.monotonic()
+        while not (out / "checkpoints" / "last.pt").exists():  # ready: an epoch is done
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() - started < 600, "no checkpoint in 10 minutes"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        try:  # (it stops within milliseconds; the bound only keeps a child that ignores it from hanging the suite)
+            _, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the child ignored SIGINT: the CLI did not restore its default handler")
+    finally:
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 130, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and f"dicc train --out {out} --resume" in lines[0], stderr

@@ -10,10 +10,11 @@ Data: a torch ``Dataset`` whose items are ``(image, label)`` (the image a PIL im
 array ``HxW``/``HxWxC`` or a tensor ``CxHxW``/``HxW``, uint8 or floats in [0, 1]; the label an
 integer class index), a pair ``(images, labels)`` of tensors or arrays, or a
 :class:`~dicc.data.base.FERDataset`. Every image must have the first one's shape; images are
-held in memory as uint8 and augmented in batches, as dicc's own readers do. The class counts the
-methods use come from the training labels; the class names from ``class_names``, else the
-dataset's ``classes`` attribute (torchvision's ``ImageFolder``), else the seven emotions for
-seven classes, else ``class0, class1, ...``. Without ``val`` a stratified hold-out of
+held in memory as uint8 and augmented in batches, as dicc's own readers do (16-bit images are
+scaled to 8 bits). The class counts the methods use come from the training labels; the class
+names from ``class_names``, else the dataset's ``classes`` attribute (torchvision's
+``ImageFolder``), else the labels are the seven emotions (0..6); a label outside the class list,
+or one that is not a whole number, is an error. Without ``val`` a stratified hold-out of
 ``data.val_fraction`` of the training data selects the checkpoint; without ``test`` there is no
 final test (``result.final`` is None).
 
@@ -46,10 +47,15 @@ def methods() -> dict[str, str]:
 # -- user data ----------------------------------------------------------------------------------
 def _to_uint8_chw(image, where: str) -> torch.Tensor:
     if hasattr(image, "convert") and hasattr(image, "mode"):  # PIL
-        arr = np.asarray(image.convert("L" if image.mode in ("1", "L", "LA", "I", "F") else "RGB"))
+        from .data.decode import eight_bit
+
+        image = eight_bit(image)  # 16-bit scaled, not clipped
+        arr = np.asarray(image.convert("L" if image.mode in ("1", "L", "LA") else "RGB"))
         t = torch.from_numpy(arr.copy())
         t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
     else:
+        if not isinstance(image, torch.Tensor) and np.asarray(image).dtype == np.uint16:  # 16-bit: scaled
+            image = np.rint(np.asarray(image, dtype=np.float64) / 257.0).astype(np.uint8)
         t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
         if t.dim() == 2:
             t = t[None]
@@ -65,6 +71,18 @@ def _to_uint8_chw(image, where: str) -> torch.Tensor:
             raise ValueError(f"{where}: the image holds NaN or infinite values")
         t = (t * 255.0 if float(t.max()) <= 1.0 else t).round().clamp(0, 255).to(torch.uint8)
     return t.contiguous()
+
+
+def _class_index(label, where: str) -> int:
+    """An integer class index from a label (an int, a numpy or torch integer, or a float that is
+    a whole number); anything else (0.5, "3", True) is a ValueError."""
+    size = label.numel() if hasattr(label, "numel") else getattr(label, "size", 1)
+    raw = label.item() if hasattr(label, "item") and size == 1 else label
+    if isinstance(raw, (bool, np.bool_)) or not (
+        isinstance(raw, (int, np.integer)) or (isinstance(raw, (float, np.floating)) and float(raw).is_integer())
+    ):
+        raise ValueError(f"{where}: the label must be an integer class index, got {label!r}")
+    return int(raw)
 
 
 def as_dataset(data, *, class_names: Sequence[str] | None = None, name: str = "train"):
@@ -108,24 +126,18 @@ def as_dataset(data, *, class_names: Sequence[str] | None = None, name: str = "t
                 f"{name}[{i}]: image of shape {tuple(t.shape)}, but the first one is {shape} (every "
                 "image must have the same size; resize them in the dataset)"
             )
-        label = item[1]
-        try:
-            label = int(label.item() if hasattr(label, "item") else label)
-        except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"{name}[{i}]: the label must be an integer class index, got {item[1]!r}") from None
         imgs.append(t)
-        labs.append(label)
+        labs.append(_class_index(item[1], f"{name}[{i}]"))
     labels = torch.tensor(labs, dtype=torch.long)
     names = list(class_names) if class_names is not None else getattr(data, "classes", None)
-    if names is None:
-        k = int(labels.max()) + 1
-        names = list(EMOTIONS) if k == len(EMOTIONS) else [f"class{j}" for j in range(k)]
-    names = [str(c) for c in names]
+    named = names is not None
+    names = [str(c) for c in (names if named else EMOTIONS)]
     bad = ((labels < 0) | (labels >= len(names))).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
+        hint = "" if named else "; unnamed labels are the seven emotions: pass class_names for another label space"
         raise ValueError(
-            f"{name}[{i}]: label {labs[i]} is outside the class list ({len(names)} classes: {', '.join(names)})"
+            f"{name}[{i}]: label {labs[i]} is outside the class list ({len(names)} classes: {', '.join(names)}){hint}"
         )
     return FERDataset(
         labels=labels, images=torch.stack(imgs), class_names=tuple(names), source=f"{name} ({type(data).__name__})"
@@ -277,7 +289,9 @@ def evaluate(
 
     ``model``: a :class:`~dicc.engine.RunResult` (its model, strategy and normalisation), a
     :class:`~dicc.models.FERModel` or any module giving class logits (with ``strategy`` its
-    sub-class merge, e.g. DICC's). The model's train/eval mode is left as it was."""
+    sub-class merge, e.g. DICC's). The model's train/eval mode is left as it was. Images of
+    another size or channel count than the model was trained on (``FERModel.input_shape``) are
+    refused."""
     from .engine import RunResult
     from .engine import evaluate as engine_evaluate
     from .models import FERModel
@@ -294,6 +308,13 @@ def evaluate(
         mean, std = norm if norm is not None else (0.5, 0.25)
     # the many / medium / few-shot accuracies need the training counts: a run's strategy has them
     counts = [int(c) for c in strategy.class_counts.tolist()] if strategy is not None else None
+    want = getattr(model, "input_shape", None)
+    got = tuple(ds.images.shape[1:]) if ds.images is not None else (ds.channels, ds.image_size, ds.image_size)
+    if want is not None and got != (want[0], want[1], want[1]):
+        raise ValueError(
+            f"data: images of {got[1]}x{got[2]} pixels with {got[0]} channel(s), but the model takes "
+            f"{want[1]}x{want[1]} with {want[0]}: resize the images to the model's size"
+        )
     if strategy is None:
         from .strategies import create_strategy
 

@@ -3,6 +3,8 @@ written atomically so an interrupted save never destroys the previous file."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import tempfile
 from contextlib import contextmanager
@@ -17,27 +19,59 @@ VERSION = 1
 REQUIRED_KEYS = ("model", "model_spec", "class_names", "class_counts", "normalization", "strategy")
 
 
+def named_os_error(err: OSError, path: str | Path) -> OSError:
+    """``err`` naming ``path`` when it names no file (a write to a full disk names none) or only
+    a temporary file written in its place."""
+    name = Path(str(err.filename)).name
+    if err.filename is not None and not (name.startswith(".") and name.endswith(".tmp")):
+        return err
+    named = type(err)(err.errno, err.strerror, str(path)) if err.errno is not None else OSError(f"{path}: {err}")
+    return named.with_traceback(err.__traceback__)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary file name next to ``path``; when the block ends without an error the
     file replaces ``path`` in one step (``os.replace``), otherwise it is removed and ``path`` is
-    left as it was. Readers never see a half-written file."""
+    left as it was. Readers never see a half-written file. An OS error (a full disk) names
+    ``path``. A symlink is followed (the file it points at is replaced, the link kept); a target
+    that is not a regular file (``/dev/null``, a pipe) is written in place, never replaced."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        try:
+            yield str(path)
+        except OSError as err:
+            raise named_os_error(err, path) from None
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise named_os_error(err, path) from None
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, path)
+    except OSError as err:
+        raise named_os_error(err, path) from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically. The bytes are made in memory and written by Python, so a
+    failed write is an ``OSError`` naming ``path`` (torch's own writer reports a full disk as
+    an unrelated RuntimeError)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(buf.getbuffer())
     return Path(path)
 
 
@@ -95,8 +129,33 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)} (not written by dicc, or cut short)")
+    weights = ckpt["model"] if isinstance(ckpt["model"], dict) else {}
+    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise ValueError(
+            f"{path}: {bad[0]}{f' (and {len(bad) - 1} more tensors)' if len(bad) > 1 else ''} holds NaN or "
+            "infinite weights (written by a run that diverged?); use an earlier checkpoint"
+        )
     ckpt["_path"] = str(path)
     return ckpt
+
+
+def state_dict_mismatch(model: torch.nn.Module, state: dict) -> str:
+    """Why ``state`` does not load into ``model``, in a few words: the first tensor of another
+    shape (and how many more), the first missing and unexpected keys."""
+    own = model.state_dict()
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        more = f" (and {len(shapes) - 1} more tensors)" if len(shapes) > 1 else ""
+        parts.append(f"{k} is {list(state[k].shape)} in the file, {list(own[k].shape)} in the model{more}")
+    for what, keys in (("lacks", missing), ("has unknown", unexpected)):
+        if keys:
+            parts.append(f"the file {what} {keys[0]}" + (f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""))
+    return "; ".join(parts) or "the tensors do not fit"
 
 
 def model_from_checkpoint(ckpt: dict):
@@ -118,9 +177,10 @@ def model_from_checkpoint(ckpt: dict):
     model = model_from_spec(spec)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
-    except RuntimeError as err:
+    except RuntimeError:
         raise ValueError(
-            f"{ckpt.get('_path', 'checkpoint')}: weights do not fit model {spec['name']!r}: {err}"
+            f"{ckpt.get('_path', 'checkpoint')}: the weights do not fit the model its model_spec describes "
+            f"({spec['name']}, width {spec.get('width')}): {state_dict_mismatch(model, ckpt['model'])}"
         ) from None
     model.eval()
     tau = ((ckpt.get("config") or {}).get("eval") or {}).get("logit_adjust")

@@ -41,7 +41,7 @@ def _add_train(sub) -> None:
 def _train(args) -> int:
     import yaml
 
-    from .config import load_config
+    from .config import load_config, yaml_error_line
     from .engine import fit
     from .rundir import RunDirectory
 
@@ -65,9 +65,15 @@ def _train(args) -> int:
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     if args.longtail is not None:  # a preset / profile name, "n1,...,n7", or a YAML list
-        cfg.data.longtail = (
-            yaml.safe_load(args.longtail) if args.longtail.lstrip().startswith(("[", "{")) else args.longtail
-        )
+        cfg.data.longtail = args.longtail
+        if args.longtail.lstrip().startswith(("[", "{")):
+            try:
+                cfg.data.longtail = yaml.safe_load(args.longtail)
+            except yaml.YAMLError as err:
+                raise ValueError(
+                    f"--longtail {args.longtail!r}: not a list or mapping ({yaml_error_line(err)}); expected e.g. "
+                    "[4300, 430, ...] (one count per class), {happy: 4300, ...}, 4300,430,..., exp:IF or a preset"
+                ) from None
     if args.no_progress:
         cfg.train.progress = False
     if (
@@ -80,6 +86,14 @@ def _train(args) -> int:
         raise FileNotFoundError(f"--data: path not found: {cfg.data.path}")
     try:
         result = fit(cfg, resume=args.resume)
+    except OSError as err:  # a full disk, a folder that became read-only, ...: what is kept, and how to go on
+        last = RunDirectory(cfg.train.out).last
+        if not _is_rank0() or not last.exists():
+            raise
+        raise ValueError(
+            f"{os_error_line(err)}; {last} holds the last finished epoch: once fixed, continue with "
+            f"dicc train --out {cfg.train.out} --resume"
+        ) from None
     except KeyboardInterrupt:
         if _is_rank0():
             last = RunDirectory(cfg.train.out).last
@@ -176,6 +190,8 @@ def _evaluate(args) -> int:
     from .engine import evaluate
     from .metrics import format_metrics, save_confusion_png, save_reliability_png
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
     ckpt = load_checkpoint(args.checkpoint)
     model, strategy = model_from_checkpoint(ckpt)
     dcfg = _run_data_config(ckpt, args.data, args.format)
@@ -414,14 +430,59 @@ def _configure_logging():
     return restore
 
 
+#: what to do about an OS error, by errno name (the path and the system's words come first)
+_OS_HINTS = {
+    "ENOSPC": "free some space or choose another location",
+    "EDQUOT": "free some space or choose another location",
+    "EACCES": "not writable (or readable) by this user: choose another location",
+    "EPERM": "not writable (or readable) by this user: choose another location",
+    "EROFS": "choose a location on a writable file system",
+    "ENAMETOOLONG": "file systems allow at most 255 bytes per name",
+    "EEXIST": "choose a name that does not exist yet",
+    "ENOTDIR": "a part of the path is a file, not a folder",
+    "EISDIR": "expected a file, got a folder",
+}
+
+
+def os_error_line(err: OSError) -> str:
+    """An OS error as one line naming the path: ``PATH: No space left on device (free some
+    space or choose another location)``. An error dicc raised itself keeps its message."""
+    if err.errno is None or err.filename is None:
+        return str(err.args[0] if len(err.args) == 1 else err)
+    import errno
+
+    where = f"{err.filename}" + (f" -> {err.filename2}" if getattr(err, "filename2", None) else "")
+    hint = _OS_HINTS.get(errno.errorcode.get(err.errno, ""))
+    return f"{where}: {err.strerror}" + (f" ({hint})" if hint else "")
+
+
+def _restore_sigint() -> None:
+    """Ctrl-C raises KeyboardInterrupt: a process started from a shell's background job (and by
+    some CI runners) inherits SIGINT as ignored, and Python then never raises it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) in (
+        signal.SIG_IGN,
+        signal.SIG_DFL,
+    ):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _restore_sigint()
     parser = build_parser()
     args = parser.parse_args(argv)
     restore_logging = _configure_logging()
+    from .runlock import RunDirectoryBusy
+
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except (ValueError, KeyError, FloatingPointError, RunDirectoryBusy, OSError) as err:
+        if isinstance(err, OSError):
+            msg = os_error_line(err)
+        else:
+            msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         if _is_rank0():
             print(f"dicc {args.command}: error: {msg}", file=sys.stderr)
         return 2

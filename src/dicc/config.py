@@ -240,6 +240,21 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+def yaml_error_line(err: yaml.YAMLError) -> str:
+    """A YAML parser error in one line: where (1-based line and column) and what, e.g. ``line 4,
+    column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence from
+    line 3, column 8)``."""
+    problem = getattr(err, "problem", None)
+    if not problem:
+        return " ".join(str(err).split())
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and cmark is not None:
+        context = f"{context} from line {cmark.line + 1}, column {cmark.column + 1}"
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
 def _parse_value(text: str) -> Any:
     """A YAML value; numbers YAML 1.1 leaves as strings (``5e-1``, ``1e3``) become floats."""
     try:
@@ -288,7 +303,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
+            raise ValueError(f"{path}: not valid YAML: {yaml_error_line(err)}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
         raw = _merge(raw, loaded)
@@ -296,5 +311,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return from_dict(Config, raw)
 
 
+def config_yaml(cfg: Config) -> str:
+    """The config as the YAML a run directory's ``config.yaml`` holds."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write ``config_yaml(cfg)`` to ``path`` atomically."""
+    from .checkpoint import write_text_atomic
+
+    write_text_atomic(path, config_yaml(cfg))

@@ -30,6 +30,7 @@ from .metrics import format_metrics
 from .models import default_input_size
 from .precision import Precision
 from .rundir import RunDirectory, environment
+from .runlock import claim_run_dir
 from .schedule import learning_rate, make_optimizer  # noqa: F401 (the engine's API)
 from .strategies import EpochContext, Strategy
 from .training_run import TrainingRun, build_run, restore
@@ -125,7 +126,9 @@ def fit(
     if cfg.data.image_size == "auto":  # stored resolved: the run's config.yaml says the size it trained at
         cfg.data.image_size = 48 if model is not None else default_input_size(cfg.model.name, cfg.model.pretrained)
     check_config(cfg, user_model=model is not None)  # before the process group, any data or any file
-    return _fit(cfg, distributed.setup(cfg.train.device), resume, log or _default_log, data, model)
+    dinfo = distributed.setup(cfg.train.device)
+    with claim_run_dir(cfg.train.out):  # one run per directory: a second is refused before it writes
+        return _fit(cfg, dinfo, resume, log or _default_log, data, model)
 
 
 def _announce(run: TrainingRun, say) -> None:
@@ -465,7 +468,7 @@ def _fit(
     rd.check(cfg, resume, dinfo)
 
     run = build_run(cfg, dinfo, data, user_model)
-    if resume:
+    if rd.resumable:
         restore(run, rd.last)
         say(f"resuming {rd.path} after epoch {run.start_epoch}")
     if main:

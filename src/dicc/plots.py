@@ -52,12 +52,17 @@ def save_curves(epochs: Sequence[dict], events: Sequence[dict], path: str | Path
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    """Lay out, write atomically (creating the folder) and close a matplotlib figure; the file
+    name's suffix is the format."""
     import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_path
 
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
     return path

@@ -46,6 +46,8 @@ import copy
 import json
 import logging
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -173,10 +175,57 @@ def _train_head(
 
 
 # -- the stage ----------------------------------------------------------------------------------
+#: what a stage writes into its directory (with dicc compare's record and atomic writes' temporaries):
+#: a directory holding anything else is not an earlier attempt and is never cleared
+_STAGE_FILES = {
+    ".lock",
+    "config.yaml",
+    "environment.json",
+    "stage.json",
+    "metrics.jsonl",
+    "final.json",
+    "confusion_test.png",
+    "checkpoints",
+    "best.pt",
+}
+
+
+def _check_out(out: Path, parent: Path) -> None:
+    if Path(os.path.realpath(parent)).is_relative_to(os.path.realpath(out)):
+        raise ValueError(f"--out {out}: is or holds the parent run {parent}; choose a new directory for the stage")
+
+
+def _clear_attempt(out: Path) -> None:
+    """Empty ``out`` (what an interrupted attempt left), keeping its lock; refuse an ``out`` that
+    holds files no stage writes (another run's)."""
+    found = [p for p in out.rglob("*") if not p.name.startswith(".") or p.name == ".lock"]
+    other = sorted(str(p.relative_to(out)) for p in found if p.name not in _STAGE_FILES and not p.name.endswith(".tmp"))
+    if other or (out / "checkpoints" / "last.pt").exists():
+        shown = ", ".join(other[:3]) or "checkpoints/last.pt"
+        raise FileExistsError(
+            f"--out {out}: holds files a re-balancing stage does not write ({shown}): another run's; "
+            "choose a new directory for the stage"
+        )
+    for p in out.iterdir():
+        if p.name != ".lock":
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
 def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: Callable | None = None) -> dict:
     """Apply ``stage`` (see the module docstring) to the finished run ``parent_run_dir`` and
-    write the result as the run directory ``out`` (replacing what an interrupted attempt left);
-    returns the test metrics (``final.json``; None-valued when the parent has no test split)."""
+    write the result as the run directory ``out`` (replacing what an interrupted attempt left;
+    an ``out`` that is the parent, or holds another run's files, is refused); returns the test
+    metrics (``final.json``; None-valued when the parent has no test split). ``out`` is held
+    (:mod:`dicc.runlock`) while the stage runs: a second process using it is refused."""
+    from .runlock import claim
+
+    stage = check_stage(stage)
+    _check_out(Path(out), Path(parent_run_dir))
+    with claim(out):
+        return _rebalance(Path(parent_run_dir), stage, Path(out), log)
+
+
+def _rebalance(parent: Path, stage: dict, out: Path, log: Callable | None) -> dict:
     from . import engine
     from .data.build import build_run_data
     from .data.transforms import BatchAugment
@@ -185,9 +234,7 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
     from .strategies import create_strategy
 
     say = log or (lambda *a, **k: logger.info(" ".join(map(str, a))))
-    stage = check_stage(stage)
     name = stage["name"]
-    parent = Path(parent_run_dir)
     src = parent / "checkpoints" / f"{stage.get('checkpoint', 'best')}.pt"
     ckpt = load_checkpoint(src)
     cfg = from_dict(Config, ckpt["config"])
@@ -210,11 +257,7 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
     val_feats = _features(model, val, torch.arange(len(val)), eval_kw)
     record: dict = {"parent": str(parent.resolve()), "parent_checkpoint": Path(ckpt["_path"]).name, "stage": stage}
     rd = RunDirectory(out)
-    if rd.path.exists():  # an interrupted attempt: made anew
-        import shutil
-
-        shutil.rmtree(rd.path)
-    rd.path.mkdir(parents=True)
+    _clear_attempt(rd.path)  # an interrupted attempt: made anew
     new_cfg = copy.deepcopy(cfg)
     new_cfg.train.out = str(rd.path)
     head = model.head
@@ -308,7 +351,7 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
     new["stage"] = {k: v for k, v in record.items() if k != "val_mean_class_accuracy"}
     save_atomic(new, rd.best)
     save_config(new_cfg, rd.config)
-    (rd.path / "environment.json").write_text(json.dumps(environment(precision), indent=2))
+    write_text_atomic(rd.path / "environment.json", json.dumps(environment(precision), indent=2))
 
     # evaluated as any checkpoint is: validation (recorded) and test (final.json)
     loaded = load_checkpoint(rd.best)

@@ -5,8 +5,17 @@ precision), ``metrics.jsonl`` (one line per epoch, plus method events such as DI
 re-clusterings; every ``epoch`` field is the 1-based epoch it belongs to), ``metrics.csv`` (the
 epoch lines as a table), the files a strategy declares (``Strategy.run_files``, e.g. DICC's
 ``subclass_plan.json``), ``checkpoints/{last,best}.pt``, ``final.json``,
-``confusion_test.png``, ``reliability_test.png`` and ``curves.png``; with ``train.log`` the
-tracker's folder (:mod:`dicc.loggers`).
+``confusion_test.png``, ``reliability_test.png``, ``curves.png``; with ``train.log`` the
+tracker's folder (:mod:`dicc.loggers`); and ``.lock`` (:mod:`dicc.runlock`: one process per run
+directory).
+
+Every file is written atomically (a temporary file renamed into place). An epoch ends with
+``metrics.jsonl`` (appended), ``checkpoints/last.pt`` (the commit point: it records in
+``best_epoch`` the epoch ``best.pt`` must hold), ``checkpoints/best.pt`` (when the epoch is the
+best so far) and ``metrics.csv``. A crash between two of these writes leaves at most a
+``best.pt`` one selection behind a ``last.pt`` that is itself that selection, and a resume copies
+``last.pt`` over it (:meth:`RunDirectory.check`); the log lines after ``last.pt``'s epoch are cut
+back. So a run killed at any point and resumed ends as the uninterrupted run does.
 """
 
 from __future__ import annotations
@@ -15,15 +24,19 @@ import csv
 import functools
 import io
 import json
+import logging
 import platform
+import shutil
 from pathlib import Path
 
 import torch
 import yaml
 
-from .checkpoint import save_atomic, write_text_atomic
+from .checkpoint import atomic_path, load_checkpoint, named_os_error, save_atomic, write_text_atomic
 from . import distributed
-from .config import Config, config_differences, flatten, from_dict, resolve_paths, save_config
+from .config import Config, config_differences, config_yaml, flatten, from_dict, resolve_paths
+
+logger = logging.getLogger("dicc")
 
 
 @functools.lru_cache(maxsize=1)
@@ -85,6 +98,8 @@ class RunDirectory:
         self.metrics = self.path / "metrics.jsonl"
         self.metrics_csv = self.path / "metrics.csv"
         self.final = self.path / "final.json"
+        self._best_epoch: int | None = None  # the epoch best.pt holds (recorded in last.pt)
+        self.resumable = False  # set by check()
 
     # -- state ---------------------------------------------------------------------------
     def holds_run(self) -> bool:
@@ -100,8 +115,9 @@ class RunDirectory:
             raise ValueError(f"{self.config}: cannot read the run's config ({err})") from None
 
     def check(self, cfg: Config, resume: bool, dinfo: distributed.DistInfo) -> None:
-        """Rank 0 checks the directory (fresh, or resumable with the same settings); every rank
-        raises what it found (the others learn of it from raise_if_any rather than waiting)."""
+        """Rank 0 checks the directory (fresh, or resumable with the same settings, its
+        checkpoints reconciled); every rank raises what it found (the others learn of it from
+        raise_if_any rather than waiting)."""
         err = None
         if dinfo.is_main:
             try:
@@ -109,8 +125,10 @@ class RunDirectory:
                     raise FileExistsError(
                         f"{self.path} already holds a run; pass --resume to continue it or choose another --out"
                     )
-                if resume and not self.last.exists():
-                    raise FileNotFoundError(f"--resume: no checkpoint at {self.last}")
+                if resume and not self.last.exists() and not self.config.is_file():
+                    raise FileNotFoundError(f"--resume: no run to continue in {self.path} (no {self.last})")
+                if resume and self.last.exists():
+                    self._reconcile_best()
                 saved = self.saved_config() if resume else None
                 if saved is not None:  # a run saved before paths were recorded resolved: from here, as then
                     resolve_paths(saved)
@@ -125,6 +143,31 @@ class RunDirectory:
             except Exception as e:  # noqa: BLE001 - raised on every rank
                 err = e
         distributed.raise_if_any(err)
+        #: whether a resume has a checkpoint to continue from (an attempt that died before its
+        #: first epoch ended has none: it starts over, with its own config.yaml)
+        self.resumable = distributed.broadcast_object(resume and dinfo.is_main and self.last.exists())
+
+    def _reconcile_best(self) -> None:
+        """Make ``best.pt`` hold the epoch ``last.pt`` records as the best (``best_epoch``): a
+        crash after ``last.pt`` and before ``best.pt`` leaves it one selection behind, and
+        ``last.pt`` is then that selection (copied over it). Any other disagreement is refused."""
+        last = load_checkpoint(self.last)
+        want = last.get("best_epoch")
+        self._best_epoch = want
+        if want is None:  # a checkpoint of a dicc that did not record it
+            return
+        have = load_checkpoint(self.best).get("epoch") if self.best.exists() else None
+        if have == want:
+            return
+        if want == last["epoch"]:
+            with atomic_path(self.best) as tmp:
+                shutil.copyfile(self.last, tmp)
+            logger.info(f"{self.best}: restored from {self.last.name} (epoch {want}, the best so far)")
+            return
+        raise ValueError(
+            f"{self.best} holds epoch {have}, but {self.last} records epoch {want} as the best: the "
+            "checkpoints disagree (copied by hand?); restore the run's own best.pt or start a new run"
+        )
 
     # -- writes ----------------------------------------------------------------------------
     def start(self, cfg: Config, env: dict, files: dict[str, dict], *, fresh: bool) -> None:
@@ -135,10 +178,10 @@ class RunDirectory:
         if fresh:
             self.metrics.unlink(missing_ok=True)
             self.metrics_csv.unlink(missing_ok=True)
-            save_config(cfg, self.config)
-        (self.path / "environment.json").write_text(json.dumps(env, indent=2))
+            write_text_atomic(self.config, config_yaml(cfg))
+        write_text_atomic(self.path / "environment.json", json.dumps(env, indent=2))
         for name, record in files.items():
-            (self.path / name).write_text(json.dumps(record, indent=2))
+            write_text_atomic(self.path / name, json.dumps(record, indent=2))
 
     def records(self) -> list[dict]:
         """Every readable line of ``metrics.jsonl`` (a line cut short by a kill is skipped)."""
@@ -162,8 +205,13 @@ class RunDirectory:
         self.write_csv()
 
     def log(self, record: dict) -> None:
-        with open(self.metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        """Append ``record`` to ``metrics.jsonl`` (a line cut short by a crash is skipped when
+        read, and a resume rewrites the file)."""
+        try:
+            with open(self.metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise named_os_error(err, self.metrics) from None
         if self.logger is not None:
             self.logger.log(record)
 
@@ -190,11 +238,14 @@ class RunDirectory:
         write_text_atomic(self.metrics_csv, buf.getvalue())
 
     def save_checkpoints(self, state: dict, *, best: bool) -> None:
-        """The epoch's training state as ``checkpoints/last.pt`` (and ``best.pt`` when it is the
-        best on validation), then ``metrics.csv`` up to it."""
-        save_atomic(state, self.last)
+        """The epoch's training state as ``checkpoints/last.pt``, recording which epoch
+        ``best.pt`` holds; then ``best.pt`` when the epoch is the best on validation; then
+        ``metrics.csv`` up to it (the order the module docstring explains)."""
         if best:
-            save_atomic(state, self.best)
+            self._best_epoch = state["epoch"]
+        save_atomic({**state, "best_epoch": self._best_epoch}, self.last)
+        if best:
+            save_atomic({**state, "best_epoch": self._best_epoch}, self.best)
         self.write_csv()
 
     def write_final(self, final: dict, class_names=None, title: str = "") -> None:

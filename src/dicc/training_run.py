@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from . import distributed
+from .checkpoint import state_dict_mismatch
 from .config import Config
 from .data.build import RunData, build_run_data
 from .distill import with_distillation
@@ -128,6 +129,7 @@ def build_run(
     if strategy.projection_dim:  # a contrastive term's projection head, trained with the model
         model.set_projection(strategy.projection_dim)
         model.projector.to(device)
+    model.input_shape = (train.channels, train.image_size)  # what dicc.evaluate checks data against
     mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels, norm_default)
     if user_model is not None:  # a model that cannot take the data fails now, in one line
         check_forward(model, normalize(train.get_batch(range(min(2, len(train)))).to(device), mean, std))
@@ -153,10 +155,14 @@ def restore(run: TrainingRun, path: Path) -> None:
             run.ema.module.load_state_dict(ckpt["model"])
         else:
             run.model.load_state_dict(ckpt["model"])
+    except (RuntimeError, KeyError):
+        weights = ckpt.get("raw_model", ckpt["model"]) if run.ema is not None else ckpt["model"]
+        raise ValueError(f"{path}: does not fit this run's model ({state_dict_mismatch(run.model, weights)})") from None
+    try:
         run.strategy.load_state_dict(ckpt["strategy"]["state"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
-    except (RuntimeError, KeyError) as err:
-        raise ValueError(f"{path}: does not fit this run's model/method ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise ValueError(f"{path}: does not fit this run's method/optimizer ({str(err).splitlines()[0]})") from None
     if run.scaler is not None and "scaler" in ckpt:
         run.scaler.load_state_dict(ckpt["scaler"])
     own = {"augment": ckpt["augment"], "rng": ckpt["rng"]["torch"]} if dinfo.rank == 0 else None

@@ -64,6 +64,8 @@ from typing import Any
 
 import yaml
 
+from ..config import yaml_error_line
+
 GRID_KEYS = ("base", "methods", "out", "seeds", "settings")
 METHOD_KEYS = ("label", "name", "options", "set")
 DERIVED_KEYS = ("label", "after", "stage")
@@ -230,7 +232,7 @@ def _load_raw(grid: str | Path | dict, overrides: list[str] | None):
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        raise ValueError(f"{path}: not valid YAML: {yaml_error_line(err)}") from None
     if path.suffix == ".json" and isinstance(raw, dict) and "grid" in raw:  # a compare.json
         return raw["grid"], path, list(raw.get("overrides") or []) + list(overrides or [])
     return raw, path, list(overrides or [])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Config
+from ..runlock import RunDirectoryBusy, claim_run_dir
 from .grid import Grid, load_grid
 from .plan import GridRun, plan_runs
 from .records import config_differences, epoch_records, run_status, write_stage_record
@@ -43,6 +44,17 @@ def _status(run: GridRun) -> str:
     """:func:`run_status`, except that a derived run is never ``partial``: it is redone whole."""
     status = run_status(run.run_dir)
     return "pending" if run.derived is not None and status == "partial" else status
+
+
+def _fresh_status(run: GridRun) -> str:
+    """The run's status now (rank 0's view on every rank): another process may have trained it
+    since the grid started."""
+    status = _status(run)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .. import distributed
+
+        status = distributed.broadcast_object(status)
+    return status
 
 
 def _describe_status(run: GridRun, statuses: dict[str, str]) -> str:
@@ -110,6 +122,7 @@ class GridOutcome:
     trained: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # held by another process (dicc.runlock): left to it
     failed: dict[str, str] = field(default_factory=dict)
     report: dict | None = None
 
@@ -133,11 +146,13 @@ def run_grid(
     """Run every unfinished run of ``grid`` in order, then write the report into ``out``.
 
     Finished runs (``final.json``) are skipped, runs with ``checkpoints/last.pt`` but no
-    ``final.json`` are resumed; a derived run is made (:func:`dicc.rebalance.rebalance`) after its
-    parent run, and before anything trains it is an error if its parent run is neither finished
-    nor selected. ``dry_run`` only lists the runs and their status. A failing run stops the grid
-    (the error propagates) unless ``keep_going``, which records it and goes on (a derived run of
-    a failed parent then fails too).
+    ``final.json`` are resumed; a run whose directory another process holds (another ``dicc
+    compare`` on the same grid, :mod:`dicc.runlock`) is left to it (``GridOutcome.busy``), and
+    each run's status is read again once its directory is held; a derived run is made
+    (:func:`dicc.rebalance.rebalance`) after its parent run, and before anything trains it is an
+    error if its parent run is neither finished nor selected. ``dry_run`` only lists the runs
+    and their status. A failing run stops the grid (the error propagates) unless ``keep_going``,
+    which records it and goes on (a derived run of a failed parent then fails too).
     """
     g = load_grid(grid, overrides)
     runs = plan_runs(g, only, settings, seeds)
@@ -170,20 +185,30 @@ def run_grid(
     outcome.skipped = [r.name for r in runs if statuses[r.name] == "done"]
     log(f"compare: {len(runs)} run(s), {len(outcome.skipped)} finished, {len(todo)} to train, under {g.out}")
     for i, run in enumerate(todo, 1):
-        resume = statuses[run.name] == "partial"
-        diff = config_differences(run.run_dir, run.cfg) if resume else []
-        if diff:
-            log(
-                f"warning: {run.name} was started with a different config ({', '.join(diff)}); resuming with the "
-                f"grid's config (delete {run.run_dir} to start it afresh)"
-            )
-        after = f" (after {run.parent_name}: {run.derived.stage['name']})" if run.derived is not None else ""
-        log(f"=== [{i}/{len(todo)}] {run.name}{' (resuming)' if resume else ''}{after} ===")
         try:
-            if run.derived is not None:
-                _derive(run, outcome, log)
-            else:
-                fit(run.cfg, resume=resume, log=log)
+            with claim_run_dir(run.run_dir):  # another compare process may be on this run, or be done with it
+                status = _fresh_status(run)
+                if status == "done":
+                    log(f"=== [{i}/{len(todo)}] {run.name}: finished meanwhile by another process ===")
+                    outcome.skipped.append(run.name)
+                    continue
+                resume = status == "partial"
+                diff = config_differences(run.run_dir, run.cfg) if resume else []
+                if diff:
+                    log(
+                        f"warning: {run.name} was started with a different config ({', '.join(diff)}); resuming "
+                        f"with the grid's config (delete {run.run_dir} to start it afresh)"
+                    )
+                after = f" (after {run.parent_name}: {run.derived.stage['name']})" if run.derived is not None else ""
+                log(f"=== [{i}/{len(todo)}] {run.name}{' (resuming)' if resume else ''}{after} ===")
+                if run.derived is not None:
+                    _derive(run, outcome, log)
+                else:
+                    fit(run.cfg, resume=resume, log=log)
+        except RunDirectoryBusy as err:
+            outcome.busy.append(run.name)
+            log(f"=== [{i}/{len(todo)}] {run.name}: skipped: {err} ===")
+            continue
         except Exception as err:  # noqa: BLE001 - keep_going records any failure of one run
             if not keep_going:
                 raise
@@ -193,6 +218,8 @@ def run_grid(
         (outcome.resumed if resume else outcome.trained).append(run.name)
     for name in outcome.skipped:
         log(f"skipped (finished): {name}")
+    if outcome.busy:
+        log(f"skipped (another process is training them): {', '.join(outcome.busy)}")
     if report and main:
         outcome.report = write_report(g.out, command=g.command, log=log)
     if outcome.failed:

@@ -11,8 +11,9 @@ for the final evaluation.
 Checks, before anything trains (each a one-line ``ValueError``):
 
 * the validation set and the test set share no sample, nor do the training set and the test
-  set (by sample identity, :attr:`FERDataset.ids`: ``data.val=PublicTest`` with
-  ``data.test_split=test`` on FER2013's folders, where PublicTest is part of ``test/``, is
+  set (by sample identity, :attr:`FERDataset.ids`, taken as the file it names: device and
+  inode, so a symlinked split folder or file and a hard link are caught; ``data.val=PublicTest``
+  with ``data.test_split=test`` on FER2013's folders, where PublicTest is part of ``test/``, is
   refused; FER2013's genuinely duplicated pictures in different splits are not);
 * every class of the label space (``data.classes``) has training images; classes missing from
   the validation or test set are listed in :attr:`RunData.missing_classes` (their recall is
@@ -21,6 +22,7 @@ Checks, before anything trains (each a one-line ``ValueError``):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -66,15 +68,44 @@ def open_split(cfg, split: str) -> FERDataset:
     )
 
 
+def physical_ids(ids: list[str]) -> list:
+    """Sample identities as the files they are: a file path becomes its ``(device, inode)``, a CSV
+    row ``<path>:<line>`` ``(device, inode, line)``; so a symlinked folder (``ln -s test val``),
+    a symlinked file or a hard link is the sample it points at. An identity that names no file
+    (the built-in data's, a user's) stays as it is."""
+    stats: dict[str, tuple | None] = {}
+
+    def inode(path: str) -> tuple | None:
+        if path not in stats:
+            try:
+                st = os.stat(path)
+                stats[path] = (st.st_dev, st.st_ino)
+            except (OSError, ValueError):
+                stats[path] = None
+        return stats[path]
+
+    out: list = []
+    for i in ids:
+        key = inode(i)
+        if key is None:
+            path, _, line = i.rpartition(":")
+            if path and line.isdigit() and (file := inode(path)) is not None:
+                key = (*file, int(line))
+        out.append(key if key is not None else i)
+    return out
+
+
 def _refuse_overlap(a: FERDataset, a_key: str, b: FERDataset, b_key: str) -> None:
-    """Raise when ``a`` and ``b`` share a sample identity (``*_key``: the config settings that
-    chose them, for the message)."""
+    """Raise when ``a`` and ``b`` share a sample (:func:`physical_ids`; ``*_key``: the config
+    settings that chose them, for the message)."""
     small, big = (a, b) if len(a) <= len(b) else (b, a)
-    big_ids = set(big.ids)
-    shared = [i for i in small.ids if i in big_ids]
+    big_ids = dict(zip(physical_ids(big.ids), big.ids))
+    shared = [(i, big_ids[k]) for i, k in zip(small.ids, physical_ids(small.ids)) if k in big_ids]
     if shared:
+        one, other = shared[0]
+        same = one if one == other else f"{one} is {other}"
         raise ValueError(
-            f"{a_key} and {b_key} share {len(shared)} of their images (e.g. {shared[0]}): "
+            f"{a_key} and {b_key} share {len(shared)} of their images (e.g. {same}): "
             f"{a.source} and {b.source} overlap; choose disjoint splits (e.g. data.val=holdout, "
             "drawn from the training images)"
         )
@@ -87,7 +118,10 @@ def build_run_data(cfg, *, need_test: bool = True) -> RunData:
     names = full.class_names
     val = None
     if cfg.longtail is not None:
-        counts = parse_longtail(cfg.longtail, full.class_counts(), names)
+        try:
+            counts = parse_longtail(cfg.longtail, full.class_counts(), names)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"data.longtail={cfg.longtail!r}: {err}") from None
         chosen = longtail_subset(full.labels, counts, cfg.subset_seed, names)
         train = full.subset(chosen)
         train.source = f"{full.source} (long-tailed {cfg.longtail})"

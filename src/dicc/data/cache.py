@@ -30,7 +30,7 @@ import torch
 from ..checkpoint import save_atomic
 from .decode import decode_array
 
-CACHE_VERSION = 2  # 2: large JPEGs are decoded at a reduced DCT scale (decode.py)
+CACHE_VERSION = 3  # 2: large JPEGs are decoded at a reduced DCT scale (decode.py); 3: 16-bit images scaled
 _PARALLEL_MIN_FILES = 2000  # below this, a process pool costs more than it saves
 
 

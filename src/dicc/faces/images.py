@@ -71,10 +71,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     RGB), honouring the EXIF orientation of photos. Raises ``ValueError`` naming the file."""
     from PIL import Image, ImageOps
 
+    from ..data.decode import eight_bit
+
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            return as_image_array(im)
+            return as_image_array(eight_bit(im))  # 16-bit files scaled, not clipped
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

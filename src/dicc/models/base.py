@@ -44,6 +44,8 @@ class FERModel(nn.Module):
         #: whether the body is a CNN (channels_last pays off; dicc.precision)
         self.convolutional = any(isinstance(m, nn.Conv2d) for m in body.modules())
         self.feature_dim = feature_dim
+        #: (channels, size) of the square images it was built or trained for, when known
+        self.input_shape: tuple[int, int] | None = None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         if head_type == "linear":
             self.head = nn.Linear(feature_dim, num_outputs)

@@ -139,16 +139,24 @@ def create_model(
         model = FERModel(body, dim, num_outputs, head_type=head_type, dropout=dropout)
         if pretrained:
             load_pretrained_body(model, pretrained)
-        return model
-    from .external import timm_backbone, torchvision_backbone
-
-    if family == "timm":
-        body, dim, _ = timm_backbone(base, pretrained, image_size)
     else:
-        body, dim, _ = torchvision_backbone(base, pretrained)
-    return FERModel(
-        body, dim, num_outputs, head_type=head_type, dropout=dropout, expand_channels=3 if in_channels == 1 else None
-    )
+        from .external import timm_backbone, torchvision_backbone
+
+        if family == "timm":
+            body, dim, _ = timm_backbone(base, pretrained, image_size)
+        else:
+            body, dim, _ = torchvision_backbone(base, pretrained)
+        model = FERModel(
+            body,
+            dim,
+            num_outputs,
+            head_type=head_type,
+            dropout=dropout,
+            expand_channels=3 if in_channels == 1 else None,
+        )
+    if image_size is not None:
+        model.input_shape = (int(in_channels), int(image_size))
+    return model
 
 
 def model_from_spec(spec: dict) -> FERModel:

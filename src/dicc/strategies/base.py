@@ -15,6 +15,7 @@ The engine never branches on a method's name. It asks the strategy for
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -234,12 +235,17 @@ def available_strategies() -> dict[str, type[Strategy]]:
 
 def build_options(cls: type[Strategy], options: dict | None) -> Any:
     """Turn a plain dict into ``cls.Options``; unknown keys are an error listing valid ones."""
+    from ..config import _coerce
+
     options = dict(options or {})
     fields = {f.name: f for f in dataclasses.fields(cls.Options)}
     unknown = sorted(set(options) - set(fields))
     if unknown:
         valid = ", ".join(sorted(fields)) or "(none)"
         raise ValueError(f"method {cls.name!r}: unknown option(s) {', '.join(unknown)}; valid: {valid}")
+    hints = typing.get_type_hints(cls.Options)
+    for key, value in options.items():  # a value of another type fails naming its key (values are kept as given)
+        _coerce(value, hints.get(key), f"method.options.{key}")
     return cls.Options(**options)
 
 
