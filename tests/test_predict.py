@@ -557,9 +557,17 @@ def test_cli_nothing_processed_leaves_older_files_intact(ckpt, tmp_path, capsys)
     assert (
         main_cli([ckpt, tmp_path / "nope.jpg", "--csv", tmp_path / "old.csv", "--summary", tmp_path / "old.json"]) == 2
     )
-    err = capsys.readouterr().err
-    assert "nope.jpg: no such file or folder; skipped" in err and "old.csv not written" in err
+    err = capsys.readouterr().err.strip().splitlines()  # nothing usable: one line, nothing opened
+    assert len(err) == 1 and "nope.jpg: no such file or folder (nothing to predict; no output written)" in err[0]
     assert main_cli([ckpt, tmp_path / "nope.jpg", "--jsonl", tmp_path / "old.jsonl"]) == 2
+    # an input that exists but cannot be read: the outputs were opened, and are dropped again
+    (tmp_path / "bad.jpg").write_bytes(b"not a picture")
+    assert (
+        main_cli([ckpt, tmp_path / "bad.jpg", "--csv", tmp_path / "old.csv", "--summary", tmp_path / "old.json"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "bad.jpg" in err and "old.csv not written" in err
+    (tmp_path / "bad.jpg").unlink()
     assert {p: p.read_text() for p in old} == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.csv", "old.json", "old.jsonl"]  # no temporary files
 

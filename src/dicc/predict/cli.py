@@ -414,6 +414,8 @@ def run_predict(args) -> int:
     from .inputs import collect_inputs
 
     items, errors = collect_inputs(args.inputs)
+    if not items and args.camera is None:  # nothing usable: one line, before any model or output
+        raise ValueError(f"{'; '.join(errors)} (nothing to predict; no output written)")
     protected = _check_outputs(args, items)  # before anything is read or written
     try:
         detector = _detector(args)
