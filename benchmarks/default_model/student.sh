@@ -2,6 +2,8 @@
 # The bundled model, second version: a single-view student distilled from stronger teachers
 # (resumable: run it again to continue where it stopped).
 #   bash benchmarks/default_model/student.sh PATH/fer2013 [THREADS]
+#   TEACHERS='[benchmarks/default_model/teachers/prev_w24_basic.pt]' EPOCHS=20 bash ... (the teachers
+#   given: steps 1-2 skipped)
 # 1. the teacher: vgg_fer width 48, the strong augmentation, CE, 80 epochs (teacher_sittings.log
 #    lists each sitting's command)
 # 2. choose.py teachers: which set of {the width-48 teacher, the previous bundled model} the
@@ -15,21 +17,26 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:?usage: student.sh PATH/fer2013 [THREADS]}
 THREADS=${2:-2}
+EPOCHS=${EPOCHS:-30}
 HERE=benchmarks/default_model
 TEACHER=$HERE/teacher_w48_strong
 PREV=$HERE/teachers/prev_w24_basic.pt          # the bundled model of commit 0bbc2a9 (40 epochs, CE)
 mkdir -p $HERE/teachers
 [ -f $PREV ] || git show 0bbc2a9:src/dicc/assets/default_model.pt > $PREV
 
-if [ -f $TEACHER/checkpoints/last.pt ] && [ ! -f $TEACHER/final.json ]; then
-  dicc train --out $TEACHER --resume --no-progress --set train.threads="$THREADS"
-elif [ ! -f $TEACHER/final.json ]; then
-  dicc train -c configs/fer2013-default-model.yaml --data "$DATA" --out $TEACHER --no-progress \
-    --set train.threads="$THREADS" --set model.width=48 --set train.epochs=80
+if [ -n "${TEACHERS:-}" ]; then
+  echo "teachers given: $TEACHERS (the width-48 teacher and the choice between teachers skipped)"
+else
+  if [ -f $TEACHER/checkpoints/last.pt ] && [ ! -f $TEACHER/final.json ]; then
+    dicc train --out $TEACHER --resume --no-progress --set train.threads="$THREADS"
+  elif [ ! -f $TEACHER/final.json ]; then
+    dicc train -c configs/fer2013-default-model.yaml --data "$DATA" --out $TEACHER --no-progress \
+      --set train.threads="$THREADS" --set model.width=48 --set train.epochs=80
+  fi
+  [ -f $HERE/teachers.json ] || python $HERE/choose.py teachers --data "$DATA" \
+    --member w48=$TEACHER --member prev=$PREV --out $HERE/teachers.json
+  TEACHERS=$(python -c "import json; print('[' + ','.join(json.load(open('$HERE/teachers.json'))['teachers']) + ']')")
 fi
-[ -f $HERE/teachers.json ] || python $HERE/choose.py teachers --data "$DATA" \
-  --member w48=$TEACHER --member prev=$PREV --out $HERE/teachers.json
-TEACHERS=$(python -c "import json; print('[' + ','.join(json.load(open('$HERE/teachers.json'))['teachers']) + ']')")
 
 STUDENT=$HERE/student
 if [ -f $STUDENT/checkpoints/last.pt ] && [ ! -f $STUDENT/final.json ]; then
@@ -38,7 +45,7 @@ elif [ ! -f $STUDENT/final.json ]; then
   dicc train -c configs/fer2013-default-model.yaml --data "$DATA" --out $STUDENT --no-progress \
     --set train.threads="$THREADS" --set method.name=ce \
     --set augment.rotate=0 --set augment.scale=0 --set augment.erase=0 \
-    --set model.width=24 --set model.pretrained=$PREV --set optim.lr=0.01 --set train.epochs=30 \
+    --set model.width=24 --set model.pretrained=$PREV --set optim.lr=0.01 --set train.epochs="$EPOCHS" \
     --set "distill.teacher=$TEACHERS" --set distill.tta=crops --set distill.temperature=2 --set distill.weight=0.7
 fi
 python $HERE/choose.py posthoc --run $STUDENT --tta none --out $HERE/student_selection.json
