@@ -1,6 +1,6 @@
 """Dynamic Intra-Class Clustering (DICC): split majority classes into sub-classes by clustering
 the network's own features, train on the sub-class pseudo-labels, re-cluster as the features
-improve, and map predictions back to the classes (DESIGN.md §2).
+improve, and map predictions back to the classes.
 
 Life of a run (``W = warmup_epochs``, ``R = recluster_every``):
 

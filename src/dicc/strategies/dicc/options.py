@@ -30,8 +30,7 @@ class DICCOptions:
     k_max: int = option(4, help="the most sub-classes one class is split into")
     size_floor: int = option(100, help="with size=min or sbcl, the smallest s allowed")
     # the first split happens at the start of epoch warmup + 1 (1-based). Default 0.3: on FER2013
-    # IF=100 validation (10 epochs, benchmarks/fer2013_lt/ablation_cpu, val MCA: 1 -> 42.9,
-    # 3 -> 45.4, 5 -> 45.6) 3 and 5 tie within the seed spread (+0.18 +- 0.85) and both beat 1;
+    # IF=100 validation (10 epochs on the CPU, val MCA: 1 -> 42.9, 3 -> 45.4, 5 -> 45.6) 3 and 5 tie within the seed spread (+0.18 +- 0.85) and both beat 1;
     # 3 splits earlier, so more epochs learn the sub-classes
     warmup_epochs: Any = option(
         0.3, help="epochs on parent labels before the first clustering: a number, or a fraction (< 1) of the epochs"
@@ -59,7 +58,7 @@ class DICCOptions:
     n_init: int = option(3, help="k-means++ restarts at the first clustering (later ones warm-start)")
     max_iter: int = option(100, help="Lloyd iterations at most per k-means run")
     # spread evenly over same-class siblings; unsplit classes keep all of it. Default 0.3: the best
-    # splitting variant on FER2013 IF=100 validation (ablation_cpu)
+    # splitting variant on FER2013 IF=100 validation (the same 10-epoch CPU ablation)
     soft_sibling: float = option(
         0.3, help="label-smoothing mass moved from the pseudo-label to its sibling sub-classes; 0 = hard targets"
     )
@@ -102,7 +101,8 @@ class DICCOptions:
                 f"dicc: unknown feature_source {self.feature_source!r}; valid: {', '.join(FEATURE_SOURCES)}"
             )
         # LDAM needs a cosine head whose bias is unused, so the split could not keep the parent
-        # predictions (DESIGN 2.4) and the merge would see unscaled cosines: not offered here
+        # predictions (the log k_c bias shift of the first split, see dicc/__init__.py) and the
+        # merge would see unscaled cosines: not offered here
         valid = [n for n in available_losses() if n != "ldam"]
         for key in ("base_loss", "parent_loss"):
             if getattr(self, key) not in valid:
