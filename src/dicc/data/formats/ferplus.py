@@ -16,7 +16,7 @@ Splits ``Training`` (aliases ``train``, ``training``), ``PublicTest`` (FERPlus's
 (FERPlus's test set, ``FER2013Test``: aliases ``test``, ``private``). Note that ``test`` is
 ``PrivateTest`` here, as in FERPlus, whereas ``fer2013_csv`` calls ``PublicTest`` ``test``.
 
-Labels follow FERPlus's reader (``src/ferplus.py`` of the FERPlus repository, github.com/microsoft/FERPlus), option ``mode``:
+Labels follow FERPlus's reader (``src/ferplus.py`` of github.com/microsoft/FERPlus), option ``mode``:
 
 ``majority`` (default)
     votes of 1 are outliers and removed; an image is kept when one emotion has more than half
