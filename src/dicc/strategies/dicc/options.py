@@ -30,8 +30,9 @@ class DICCOptions:
     k_max: int = option(4, help="the most sub-classes one class is split into")
     size_floor: int = option(100, help="with size=min or sbcl, the smallest s allowed")
     # the first split happens at the start of epoch warmup + 1 (1-based). Default 0.3: on FER2013
-    # IF=100 validation (10 epochs on the CPU, val MCA: 1 -> 42.9, 3 -> 45.4, 5 -> 45.6) 3 and 5 tie within the seed spread (+0.18 +- 0.85) and both beat 1;
-    # 3 splits earlier, so more epochs learn the sub-classes
+    # IF=100 validation (10 epochs on the CPU, val MCA: 1 -> 42.9, 3 -> 45.4, 5 -> 45.6) 3 and 5
+    # tie within the seed spread (+0.18 +- 0.85) and both beat 1; 3 splits earlier, so more epochs
+    # learn the sub-classes
     warmup_epochs: Any = option(
         0.3, help="epochs on parent labels before the first clustering: a number, or a fraction (< 1) of the epochs"
     )
