@@ -61,6 +61,9 @@ class ImbalanceLoss(nn.Module):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     default_weight: ClassVar[Any] = None
+    #: the logits must be cosines of a normalised head without bias (LDAM): a loss a head whose
+    #: rows are copied and biases shifted (DICC's split) cannot use
+    cosine_logits: ClassVar[bool] = False
 
     def __init__(self, counts: Any, *, weight: Any = None, beta: float = 0.9999, reduction: str = "mean") -> None:
         super().__init__()
@@ -225,6 +228,7 @@ class LDAMLoss(ImbalanceLoss):
 
     name = "ldam"
     summary = "LDAM margin loss CE(s*(z - m_y e_y)), m_c ~ n_c^-1/4 (Cao 2019); weights for DRW"
+    cosine_logits = True
 
     def __init__(
         self,
@@ -312,6 +316,11 @@ def available_losses() -> dict[str, str]:
     return {name: _LOSSES[name].summary for name in sorted(_LOSSES)}
 
 
+def needs_cosine_logits(name: str) -> bool:
+    """Whether the loss ``name`` needs cosine logits (``ImbalanceLoss.cosine_logits``: LDAM)."""
+    return _get(name).cosine_logits
+
+
 def loss_options(name: str) -> dict[str, Any]:
     """The options a loss accepts, with their defaults."""
     cls = _get(name)
@@ -360,5 +369,6 @@ __all__ = [
     "inverse_frequency_weights",
     "ldam_margins",
     "loss_options",
+    "needs_cosine_logits",
     "register_loss",
 ]

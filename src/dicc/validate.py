@@ -96,12 +96,8 @@ def check_shot_thresholds(value) -> None:
         )
 
 
-def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
-    """Raise ``ValueError`` for the first problem found in ``cfg`` (see the module docstring).
-
-    ``device`` is the resolved torch device when the caller has one (else ``train.device`` is
-    resolved here, which also checks that CUDA exists when it is asked for)."""
-    t, o, m, d, a = cfg.train, cfg.optim, cfg.model, cfg.data, cfg.augment
+def _check_train(cfg: Config) -> None:
+    t = cfg.train
     _positive_int(t.epochs, "train.epochs")
     _positive_int(t.batch_size, "train.batch_size")
     _positive_int(t.eval_batch_size, "train.eval_batch_size")
@@ -111,6 +107,9 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
 
     check_logger(t.log)
     _check_controls(cfg)
+
+
+def _check_optim(o) -> None:
     if o.name not in OPTIMIZERS:
         raise ValueError(f"optim.name: unknown optimizer {o.name!r}; valid: {', '.join(OPTIMIZERS)}")
     if o.schedule not in SCHEDULES:
@@ -120,6 +119,9 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     _number(o.momentum, "optim.momentum", 0.0, 1.0, open_hi=True)
     _number(o.warmup_fraction, "optim.warmup_fraction", 0.0, 1.0, open_hi=True)
     _check_schedule(o)
+
+
+def _check_data(d) -> None:
     _positive_int(d.workers, "data.workers", 0)
     if d.image_size != "auto":
         _positive_int(d.image_size, "data.image_size", 8)
@@ -132,6 +134,9 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
             "would be chosen on the images it is then tested on; use data.val=holdout (drawn from "
             "the training split) or another split"
         )
+
+
+def _check_augment(a) -> None:
     for key in ("mean", "std"):
         v = getattr(a, key)
         vals = v if isinstance(v, (list, tuple)) else ([] if v == "auto" else [v])
@@ -141,42 +146,57 @@ def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
     _number(a.rotate, "augment.rotate", 0.0, 180.0)
     _number(a.scale, "augment.scale", 0.0, 1.0, open_hi=True)
     _number(a.mixup, "augment.mixup", 0.0)
-    _number(t.label_smoothing, "train.label_smoothing", 0.0, 1.0, open_hi=True)
+
+
+def _check_eval(e) -> None:
+    """``eval.tta`` and ``eval.logit_adjust`` (the shot thresholds: :func:`check_shot_thresholds`)."""
     from .data.transforms import TTA_MODES
 
-    if cfg.eval.tta not in TTA_MODES:
-        raise ValueError(f"eval.tta: unknown test-time augmentation {cfg.eval.tta!r}; valid: {', '.join(TTA_MODES)}")
-    if cfg.eval.logit_adjust is not None:
-        _number(cfg.eval.logit_adjust, "eval.logit_adjust")
-    _check_distill(cfg.distill)
-    if a.mixup > 0 and cfg.method.name == "dicc" and cfg.method.options.get("contrastive"):
-        raise ValueError(
-            "augment.mixup with method.options.contrastive: the contrastive term compares views of "
-            "single images; turn one of them off"
-        )
+    if e.tta not in TTA_MODES:
+        raise ValueError(f"eval.tta: unknown test-time augmentation {e.tta!r}; valid: {', '.join(TTA_MODES)}")
+    if e.logit_adjust is not None:
+        _number(e.logit_adjust, "eval.logit_adjust")
 
-    check_shot_thresholds(cfg.eval.shot_thresholds)
-    if a.mixup > 0 and cfg.method.name == "dicc" and cfg.method.options.get("feature_source", "train") == "train":
-        raise ValueError(
-            "augment.mixup with method dicc: the features kept from training would be those of mixed "
-            "images; set method.options.feature_source=clean"
-        )
-    from .models import check_model_spec
 
-    if not user_model:  # a user's own module is checked when it meets the data (dicc.models.check_forward)
-        check_model_spec(m.name, m.width, m.pretrained)
-    _number(m.dropout, "model.dropout", 0.0, 1.0, open_hi=True)
+def _check_method(cfg: Config) -> None:
+    """``method.name`` and ``method.options`` (the options built as the strategy builds them)."""
     from .strategies.base import available_strategies, build_options
 
     strategies = available_strategies()
     if cfg.method.name not in strategies:
         raise ValueError(f"method.name: unknown method {cfg.method.name!r}; valid: {', '.join(strategies)}")
     build_options(strategies[cfg.method.name], cfg.method.options)
+
+
+def check_config(cfg: Config, device=None, *, user_model: bool = False) -> None:
+    """Raise ``ValueError`` for the first problem found in ``cfg`` (see the module docstring).
+
+    ``device`` is the resolved torch device when the caller has one (else ``train.device`` is
+    resolved here, which also checks that CUDA exists when it is asked for)."""
+    _check_train(cfg)
+    _check_optim(cfg.optim)
+    _check_data(cfg.data)
+    _check_augment(cfg.augment)
+    _number(cfg.train.label_smoothing, "train.label_smoothing", 0.0, 1.0, open_hi=True)
+    _check_eval(cfg.eval)
+    _check_distill(cfg.distill)
+    check_shot_thresholds(cfg.eval.shot_thresholds)
+    from .strategies.base import available_strategies
+
+    strategy = available_strategies().get(cfg.method.name)
+    if strategy is not None:  # the method's own rules across sections (DICC with mixup); unknown: below
+        strategy.check_config(cfg)
+    from .models import check_model_spec
+
+    if not user_model:  # a user's own module is checked when it meets the data (dicc.models.check_forward)
+        check_model_spec(cfg.model.name, cfg.model.width, cfg.model.pretrained)
+    _number(cfg.model.dropout, "model.dropout", 0.0, 1.0, open_hi=True)
+    _check_method(cfg)
     from .distributed import resolve_device
     from .precision import resolve_precision
 
-    dev = device if device is not None else resolve_device(t.device)
-    resolve_precision(t.amp, t.channels_last, dev)
+    dev = device if device is not None else resolve_device(cfg.train.device)
+    resolve_precision(cfg.train.amp, cfg.train.channels_last, dev)
 
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "check_config", "check_shot_thresholds"]

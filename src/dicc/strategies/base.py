@@ -118,6 +118,12 @@ class Strategy:
         #: label smoothing of every training loss (``train.label_smoothing``; set_label_smoothing)
         self.label_smoothing = 0.0
 
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Raise ``ValueError`` where this method's options (``cfg.method.options``, the plain
+        mapping) clash with the rest of the run config ``cfg`` (called by
+        :func:`dicc.validate.check_config`); the default has no such rule."""
+
     def set_label_smoothing(self, eps: float) -> None:
         """Spread ``eps`` of each target's mass over all classes in every training loss."""
         eps = float(eps)
@@ -191,6 +197,17 @@ class Strategy:
     # -- evaluation ----------------------------------------------------------------------
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
+
+    # -- second stages (dicc.rebalance) ----------------------------------------------------
+    def head_groups(self) -> list[range] | None:
+        """The head rows of each class when a class may own several (DICC's sub-classes), else
+        None (row ``c`` is class ``c``)."""
+        return None
+
+    def subclass_targets(self) -> torch.Tensor | None:
+        """The training samples' labels in the head's own sub-class space (DICC's pseudo-labels,
+        once its head has a row per sub-class), else None."""
+        return None
 
     # -- presentation and the run directory -------------------------------------------------
     def describe(self) -> str | None:

@@ -89,7 +89,7 @@ class DICCOptions:
 
     def __post_init__(self) -> None:
         """Checked when the options are built, so a grid fails before anything trains."""
-        from ...losses import available_losses
+        from ...losses import available_losses, needs_cosine_logits
 
         if self.merge not in MERGES:
             raise ValueError(f"dicc: unknown merge {self.merge!r}; valid: {', '.join(MERGES)}")
@@ -101,10 +101,10 @@ class DICCOptions:
             raise ValueError(
                 f"dicc: unknown feature_source {self.feature_source!r}; valid: {', '.join(FEATURE_SOURCES)}"
             )
-        # LDAM needs a cosine head whose bias is unused, so the split could not keep the parent
-        # predictions (the log k_c bias shift of the first split, see dicc/__init__.py) and the
-        # merge would see unscaled cosines: not offered here
-        valid = [n for n in available_losses() if n != "ldam"]
+        # a loss on cosine logits (LDAM) needs a cosine head whose bias is unused, so the split
+        # could not keep the parent predictions (the log k_c bias shift of the first split, see
+        # dicc/__init__.py) and the merge would see unscaled cosines: not offered here
+        valid = [n for n in available_losses() if not needs_cosine_logits(n)]
         for key in ("base_loss", "parent_loss"):
             if getattr(self, key) not in valid:
                 raise ValueError(f"dicc: unknown {key} {getattr(self, key)!r}; valid: {', '.join(valid)}")

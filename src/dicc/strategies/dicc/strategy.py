@@ -94,6 +94,22 @@ class DICC(Strategy):
     def parent_head(self) -> bool:
         return self.options.head == "parent"
 
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Mixup mixes two images: neither the contrastive term (views of single images) nor the
+        features kept from training (those of mixed images) can take it."""
+        options = cfg.method.options
+        if cfg.augment.mixup > 0 and options.get("contrastive"):
+            raise ValueError(
+                "augment.mixup with method.options.contrastive: the contrastive term compares views of "
+                "single images; turn one of them off"
+            )
+        if cfg.augment.mixup > 0 and options.get("feature_source", "train") == "train":
+            raise ValueError(
+                "augment.mixup with method dicc: the features kept from training would be those of mixed "
+                "images; set method.options.feature_source=clean"
+            )
+
     # -- internals -----------------------------------------------------------------------
     def _build(self) -> None:
         """(Re)build the losses and the merge for the current state."""
@@ -363,6 +379,12 @@ class DICC(Strategy):
     # -- evaluation ------------------------------------------------------------------------
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return self._merge(logits)
+
+    def head_groups(self) -> list[range]:
+        return [self.head_plan.subclass_range(c) for c in range(self.num_classes)]
+
+    def subclass_targets(self) -> torch.Tensor | None:
+        return self.pseudo if self.num_outputs == self.plan.S else None
 
     def parent_merge_module(self) -> nn.Module:
         """A module mapping sub-class logits to parent logits in the current state (for export:
