@@ -287,25 +287,26 @@ def _subclasses(args) -> int:
     ckpt = load_checkpoint(args.run_dir)
     model, strategy = model_from_checkpoint(ckpt)
     last = Path(args.run_dir) / "checkpoints" / "last.pt"
-    if getattr(strategy, "pseudo", None) is None and last.is_file() and Path(ckpt["_path"]) != last:
+    if strategy.subclasses() is None and last.is_file() and Path(ckpt["_path"]) != last:
         later = load_checkpoint(last)  # best.pt is from DICC's warm-up: the latest checkpoint may have them
         later_model, later_strategy = model_from_checkpoint(later)
-        if getattr(later_strategy, "pseudo", None) is not None:
+        if later_strategy.subclasses() is not None:
             print(
                 f"dicc subclasses: {Path(ckpt['_path']).name} (epoch {ckpt.get('epoch')}) predates DICC's first "
                 f"split; drawing the sub-classes of last.pt (epoch {later.get('epoch')})"
             )
             ckpt, model, strategy = later, later_model, later_strategy
-    if getattr(strategy, "pseudo", None) is None:
+    if strategy.subclasses() is None:
         raise ValueError(
             f"{ckpt['_path']}: no sub-classes to draw (method {strategy.name!r}; DICC runs have them "
             "once the warm-up is over)"
         )
+    pseudo, plan = strategy.subclasses()
     dcfg = _run_data_config(ckpt, args.data)
     train = build_run_data(dcfg, need_test=False).train
-    if len(train) != len(strategy.pseudo):
+    if len(train) != len(pseudo):
         raise ValueError(
-            f"{ckpt['_path']}: the run's pseudo-labels cover {len(strategy.pseudo)} images but the "
+            f"{ckpt['_path']}: the run's pseudo-labels cover {len(pseudo)} images but the "
             f"training data rebuilt from its config has {len(train)}"
         )
     norm = ckpt["normalization"]
@@ -316,8 +317,8 @@ def _subclasses(args) -> int:
         train.get_batch(range(len(train))),
         feats,
         labels,
-        strategy.pseudo,
-        strategy.plan,
+        pseudo,
+        plan,
         list(train.class_names),
         out,
         per_subclass=args.per_subclass,

@@ -29,7 +29,7 @@ from .loggers import create_logger
 from .metrics import format_metrics
 from .models import default_input_size
 from .precision import Precision
-from .rundir import RunDirectory, environment
+from .rundir import RunDirectory, environment, final_record
 from .runlock import claim_run_dir
 from .schedule import learning_rate, make_optimizer  # noqa: F401 (the engine's API)
 from .strategies import EpochContext, Strategy
@@ -379,21 +379,19 @@ def _test(run: TrainingRun, rd: RunDirectory, say) -> dict | None:
     run.strategy.load_state_dict(ckpt["strategy"]["state"])
     if run.data.test is None:
         return None
-    final = evaluate(run.evaluated_model, run.judged, run.data.test, tta=cfg.eval.tta, **_metric_kw(run))
     name = Path(ckpt["_path"]).name
-    final.update(
-        {
-            "split": cfg.data.test_split,
-            "checkpoint": name,
-            "epoch": ckpt["epoch"],
-            "weights": "ema" if run.ema is not None else "trained",
-            "best_val_mean_class_accuracy": run.best,
-            "early_stop_epoch": run.stopped_epoch,
-            "method": run.strategy.name,
-            "seed": cfg.train.seed,
-            "train_class_counts": [int(c) for c in run.train.class_counts()],
-            **run.precision.to_dict(),
-        }
+    final = final_record(
+        evaluate(run.evaluated_model, run.judged, run.data.test, tta=cfg.eval.tta, **_metric_kw(run)),
+        split=cfg.data.test_split,
+        checkpoint=name,
+        epoch=ckpt["epoch"],
+        weights="ema" if run.ema is not None else "trained",
+        best_val_mean_class_accuracy=run.best,
+        early_stop_epoch=run.stopped_epoch,
+        method=run.strategy.name,
+        seed=cfg.train.seed,
+        train_class_counts=run.train.class_counts(),
+        precision=run.precision,
     )
     if dinfo.is_main:
         rd.write_final(final, run.train.class_names, title=f"{run.strategy.name} on {cfg.data.test_split} ({name})")

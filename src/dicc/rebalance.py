@@ -26,13 +26,19 @@ cRT epochs) is made on the same hold-out, the test split is evaluated once at th
     ``parent`` divides all rows of a class by the mean norm of that class's rows (to the power
     tau), keeping the sub-classes' relative scales. LDAM's cosine head has unit rows: tau-norm
     changes nothing there.
-``checkpoint`` (every stage): ``best`` (default: the parent's checkpoint chosen on validation)
-or ``last``.
-
 ``logit_adjust``
     post-hoc logit adjustment (Menon et al., ICLR 2021): parent logits ``- tau * log pi`` with
     the training prior ``pi``; ``tau`` auto (chosen on validation from ``taus``, default 0, 0.25,
     ..., 2) or given. Recorded as ``eval.logit_adjust`` in the stage's config and checkpoint.
+
+``checkpoint`` (every stage): ``best`` (default: the parent's checkpoint chosen on validation)
+or ``last``.
+
+The stages are a registry (:func:`register_stage`): a stage is a function of the loaded parent
+(:class:`Parent`) that changes its model, strategy or new config and says what it chose;
+:func:`rebalance` loads the parent, runs the stage and is the one writer of the stage's run
+directory (:func:`_write_stage`), whose ``final.json`` is built as the engine's
+(:func:`dicc.rundir.final_record`).
 
 The stage's run directory holds ``config.yaml`` (the parent's, with ``eval`` and ``train.out``
 updated), ``stage.json`` (parent, stage, what was chosen and the validation score of every
@@ -48,8 +54,9 @@ import logging
 import math
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,13 +65,32 @@ from torch import nn
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_atomic, write_text_atomic
 from .config import Config, from_dict, save_config
 
-STAGES = ("crt", "tau_norm", "logit_adjust")
-_OPTIONS = {
-    "crt": {"epochs", "lr", "views", "space", "batch_size", "weight_decay", "checkpoint"},
-    "tau_norm": {"tau", "taus", "space", "checkpoint"},
-    "logit_adjust": {"tau", "taus", "checkpoint"},
-}
 logger = logging.getLogger("dicc")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A registered second stage: its options (besides ``name``), the ``space`` it works in by
+    default, and the function applying it to a loaded :class:`Parent`."""
+
+    name: str
+    options: frozenset
+    apply: Callable[["Parent"], dict]
+    default_space: str = "parent"
+
+
+_STAGES: dict[str, Stage] = {}
+
+
+def register_stage(name: str, options, *, default_space: str = "parent"):
+    """Decorator registering ``fn(parent) -> record`` as the stage ``name`` (``options``: the
+    keys its mapping may hold besides ``name``; the record holds at least ``chosen``)."""
+
+    def deco(fn: Callable[["Parent"], dict]) -> Callable[["Parent"], dict]:
+        _STAGES[name] = Stage(name, frozenset(options), fn, default_space)
+        return fn
+
+    return deco
 
 
 def check_stage(stage: dict) -> dict:
@@ -72,13 +98,12 @@ def check_stage(stage: dict) -> dict:
     if not isinstance(stage, dict) or "name" not in stage:
         raise ValueError(f"stage: expected a mapping with 'name' (one of {', '.join(STAGES)}), got {stage!r}")
     name = stage["name"]
-    if name not in STAGES:
+    if name not in _STAGES:
         raise ValueError(f"stage: unknown name {name!r}; valid: {', '.join(STAGES)}")
-    unknown = sorted(set(stage) - {"name"} - _OPTIONS[name])
+    options = _STAGES[name].options
+    unknown = sorted(set(stage) - {"name"} - options)
     if unknown:
-        raise ValueError(
-            f"stage {name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(_OPTIONS[name]))}"
-        )
+        raise ValueError(f"stage {name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(sorted(options))}")
     if stage.get("checkpoint", "best") not in ("best", "last"):
         raise ValueError(f"stage {name}: checkpoint must be best or last, got {stage['checkpoint']!r}")
     if "space" in stage and stage["space"] not in ("parent", "subclass"):
@@ -174,7 +199,159 @@ def _train_head(
     return head
 
 
-# -- the stage ----------------------------------------------------------------------------------
+# -- the parent run, loaded -----------------------------------------------------------------------
+@dataclass
+class Parent:
+    """What a stage works on: the parent's checkpoint, config, data, model and strategy, the
+    validation features, and the stage's own config (a copy of the parent's). A stage may
+    replace ``model.head``, ``strategy`` and entries of ``new_cfg``; ``log_epoch`` records a
+    line of the stage's ``metrics.jsonl``."""
+
+    path: Path
+    stage: dict
+    ckpt: dict
+    cfg: Config
+    data: Any
+    model: nn.Module
+    strategy: Any
+    precision: Any
+    eval_kw: dict
+    space: str
+    val_feats: torch.Tensor | None = field(repr=False, default=None)
+    new_cfg: Config | None = None
+    log_epoch: Callable[[dict], None] | None = None
+    say: Callable[..., None] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.ckpt["class_names"])
+
+    @property
+    def val(self):
+        return self.data.val
+
+    def tau(self, default_taus: list[float], score: Callable[[float], float]) -> tuple[float, dict]:
+        """The stage's ``tau``: given, or chosen on validation from ``taus`` (all scores kept)."""
+        if self.stage.get("tau", "auto") != "auto":
+            return float(self.stage["tau"]), {}
+        return _choose([float(t) for t in self.stage.get("taus", default_taus)], score)
+
+
+def _load_parent(parent: Path, stage: dict) -> Parent:
+    """The parent's checkpoint (``stage["checkpoint"]``), data, model and strategy; refused
+    without validation data, or where the stage's space needs what the run lacks."""
+    from .data.build import build_run_data
+    from .precision import resolve_precision
+
+    src = parent / "checkpoints" / f"{stage.get('checkpoint', 'best')}.pt"
+    ckpt = load_checkpoint(src)
+    cfg = from_dict(Config, ckpt["config"])
+    data = build_run_data(cfg.data)
+    if data.val is None:
+        raise ValueError(f"{parent}: the run has no validation split (data.val); a re-balancing stage chooses on it")
+    model, strategy = model_from_checkpoint(ckpt)
+    precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, "cpu", model.convolutional)
+    eval_kw = dict(
+        batch_size=cfg.train.eval_batch_size, mean=ckpt["normalization"]["mean"], std=ckpt["normalization"]["std"]
+    )
+    space = stage.get("space", _STAGES[stage["name"]].default_space)
+    sub = strategy.subclasses()
+    if space == "subclass" and stage["name"] == "crt" and not (sub is not None and strategy.num_outputs == sub[1].S):
+        raise ValueError(
+            "stage crt: space=subclass needs a DICC run with a sub-class head (its sub-class pseudo-labels)"
+        )
+    return Parent(parent, stage, ckpt, cfg, data, model, strategy, precision, eval_kw, space)
+
+
+# -- the stages ---------------------------------------------------------------------------------
+@register_stage("crt", {"epochs", "lr", "views", "space", "batch_size", "weight_decay", "checkpoint"})
+def _crt(p: Parent) -> dict:
+    """Classifier re-training on the frozen backbone's features (see the module docstring)."""
+    from .data.transforms import BatchAugment
+    from .strategies import create_strategy
+
+    cfg, ckpt, train, C = p.cfg, p.ckpt, p.data.train, p.num_classes
+    views = int(p.stage.get("views", 2))
+    norm = ckpt["normalization"]
+    augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + 17, mean=norm["mean"], std=norm["std"])
+    idx = torch.arange(len(train))
+    feats = torch.cat([_features(p.model, train, idx, p.eval_kw, augment if v else None) for v in range(views)])
+    if p.space == "subclass":
+        targets = p.strategy.subclasses()[0].repeat(views)
+        num_out, new_strategy = p.strategy.num_outputs, p.strategy
+    else:
+        targets = train.labels.repeat(views)
+        num_out = C
+        new_strategy = create_strategy("ce", ckpt["class_counts"], {}, class_names=ckpt["class_names"])
+
+    def on_epoch(epoch, h, loss):
+        with torch.no_grad():
+            z = h(p.val_feats)
+            vm = _mca(new_strategy.parent_logits(z), p.val.labels, C)
+        p.log_epoch({"epoch": epoch + 1, "train_loss": loss, "val_mean_class_accuracy": vm, "time_epoch": 0.0})
+        p.say(f"cRT epoch {epoch + 1}: loss {loss:.4f}  val mca {100 * vm:.2f}")
+
+    new_head = _train_head(
+        feats,
+        targets,
+        num_out,
+        targets,
+        epochs=int(p.stage.get("epochs", 10)),
+        lr=float(p.stage.get("lr", cfg.optim.lr)),
+        weight_decay=float(p.stage.get("weight_decay", cfg.optim.weight_decay)),
+        batch_size=int(p.stage.get("batch_size", 128)),
+        seed=cfg.train.seed,
+        on_epoch=on_epoch,
+    )
+    p.model.head = new_head  # outside training: no DDP hooks to keep
+    p.strategy = new_strategy
+    if p.space == "parent":
+        p.new_cfg.method.name, p.new_cfg.method.options = "ce", {}
+    return {"chosen": {"space": p.space, "views": views}}
+
+
+@register_stage("tau_norm", {"tau", "taus", "space", "checkpoint"}, default_space="subclass")
+def _tau_norm(p: Parent) -> dict:
+    """Tau-normalisation of the head's rows, tau chosen on validation (see the module docstring)."""
+    head, strategy, C = p.model.head, p.strategy, p.num_classes
+    w = head.weight.detach().clone()
+    grouped = strategy.head_groups() is not None  # sub-classes: their rows normalised per class or each
+    groups = strategy.head_groups() if (grouped and p.space == "parent") else None
+    with torch.no_grad():
+        if getattr(head, "bias", None) is not None:
+            head.bias.zero_()
+
+        def score(t):
+            head.weight.copy_(tau_normalized(w, t, groups))
+            return _mca(strategy.parent_logits(head(p.val_feats).float()), p.val.labels, C)
+
+        tau, scores = p.tau([round(0.1 * i, 1) for i in range(21)], score)
+        head.weight.copy_(tau_normalized(w, tau, groups))
+    return {"chosen": {"tau": tau, "space": p.space if grouped else "parent"}, "val_mean_class_accuracy": scores}
+
+
+@register_stage("logit_adjust", {"tau", "taus", "checkpoint"})
+def _logit_adjust(p: Parent) -> dict:
+    """Post-hoc logit adjustment, tau chosen on validation; kept as the config's ``eval.logit_adjust``."""
+    from .strategies.posthoc import PostHocAdjusted
+
+    with torch.no_grad():
+        base = p.strategy.parent_logits(p.model.head(p.val_feats).float())
+    log_prior = PostHocAdjusted(p.strategy, 1.0).log_prior
+
+    def score(t):
+        return _mca(base - t * log_prior, p.val.labels, p.num_classes)
+
+    tau, scores = p.tau([0.25 * i for i in range(9)], score)
+    p.new_cfg.eval.logit_adjust = tau
+    return {"chosen": {"tau": tau}, "val_mean_class_accuracy": scores}
+
+
+#: the registered stages, in the order they were registered
+STAGES = tuple(_STAGES)
+
+
+# -- the stage's run directory -------------------------------------------------------------------
 #: what a stage writes into its directory (with dicc compare's record and atomic writes' temporaries):
 #: a directory holding anything else is not an earlier attempt and is never cleared
 _STAGE_FILES = {
@@ -226,116 +403,30 @@ def rebalance(parent_run_dir: str | Path, stage: dict, out: str | Path, *, log: 
 
 
 def _rebalance(parent: Path, stage: dict, out: Path, log: Callable | None) -> dict:
-    from . import engine
-    from .data.build import build_run_data
-    from .data.transforms import BatchAugment
-    from .precision import resolve_precision
-    from .rundir import RunDirectory, environment
-    from .strategies import create_strategy
+    from .rundir import RunDirectory
 
     say = log or (lambda *a, **k: logger.info(" ".join(map(str, a))))
-    name = stage["name"]
-    src = parent / "checkpoints" / f"{stage.get('checkpoint', 'best')}.pt"
-    ckpt = load_checkpoint(src)
-    cfg = from_dict(Config, ckpt["config"])
-    data = build_run_data(cfg.data)
-    if data.val is None:
-        raise ValueError(f"{parent}: the run has no validation split (data.val); a re-balancing stage chooses on it")
-    model, strategy = model_from_checkpoint(ckpt)
-    precision = resolve_precision(cfg.train.amp, cfg.train.channels_last, "cpu", model.convolutional)
-    eval_kw = dict(
-        batch_size=cfg.train.eval_batch_size, mean=ckpt["normalization"]["mean"], std=ckpt["normalization"]["std"]
-    )
-    train, val = data.train, data.val
-    C = len(ckpt["class_names"])
-    is_dicc = hasattr(strategy, "plan")
-    space = stage.get("space", "subclass" if name == "tau_norm" else "parent")
-    if space == "subclass" and name == "crt" and not (is_dicc and strategy.num_outputs == strategy.plan.S):
-        raise ValueError(
-            "stage crt: space=subclass needs a DICC run with a sub-class head (its sub-class pseudo-labels)"
-        )
-    val_feats = _features(model, val, torch.arange(len(val)), eval_kw)
-    record: dict = {"parent": str(parent.resolve()), "parent_checkpoint": Path(ckpt["_path"]).name, "stage": stage}
+    p = _load_parent(parent, stage)
+    p.say = say
+    p.val_feats = _features(p.model, p.val, torch.arange(len(p.val)), p.eval_kw)
+    record: dict = {"parent": str(parent.resolve()), "parent_checkpoint": Path(p.ckpt["_path"]).name, "stage": stage}
     rd = RunDirectory(out)
     _clear_attempt(rd.path)  # an interrupted attempt: made anew
-    new_cfg = copy.deepcopy(cfg)
-    new_cfg.train.out = str(rd.path)
-    head = model.head
+    p.new_cfg = copy.deepcopy(p.cfg)
+    p.new_cfg.train.out = str(rd.path)
+    p.log_epoch = rd.log
+    record.update(_STAGES[stage["name"]].apply(p))
+    return _write_stage(p, rd, record)
 
-    if name == "logit_adjust":
-        from .strategies.posthoc import PostHocAdjusted
 
-        taus = [float(t) for t in stage.get("taus", [0.25 * i for i in range(9)])]
-        with torch.no_grad():
-            base = strategy.parent_logits(head(val_feats).float())
-        log_prior = PostHocAdjusted(strategy, 1.0).log_prior
+def _stage_checkpoint(p: Parent, record: dict) -> dict:
+    """A normal checkpoint of the re-balanced model (no training state: nothing resumes it)."""
+    from .rundir import environment
 
-        def score(t):
-            return _mca(base - t * log_prior, val.labels, C)
-
-        tau, scores = (float(stage["tau"]), {}) if stage.get("tau", "auto") != "auto" else _choose(taus, score)
-        new_cfg.eval.logit_adjust = tau
-        record.update({"chosen": {"tau": tau}, "val_mean_class_accuracy": scores})
-    elif name == "tau_norm":
-        w = head.weight.detach().clone()
-        groups = [strategy.head_plan.subclass_range(c) for c in range(C)] if (is_dicc and space == "parent") else None
-        taus = [float(t) for t in stage.get("taus", [round(0.1 * i, 1) for i in range(21)])]
-        with torch.no_grad():
-            if getattr(head, "bias", None) is not None:
-                head.bias.zero_()
-
-            def score(t):
-                head.weight.copy_(tau_normalized(w, t, groups))
-                return _mca(strategy.parent_logits(head(val_feats).float()), val.labels, C)
-
-            tau, scores = (float(stage["tau"]), {}) if stage.get("tau", "auto") != "auto" else _choose(taus, score)
-            head.weight.copy_(tau_normalized(w, tau, groups))
-        record.update(
-            {"chosen": {"tau": tau, "space": space if is_dicc else "parent"}, "val_mean_class_accuracy": scores}
-        )
-    else:  # crt
-        views = int(stage.get("views", 2))
-        norm = ckpt["normalization"]
-        augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + 17, mean=norm["mean"], std=norm["std"])
-        idx = torch.arange(len(train))
-        feats = torch.cat([_features(model, train, idx, eval_kw, augment if v else None) for v in range(views)])
-        if space == "subclass":
-            targets = strategy.pseudo.repeat(views)
-            num_out, new_strategy = strategy.num_outputs, strategy
-        else:
-            targets = train.labels.repeat(views)
-            num_out = C
-            new_strategy = create_strategy("ce", ckpt["class_counts"], {}, class_names=ckpt["class_names"])
-
-        def on_epoch(epoch, h, loss):
-            with torch.no_grad():
-                z = h(val_feats)
-                vm = _mca(new_strategy.parent_logits(z), val.labels, C)
-            rd.log({"epoch": epoch + 1, "train_loss": loss, "val_mean_class_accuracy": vm, "time_epoch": 0.0})
-            say(f"cRT epoch {epoch + 1}: loss {loss:.4f}  val mca {100 * vm:.2f}")
-
-        new_head = _train_head(
-            feats,
-            targets,
-            num_out,
-            targets,
-            epochs=int(stage.get("epochs", 10)),
-            lr=float(stage.get("lr", cfg.optim.lr)),
-            weight_decay=float(stage.get("weight_decay", cfg.optim.weight_decay)),
-            batch_size=int(stage.get("batch_size", 128)),
-            seed=cfg.train.seed,
-            on_epoch=on_epoch,
-        )
-        model.head = new_head  # outside training: no DDP hooks to keep
-        strategy = new_strategy
-        if space == "parent":
-            new_cfg.method.name, new_cfg.method.options = "ce", {}
-        record.update({"chosen": {"space": space, "views": views}})
-
-    # a normal checkpoint of the re-balanced model
+    ckpt, model = p.ckpt, p.model
     new = dict(ckpt)
     new.pop("_path", None)
-    new["config"] = new_cfg.to_dict()
+    new["config"] = p.new_cfg.to_dict()
     new["model"] = {
         k: v.detach().float().contiguous() if v.is_floating_point() else v for k, v in model.state_dict().items()
     }
@@ -344,55 +435,60 @@ def _rebalance(parent: Path, stage: dict, out: Path, log: Callable | None) -> di
         "num_outputs": int(model.head.out_features),
         "head_type": "linear" if isinstance(model.head, nn.Linear) else ckpt["model_spec"]["head_type"],
     }
-    new["strategy"] = {"name": strategy.name, "options": new_cfg.method.options, "state": strategy.state_dict()}
+    new["strategy"] = {"name": p.strategy.name, "options": p.new_cfg.method.options, "state": p.strategy.state_dict()}
     for key in ("optimizer", "augment", "rng", "rank_states", "scaler", "raw_model"):
         new.pop(key, None)
-    new["environment"] = environment(precision)
+    new["environment"] = environment(p.precision)
     new["stage"] = {k: v for k, v in record.items() if k != "val_mean_class_accuracy"}
-    save_atomic(new, rd.best)
-    save_config(new_cfg, rd.config)
+    return new
+
+
+def _write_stage(p: Parent, rd, record: dict) -> dict:
+    """Write the stage's run directory (checkpoint, config, environment), evaluate the saved
+    checkpoint as any is (validation: ``stage.json``; test: ``final.json``) and return the test
+    metrics ({} without a test split)."""
+    from . import engine
+    from .rundir import environment, final_record
+
+    cfg, ckpt, precision, name = p.cfg, p.ckpt, p.precision, p.stage["name"]
+    save_atomic(_stage_checkpoint(p, record), rd.best)
+    save_config(p.new_cfg, rd.config)
     write_text_atomic(rd.path / "environment.json", json.dumps(environment(precision), indent=2))
 
-    # evaluated as any checkpoint is: validation (recorded) and test (final.json)
     loaded = load_checkpoint(rd.best)
-    m2, s2 = model_from_checkpoint(loaded)
+    m2, judged = model_from_checkpoint(loaded)  # (with the checkpoint's eval.logit_adjust applied)
     precision.prepare_model(m2)
-    judged = s2  # (model_from_checkpoint applies the checkpoint's eval.logit_adjust)
     kw = dict(
-        batch_size=cfg.train.eval_batch_size,
-        mean=eval_kw["mean"],
-        std=eval_kw["std"],
+        **p.eval_kw,
         precision=precision,
-        tta=new_cfg.eval.tta,
+        tta=p.new_cfg.eval.tta,
         train_counts=ckpt["class_counts"],
-        shot_thresholds=new_cfg.eval.shot_thresholds,
+        shot_thresholds=p.new_cfg.eval.shot_thresholds,
     )
-    vm = engine.evaluate(m2, judged, val, **kw)
+    vm = engine.evaluate(m2, judged, p.val, **kw)
     record["val"] = {k: vm[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")}
     write_text_atomic(rd.path / "stage.json", json.dumps(record, indent=2))
-    final: dict = {}
-    if data.test is not None:
-        final = engine.evaluate(m2, judged, data.test, **kw)
-        final.update(
-            {
-                "split": cfg.data.test_split,
-                "checkpoint": "best.pt",
-                "epoch": ckpt.get("epoch"),
-                "best_val_mean_class_accuracy": vm["mean_class_accuracy"],
-                "method": f"{strategy.name}+{name}",
-                "seed": cfg.train.seed,
-                "train_class_counts": [int(c) for c in ckpt["class_counts"]],
-                "stage": record["stage"],
-                "parent": record["parent"],
-                **precision.to_dict(),
-            }
-        )
-        rd.write_final(final, list(ckpt["class_names"]), title=f"{parent.name} + {name} on {cfg.data.test_split}")
-        from .metrics import format_metrics
+    if p.data.test is None:
+        return {}
+    final = final_record(
+        engine.evaluate(m2, judged, p.data.test, **kw),
+        split=cfg.data.test_split,
+        checkpoint="best.pt",
+        epoch=ckpt.get("epoch"),
+        best_val_mean_class_accuracy=vm["mean_class_accuracy"],
+        method=f"{p.strategy.name}+{name}",
+        seed=cfg.train.seed,
+        train_class_counts=ckpt["class_counts"],
+        stage=record["stage"],
+        parent=record["parent"],
+        precision=precision,
+    )
+    rd.write_final(final, list(ckpt["class_names"]), title=f"{p.path.name} + {name} on {cfg.data.test_split}")
+    from .metrics import format_metrics
 
-        say(f"{name} on {parent}: val mca {100 * vm['mean_class_accuracy']:.2f}; test ({cfg.data.test_split}):")
-        say(format_metrics(final))
+    p.say(f"{name} on {p.path}: val mca {100 * vm['mean_class_accuracy']:.2f}; test ({cfg.data.test_split}):")
+    p.say(format_metrics(final))
     return final
 
 
-__all__ = ["STAGES", "check_stage", "rebalance", "tau_normalized"]
+__all__ = ["Parent", "STAGES", "Stage", "check_stage", "rebalance", "register_stage", "tau_normalized"]

@@ -84,6 +84,48 @@ def environment(precision=None) -> dict:
     return env
 
 
+_OMIT = object()
+
+
+def final_record(
+    metrics: dict,
+    *,
+    split,
+    checkpoint: str,
+    epoch,
+    best_val_mean_class_accuracy,
+    method: str,
+    seed: int,
+    train_class_counts,
+    precision,
+    weights=_OMIT,
+    early_stop_epoch=_OMIT,
+    stage=_OMIT,
+    parent=_OMIT,
+) -> dict:
+    """``final.json``'s record: the test ``metrics`` (updated in place and returned) with what was
+    tested (split, checkpoint file, its epoch, the weights: trained or EMA), how it was chosen,
+    the method, seed, training class counts, a second stage's ``stage`` and ``parent`` (the
+    keys not given are left out) and the precision, in this order; built here for
+    :func:`dicc.engine.fit`'s test and :func:`dicc.rebalance.rebalance`'s alike."""
+    fields = {
+        "split": split,
+        "checkpoint": checkpoint,
+        "epoch": epoch,
+        "weights": weights,
+        "best_val_mean_class_accuracy": best_val_mean_class_accuracy,
+        "early_stop_epoch": early_stop_epoch,
+        "method": method,
+        "seed": seed,
+        "train_class_counts": [int(c) for c in train_class_counts],
+        "stage": stage,
+        "parent": parent,
+    }
+    metrics.update({k: v for k, v in fields.items() if v is not _OMIT})
+    metrics.update(precision.to_dict())
+    return metrics
+
+
 class RunDirectory:
     """Paths of one run directory and the writes the engine makes into it."""
 

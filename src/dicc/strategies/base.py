@@ -198,15 +198,15 @@ class Strategy:
     def parent_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
 
-    # -- second stages (dicc.rebalance) ----------------------------------------------------
+    # -- second stages (dicc.rebalance) and the sub-class gallery ----------------------------
     def head_groups(self) -> list[range] | None:
         """The head rows of each class when a class may own several (DICC's sub-classes), else
         None (row ``c`` is class ``c``)."""
         return None
 
-    def subclass_targets(self) -> torch.Tensor | None:
-        """The training samples' labels in the head's own sub-class space (DICC's pseudo-labels,
-        once its head has a row per sub-class), else None."""
+    def subclasses(self) -> tuple[torch.Tensor, Any] | None:
+        """``(sub-class of every training sample, SubclassPlan)`` when the method has split the
+        classes (DICC after its warm-up), else None."""
         return None
 
     # -- presentation and the run directory -------------------------------------------------

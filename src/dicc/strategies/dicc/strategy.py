@@ -383,8 +383,8 @@ class DICC(Strategy):
     def head_groups(self) -> list[range]:
         return [self.head_plan.subclass_range(c) for c in range(self.num_classes)]
 
-    def subclass_targets(self) -> torch.Tensor | None:
-        return self.pseudo if self.num_outputs == self.plan.S else None
+    def subclasses(self) -> tuple[torch.Tensor, SubclassPlan] | None:
+        return (self.pseudo, self.plan) if self.pseudo is not None else None
 
     def parent_merge_module(self) -> nn.Module:
         """A module mapping sub-class logits to parent logits in the current state (for export:
