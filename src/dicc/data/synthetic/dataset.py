@@ -81,6 +81,32 @@ def _largest_remainder(n: int, weights: Sequence[float]) -> list[int]:
     return out
 
 
+def _shuffled_labels(n_per_class: list[int], n_styles: list[int], g: torch.Generator):
+    """``(labels, styles)`` of every image, the styles of a class in proportion to their
+    weights, in an order drawn from ``g``."""
+    labels, styles = [], []
+    for c, (name, n) in enumerate(zip(EMOTIONS, n_per_class)):
+        weights = [spec[1] for spec in STYLE_SPECS[name][: n_styles[c]]]
+        for s, k in enumerate(_largest_remainder(n, weights)):
+            labels += [c] * k
+            styles += [s] * k
+    perm = torch.randperm(len(labels), generator=g)
+    labels_t = torch.tensor(labels, dtype=torch.long)[perm] if labels else torch.zeros(0, dtype=torch.long)
+    styles_t = torch.tensor(styles, dtype=torch.long)[perm] if styles else torch.zeros(0, dtype=torch.long)
+    return labels_t, styles_t
+
+
+def _render_all(params: dict[str, torch.Tensor], image_size: int, g: torch.Generator) -> torch.Tensor:
+    """uint8 images ``[N, S, S]`` of the faces ``params`` (noise drawn from ``g``), in chunks."""
+    n = len(params["skin"])
+    noise = torch.randn(n, image_size, image_size, generator=g)
+    chunks = [
+        render({k: v[i : i + _CHUNK] for k, v in params.items()}, image_size, noise[i : i + _CHUNK])
+        for i in range(0, n, _CHUNK)
+    ]
+    return torch.cat(chunks) if chunks else torch.zeros(0, image_size, image_size, dtype=torch.uint8)
+
+
 def make_synthetic(
     split: str = "train",
     seed: int = 0,
@@ -109,24 +135,9 @@ def make_synthetic(
     n_per_class = _resolve_counts(split, counts)
     n_styles = _resolve_styles(styles_per_class)
 
-    labels, styles = [], []
-    for c, (name, n) in enumerate(zip(EMOTIONS, n_per_class)):
-        weights = [spec[1] for spec in STYLE_SPECS[name][: n_styles[c]]]
-        for s, k in enumerate(_largest_remainder(n, weights)):
-            labels += [c] * k
-            styles += [s] * k
     g = torch.Generator(device="cpu").manual_seed(_split_seed(split, seed))
-    perm = torch.randperm(len(labels), generator=g)
-    labels_t = torch.tensor(labels, dtype=torch.long)[perm] if labels else torch.zeros(0, dtype=torch.long)
-    styles_t = torch.tensor(styles, dtype=torch.long)[perm] if styles else torch.zeros(0, dtype=torch.long)
-
-    params = sample_params(labels_t, styles_t, g)
-    noise = torch.randn(len(labels_t), image_size, image_size, generator=g)
-    chunks = [
-        render({k: v[i : i + _CHUNK] for k, v in params.items()}, image_size, noise[i : i + _CHUNK])
-        for i in range(0, len(labels_t), _CHUNK)
-    ]
-    images = torch.cat(chunks) if chunks else torch.zeros(0, image_size, image_size, dtype=torch.uint8)
+    labels_t, styles_t = _shuffled_labels(n_per_class, n_styles, g)
+    images = _render_all(sample_params(labels_t, styles_t, g), image_size, g)
     return FERDataset(
         labels=labels_t,
         images=images[:, None].contiguous(),

@@ -86,9 +86,21 @@ def _draw_face(q: dict[str, torch.Tensor], res: int) -> tuple[torch.Tensor, torc
     face = _ellipse(u, v, 0.0, 0.0, fw, fh, ie)
     r2 = (u * (1.0 / fw)).square_().add_((v * (1.0 / fh)).square_()).clamp_(max=1.0)
     img = r2.mul_(-0.18 * skin).add_(skin)  # skin, a little darker towards the edge
+    alpha = _draw_hair(q, img, face, u, v, ie)
+    for sgn in (-1.0, 1.0):
+        _draw_eye(q, img, grid, ie, sgn, dark, light)
+    _draw_glasses(q, img, grid, ie)
+    _draw_tears(q, img, grid, ie)
+    _draw_nose(q, img, grid, ie, skin)
+    _draw_mouth(q, img, grid, ie, skin, dark)
+    return img, alpha
+
+
+def _draw_hair(q, img: torch.Tensor, face: torch.Tensor, u, v, ie: float) -> torch.Tensor:
+    """Hair behind the head and a fringe over the forehead (painted into ``img``); the opacity."""
     alpha = face
     idx, h = _on(q, "hair")
-    if idx is not None:  # hair behind the head and a fringe over the forehead
+    if idx is not None:
         back = _ellipse(u, v, 0.0, -0.1, 0.62 * h["face_w"] + 0.08, 0.78 * h["face_h"], ie)
         line = h["hairline"] + 0.12 * (u * (1.0 / (0.62 * h["face_w"]))).square_()
         f = face[idx]
@@ -98,57 +110,71 @@ def _draw_face(q: dict[str, torch.Tensor], res: int) -> tuple[torch.Tensor, torc
         img[idx] = sub
         alpha = alpha.clone()
         alpha[idx] = torch.maximum(f, back)
+    return alpha
 
-    for sgn in (-1.0, 1.0):
-        x0, x1 = (0.03, 0.5) if sgn > 0 else (-0.5, -0.03)
-        ex, ey, ew = sgn * q["eye_dx"], q["eye_y"], q["eye_w"]
-        # eye: outline, white, pupil; an arc bends it (laughing, crying)
-        w = _Window(grid, x0, x1, -0.48, 0.24)
-        u, v, view = w.u, w.v, w.view(img)
-        t = ((u - ex) * (1.0 / ew)).clamp_(-1.0, 1.0)
-        ve = v + q["eye_arc"] * (1.0 - t.square_())
-        eh = ew * q["eye_open"]
-        _paint(view, _ellipse(u, ve, ex, ey, ew + 0.03, eh + 0.03, ie), dark)
-        eye = _ellipse(u, ve, ex, ey, ew, eh, ie)
-        pr = torch.clamp(0.85 * eh, max=0.055)
-        px = ex + q["pupil_dx"] * (ew - pr)
-        py = ey + q["pupil_dy"] * (eh - pr).clamp(min=0.0)
-        pupil = _ellipse(u, ve, px, py, pr, pr, ie).mul_(eye)
-        _paint(view, eye, light)
-        _paint(view, pupil, dark * 0.5)
-        # eyebrow: a thick curved segment; t > 0 towards the outer end
-        w = _Window(grid, x0, x1, -0.74, 0.02)
-        u, v, view = w.u, w.v, w.view(img)
-        by = q["eye_y"] - q["brow_gap"] - q["brow_raise"]
-        t = sgn * (u - ex)
-        line = by - q["brow_tilt"] * t - q["brow_arch"] * (1.0 - (t * (1.0 / q["brow_len"])).square_())
-        brow = _band(v - line, q["brow_th"], ie).mul_(_band(t, q["brow_len"], ie))
-        _paint(view, brow, dark)
 
+def _draw_eye(q, img: torch.Tensor, grid, ie: float, sgn: float, dark, light) -> None:
+    """The eye (outline, white, pupil; an arc bends it: laughing, crying) and the eyebrow on the
+    side ``sgn`` (-1 left, 1 right)."""
+    x0, x1 = (0.03, 0.5) if sgn > 0 else (-0.5, -0.03)
+    ex, ey, ew = sgn * q["eye_dx"], q["eye_y"], q["eye_w"]
+    w = _Window(grid, x0, x1, -0.48, 0.24)
+    u, v, view = w.u, w.v, w.view(img)
+    t = ((u - ex) * (1.0 / ew)).clamp_(-1.0, 1.0)
+    ve = v + q["eye_arc"] * (1.0 - t.square_())
+    eh = ew * q["eye_open"]
+    _paint(view, _ellipse(u, ve, ex, ey, ew + 0.03, eh + 0.03, ie), dark)
+    eye = _ellipse(u, ve, ex, ey, ew, eh, ie)
+    pr = torch.clamp(0.85 * eh, max=0.055)
+    px = ex + q["pupil_dx"] * (ew - pr)
+    py = ey + q["pupil_dy"] * (eh - pr).clamp(min=0.0)
+    pupil = _ellipse(u, ve, px, py, pr, pr, ie).mul_(eye)
+    _paint(view, eye, light)
+    _paint(view, pupil, dark * 0.5)
+    # eyebrow: a thick curved segment; t > 0 towards the outer end
+    w = _Window(grid, x0, x1, -0.74, 0.02)
+    u, v, view = w.u, w.v, w.view(img)
+    by = q["eye_y"] - q["brow_gap"] - q["brow_raise"]
+    t = sgn * (u - ex)
+    line = by - q["brow_tilt"] * t - q["brow_arch"] * (1.0 - (t * (1.0 / q["brow_len"])).square_())
+    brow = _band(v - line, q["brow_th"], ie).mul_(_band(t, q["brow_len"], ie))
+    _paint(view, brow, dark)
+
+
+def _draw_glasses(q, img: torch.Tensor, grid, ie: float) -> None:
+    """Two rings and a bridge, on the faces that wear glasses."""
     idx, h = _on(q, "glasses")
-    if idx is not None:  # two rings and a bridge
-        w = _Window(grid, -0.55, 0.55, -0.42, 0.2)
-        u, v, view = w.u, w.v, w.view(img)
-        sub, colour = view[idx], h["skin"] * h["feature_dark"] * 0.8
-        for sgn in (-1.0, 1.0):
-            r = ((u - sgn * h["eye_dx"]).square_() + ((v - h["eye_y"]) * (1 / 0.85)).square_()).sqrt_()
-            _paint(sub, _band(r - 0.18, 0.02, ie), colour)
-        bridge = _band(v - h["eye_y"] + 0.03, 0.018, ie).mul_(_soft(u.abs() - (h["eye_dx"] - 0.17), ie))
-        _paint(sub, bridge, colour)
-        view[idx] = sub
-    idx, h = _on(q, "tears")
-    if idx is not None:
-        w = _Window(grid, -0.4, 0.4, -0.15, 0.2)
-        u, v, view = w.u, w.v, w.view(img)
-        sub = view[idx]
-        for sgn in (-1.0, 1.0):
-            tx, ty = sgn * (h["eye_dx"] + 0.04), h["eye_y"] + 0.16
-            _paint(sub, _ellipse(u, v, tx, ty, 0.045, 0.09, ie).mul_(h["tears"]), h["skin"] * 0.6)
-            drop = _ellipse(u, v, tx, ty, 0.025, 0.07, ie).mul_(h["tears"])
-            _paint(sub, drop, torch.clamp(h["skin"] + 70.0, max=255.0))
-        view[idx] = sub
+    if idx is None:
+        return
+    w = _Window(grid, -0.55, 0.55, -0.42, 0.2)
+    u, v, view = w.u, w.v, w.view(img)
+    sub, colour = view[idx], h["skin"] * h["feature_dark"] * 0.8
+    for sgn in (-1.0, 1.0):
+        r = ((u - sgn * h["eye_dx"]).square_() + ((v - h["eye_y"]) * (1 / 0.85)).square_()).sqrt_()
+        _paint(sub, _band(r - 0.18, 0.02, ie), colour)
+    bridge = _band(v - h["eye_y"] + 0.03, 0.018, ie).mul_(_soft(u.abs() - (h["eye_dx"] - 0.17), ie))
+    _paint(sub, bridge, colour)
+    view[idx] = sub
 
-    # nose, frown lines between the brows, wrinkles on the nose bridge
+
+def _draw_tears(q, img: torch.Tensor, grid, ie: float) -> None:
+    """A tear under each eye, on the faces that cry."""
+    idx, h = _on(q, "tears")
+    if idx is None:
+        return
+    w = _Window(grid, -0.4, 0.4, -0.15, 0.2)
+    u, v, view = w.u, w.v, w.view(img)
+    sub = view[idx]
+    for sgn in (-1.0, 1.0):
+        tx, ty = sgn * (h["eye_dx"] + 0.04), h["eye_y"] + 0.16
+        _paint(sub, _ellipse(u, v, tx, ty, 0.045, 0.09, ie).mul_(h["tears"]), h["skin"] * 0.6)
+        drop = _ellipse(u, v, tx, ty, 0.025, 0.07, ie).mul_(h["tears"])
+        _paint(sub, drop, torch.clamp(h["skin"] + 70.0, max=255.0))
+    view[idx] = sub
+
+
+def _draw_nose(q, img: torch.Tensor, grid, ie: float, skin) -> None:
+    """The nose, frown lines between the brows, wrinkles on the nose bridge."""
     w = _Window(grid, -0.16, 0.16, -0.5, 0.3)
     u, v, view = w.u, w.v, w.view(img)
     for sgn in (-1.0, 1.0):
@@ -169,7 +195,10 @@ def _draw_face(q: dict[str, torch.Tensor], res: int) -> tuple[torch.Tensor, torc
             _paint(sub, m.mul_(h["nose_wrinkle"]), h["skin"] * 0.5)
         view[idx] = sub
 
-    # mouth: upper lip curve, an opening below it, teeth under the upper lip
+
+def _draw_mouth(q, img: torch.Tensor, grid, ie: float, skin, dark) -> None:
+    """The mouth: upper lip curve, an opening below it, teeth under the upper lip; a tongue
+    hanging over the lower lip on the faces that show one."""
     w = _Window(grid, -0.38, 0.38, 0.12, 0.92)
     u, v, view = w.u, w.v, w.view(img)
     t = (u * (1.0 / q["mouth_w"])).clamp_(-1.5, 1.5)
@@ -186,7 +215,7 @@ def _draw_face(q: dict[str, torch.Tensor], res: int) -> tuple[torch.Tensor, torc
     _paint(view, hole, dark * 0.4)
     _paint(view, teeth, torch.clamp(skin + 55.0, max=240.0))
     idx, h = _on(q, "tongue")
-    if idx is not None:  # a tongue hanging over the lower lip
+    if idx is not None:
         sub = view[idx]
         ty = h["mouth_y"] + 0.3 * h["mouth_curve"] + h["mouth_open"] + 0.02
         rim = _ellipse(u, v, 0.0, ty, 0.1, 0.11, ie).mul_(_soft(ty - 0.05 - v, ie))
@@ -194,7 +223,6 @@ def _draw_face(q: dict[str, torch.Tensor], res: int) -> tuple[torch.Tensor, torc
         tongue = _ellipse(u, v, 0.0, ty, 0.075, 0.085, ie).mul_(_soft(ty - 0.03 - v, ie))
         _paint(sub, tongue.mul_(h["tongue"]), h["skin"] * 0.75)
         view[idx] = sub
-    return img, alpha
 
 
 def render(p: dict[str, torch.Tensor], size: int, noise: torch.Tensor) -> torch.Tensor:

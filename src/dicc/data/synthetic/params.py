@@ -17,7 +17,17 @@ def _uniform(g, n, lo, hi):
 
 def sample_params(labels: torch.Tensor, styles: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
     """Per-image parameters ``{name: [N] float tensor}`` of faces of class ``labels`` in style
-    ``styles`` (index within the class), drawn from ``g`` in a fixed order."""
+    ``styles`` (index within the class), drawn from ``g`` in a fixed order: the expression, the
+    identity, then the pose and the scene."""
+    p = _expression(labels, styles, g)
+    _identity(p, len(labels), g)
+    _pose_and_scene(p, len(labels), g)
+    return p
+
+
+def _expression(labels: torch.Tensor, styles: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The expression parameters: each style's values scaled by a drawn intensity, jittered, a
+    side drawn for the asymmetric ones; accessories also seen outside their style."""
     n = len(labels)
     # style table [total styles, P] and the row of each image
     rows, offsets = [], []
@@ -46,31 +56,37 @@ def sample_params(labels: torch.Tensor, styles: torch.Tensor, g: torch.Generator
     p["pupil_dy"] = p["pupil_dy"].clamp(-0.7, 0.7)
     # accessories also seen outside their style (so that glasses alone do not mean neutral)
     p["glasses"] = torch.maximum(p["glasses"], (torch.rand(n, generator=g) < 0.07).float())
+    return p
 
-    def normal(mean, std, lo, hi):
-        return (mean + std * torch.randn(n, generator=g)).clamp(lo, hi)
 
-    # identity
-    p["face_w"] = normal(1.0, 0.05, 0.86, 1.14)
-    p["face_h"] = normal(1.0, 0.04, 0.88, 1.12)
-    p["eye_dx"] = normal(0.26, 0.015, 0.22, 0.30)
-    p["eye_y"] = normal(-0.1, 0.025, -0.17, -0.03)
-    p["eye_w"] = normal(0.125, 0.01, 0.1, 0.15)
-    p["brow_gap"] = normal(0.17, 0.012, 0.14, 0.2)
-    p["brow_len"] = normal(0.14, 0.012, 0.11, 0.17)
-    p["brow_th"] = normal(0.036, 0.006, 0.024, 0.05)
-    p["mouth_y"] = normal(0.42, 0.025, 0.35, 0.49)
-    p["skin"] = normal(165.0, 30.0, 95.0, 230.0)
-    p["feature_dark"] = normal(0.22, 0.06, 0.08, 0.4)  # feature grey level as a share of skin
+def _normal(g: torch.Generator, n: int, mean, std, lo, hi) -> torch.Tensor:
+    return (mean + std * torch.randn(n, generator=g)).clamp(lo, hi)
+
+
+def _identity(p: dict[str, torch.Tensor], n: int, g: torch.Generator) -> None:
+    """Face shape, feature positions and sizes, skin and hair (added to ``p``)."""
+    p["face_w"] = _normal(g, n, 1.0, 0.05, 0.86, 1.14)
+    p["face_h"] = _normal(g, n, 1.0, 0.04, 0.88, 1.12)
+    p["eye_dx"] = _normal(g, n, 0.26, 0.015, 0.22, 0.30)
+    p["eye_y"] = _normal(g, n, -0.1, 0.025, -0.17, -0.03)
+    p["eye_w"] = _normal(g, n, 0.125, 0.01, 0.1, 0.15)
+    p["brow_gap"] = _normal(g, n, 0.17, 0.012, 0.14, 0.2)
+    p["brow_len"] = _normal(g, n, 0.14, 0.012, 0.11, 0.17)
+    p["brow_th"] = _normal(g, n, 0.036, 0.006, 0.024, 0.05)
+    p["mouth_y"] = _normal(g, n, 0.42, 0.025, 0.35, 0.49)
+    p["skin"] = _normal(g, n, 165.0, 30.0, 95.0, 230.0)
+    p["feature_dark"] = _normal(g, n, 0.22, 0.06, 0.08, 0.4)  # feature grey level as a share of skin
     p["hair"] = (torch.rand(n, generator=g) < 0.75).float()
     p["hair_grey"] = _uniform(g, n, 15.0, 120.0)
-    p["hairline"] = normal(-0.5, 0.07, -0.65, -0.35)
-    # pose
-    p["rot"] = normal(0.0, math.radians(7.0), -math.radians(16.0), math.radians(16.0))
+    p["hairline"] = _normal(g, n, -0.5, 0.07, -0.65, -0.35)
+
+
+def _pose_and_scene(p: dict[str, torch.Tensor], n: int, g: torch.Generator) -> None:
+    """Rotation, shift and scale; background, its gradient, lighting, noise and an occluder."""
+    p["rot"] = _normal(g, n, 0.0, math.radians(7.0), -math.radians(16.0), math.radians(16.0))
     p["tx"] = _uniform(g, n, -0.08, 0.08)
     p["ty"] = _uniform(g, n, -0.07, 0.07)
     p["scale"] = _uniform(g, n, 0.9, 1.12)
-    # scene
     p["bg"] = _uniform(g, n, 10.0, 245.0)
     ang = _uniform(g, n, 0.0, 2 * math.pi)
     amp = _uniform(g, n, 0.0, 45.0)
@@ -84,4 +100,3 @@ def sample_params(labels: torch.Tensor, styles: torch.Tensor, g: torch.Generator
     p["occ_y"] = _uniform(g, n, -0.7, 0.7)
     p["occ_r"] = _uniform(g, n, 0.15, 0.3)
     p["occ_grey"] = _uniform(g, n, 0.0, 255.0)
-    return p
