@@ -84,13 +84,8 @@ def _trained_run(grid: Grid, setting: str, m: MethodEntry, seed: int, run_dir: P
     return GridRun(setting, m.label, seed, run_dir, cfg)
 
 
-def plan_runs(
-    grid: Grid, only: list[str] | None = None, settings: list[str] | None = None, seeds: list[int] | None = None
-) -> list[GridRun]:
-    """All runs of ``grid`` (filtered by method labels / setting names / seeds), each with its validated
-    config; a derived run comes after the runs of its parent entry. Raises ValueError naming the
-    entry for an unknown method, option or config key, before anything is trained. Selecting a
-    derived entry does not select its parent entry (see the grid module's docstring)."""
+def _check_methods(grid: Grid) -> dict:
+    """Every trained method entry's method and options checked; the registered strategies."""
     from ..strategies import available_strategies
     from ..strategies.base import build_options
 
@@ -104,6 +99,11 @@ def plan_runs(
             build_options(strategies[m.name], m.options)
         except (TypeError, ValueError) as err:
             raise ValueError(f"method entry {m.label!r}: {err}") from None
+    return strategies
+
+
+def _check_selection(grid: Grid, only, settings, seeds) -> None:
+    """``--only``, ``--setting`` and ``--seed`` name what the grid holds."""
     for wanted, valid, what in (
         (only, [m.label for m in grid.methods], "--only: method label"),
         (settings, list(grid.settings), "--setting: setting"),
@@ -114,6 +114,17 @@ def plan_runs(
             raise ValueError(
                 f"{what}(s) {', '.join(map(str, bad))} not in the grid; valid: {', '.join(map(str, valid))}"
             )
+
+
+def plan_runs(
+    grid: Grid, only: list[str] | None = None, settings: list[str] | None = None, seeds: list[int] | None = None
+) -> list[GridRun]:
+    """All runs of ``grid`` (filtered by method labels / setting names / seeds), each with its validated
+    config; a derived run comes after the runs of its parent entry. Raises ValueError naming the
+    entry for an unknown method, option or config key, before anything is trained. Selecting a
+    derived entry does not select its parent entry (see the grid module's docstring)."""
+    strategies = _check_methods(grid)
+    _check_selection(grid, only, settings, seeds)
     runs = []
     for setting in grid.settings:
         if settings and setting not in settings:

@@ -192,12 +192,7 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"compare output directory not found: {out_dir}")
-    record = {}
-    if (out_dir / "compare.json").is_file():
-        try:
-            record = json.loads((out_dir / "compare.json").read_text())
-        except json.JSONDecodeError:
-            record = {}
+    record = _grid_record(out_dir)
     grid = record.get("grid", {})
     pref_methods = [m["label"] for m in grid.get("methods", [])]
     pref_settings = list(grid.get("settings", {}) or [])
@@ -206,10 +201,31 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
 
     rows = collect_results(out_dir)
     settings = _order([r["setting"] for r in rows], pref_settings)
-    all_classes = list(dict.fromkeys(c for r in rows for c in r["recall"]))
-
-    # results.csv
     csv_path = out_dir / "results.csv"
+    _write_csv(csv_path, rows, settings, pref_methods)
+    md, figures = _markdown(rows, settings, pref_methods, command, out_dir)
+    md_path = out_dir / "results.md"
+    md_path.write_text("\n".join(md))
+    if log is not None:
+        log("\n".join(md))
+        log(f"report: {md_path}, {csv_path} ({len(rows)} finished run(s))")
+        log(f"regenerate with: {command}")
+    return {"csv": csv_path, "markdown": md_path, "figures": figures, "runs": len(rows)}
+
+
+def _grid_record(out_dir: Path) -> dict:
+    """``compare.json`` (the grid and its command), or {} when it is missing or unreadable."""
+    if (out_dir / "compare.json").is_file():
+        try:
+            return json.loads((out_dir / "compare.json").read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def _write_csv(csv_path: Path, rows: list[dict], settings: list[str], pref_methods: list[str]) -> None:
+    """``results.csv``: one row per run, by setting, then the grid's method order, then seed."""
+    all_classes = list(dict.fromkeys(c for r in rows for c in r["recall"]))
     fields = [
         "setting",
         "method",
@@ -257,7 +273,9 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
                 }
             )
 
-    # results.md and figures
+
+def _markdown(rows: list[dict], settings: list[str], pref_methods: list[str], command: str, out_dir: Path):
+    """The lines of ``results.md`` and the figures drawn (per setting: recall chart, confusions)."""
     md = [
         "# Comparison",
         "",
@@ -296,10 +314,4 @@ def write_report(out_dir: str | Path, command: str | None = None, log: Callable 
             pass
     if not rows:
         md += ["No finished runs yet.", ""]
-    md_path = out_dir / "results.md"
-    md_path.write_text("\n".join(md))
-    if log is not None:
-        log("\n".join(md))
-        log(f"report: {md_path}, {csv_path} ({len(rows)} finished run(s))")
-        log(f"regenerate with: {command}")
-    return {"csv": csv_path, "markdown": md_path, "figures": figures, "runs": len(rows)}
+    return md, figures

@@ -170,14 +170,7 @@ def run_grid(
         distributed.setup(device)
         statuses = distributed.broadcast_object(statuses)
     todo = [r for r in runs if statuses[r.name] != "done"]
-    unmet = _unmet_parents(todo)
-    if unmet:
-        parents = " ".join(f"--only {shlex.quote(a)}" for a in dict.fromkeys(r.derived.after for r in unmet))
-        raise ValueError(
-            f"derived run(s) whose parent run is not finished and not selected: "
-            f"{'; '.join(_unmet_text(r) for r in unmet)}; train the parents first or select them too "
-            f"({parents})"
-        )
+    _check_parents(todo)
     main = _is_main_process()
     if main:
         g.out.mkdir(parents=True, exist_ok=True)
@@ -185,29 +178,12 @@ def run_grid(
     outcome.skipped = [r.name for r in runs if statuses[r.name] == "done"]
     log(f"compare: {len(runs)} run(s), {len(outcome.skipped)} finished, {len(todo)} to train, under {g.out}")
     for i, run in enumerate(todo, 1):
+        label = f"[{i}/{len(todo)}] {run.name}"
         try:
-            with claim_run_dir(run.run_dir):  # another compare process may be on this run, or be done with it
-                status = _fresh_status(run)
-                if status == "done":
-                    log(f"=== [{i}/{len(todo)}] {run.name}: finished meanwhile by another process ===")
-                    outcome.skipped.append(run.name)
-                    continue
-                resume = status == "partial"
-                diff = config_differences(run.run_dir, run.cfg) if resume else []
-                if diff:
-                    log(
-                        f"warning: {run.name} was started with a different config ({', '.join(diff)}); resuming "
-                        f"with the grid's config (delete {run.run_dir} to start it afresh)"
-                    )
-                after = f" (after {run.parent_name}: {run.derived.stage['name']})" if run.derived is not None else ""
-                log(f"=== [{i}/{len(todo)}] {run.name}{' (resuming)' if resume else ''}{after} ===")
-                if run.derived is not None:
-                    _derive(run, outcome, log)
-                else:
-                    fit(run.cfg, resume=resume, log=log)
+            resume = _train_one(run, label, outcome, log)
         except RunDirectoryBusy as err:
             outcome.busy.append(run.name)
-            log(f"=== [{i}/{len(todo)}] {run.name}: skipped: {err} ===")
+            log(f"=== {label}: skipped: {err} ===")
             continue
         except Exception as err:  # noqa: BLE001 - keep_going records any failure of one run
             if not keep_going:
@@ -215,7 +191,8 @@ def run_grid(
             outcome.failed[run.name] = f"{type(err).__name__}: {err}"
             log(f"error: {run.name} failed: {type(err).__name__}: {err}; continuing (--keep-going)")
             continue
-        (outcome.resumed if resume else outcome.trained).append(run.name)
+        if resume is not None:
+            (outcome.resumed if resume else outcome.trained).append(run.name)
     for name in outcome.skipped:
         log(f"skipped (finished): {name}")
     if outcome.busy:
@@ -225,6 +202,43 @@ def run_grid(
     if outcome.failed:
         log(f"{len(outcome.failed)} run(s) failed: {', '.join(outcome.failed)}")
     return outcome
+
+
+def _check_parents(todo: list[GridRun]) -> None:
+    """Refuse derived runs whose parent run is neither finished nor among ``todo``."""
+    unmet = _unmet_parents(todo)
+    if unmet:
+        parents = " ".join(f"--only {shlex.quote(a)}" for a in dict.fromkeys(r.derived.after for r in unmet))
+        raise ValueError(
+            f"derived run(s) whose parent run is not finished and not selected: "
+            f"{'; '.join(_unmet_text(r) for r in unmet)}; train the parents first or select them too "
+            f"({parents})"
+        )
+
+
+def _train_one(run: GridRun, label: str, outcome: GridOutcome, log: Callable) -> bool | None:
+    """Train, resume or derive ``run`` while its directory is held; whether it was resumed, or
+    None when another process finished it meanwhile (then it is recorded as skipped)."""
+    with claim_run_dir(run.run_dir):  # another compare process may be on this run, or be done with it
+        status = _fresh_status(run)
+        if status == "done":
+            log(f"=== {label}: finished meanwhile by another process ===")
+            outcome.skipped.append(run.name)
+            return None
+        resume = status == "partial"
+        diff = config_differences(run.run_dir, run.cfg) if resume else []
+        if diff:
+            log(
+                f"warning: {run.name} was started with a different config ({', '.join(diff)}); resuming "
+                f"with the grid's config (delete {run.run_dir} to start it afresh)"
+            )
+        after = f" (after {run.parent_name}: {run.derived.stage['name']})" if run.derived is not None else ""
+        log(f"=== {label}{' (resuming)' if resume else ''}{after} ===")
+        if run.derived is not None:
+            _derive(run, outcome, log)
+        else:
+            fit(run.cfg, resume=resume, log=log)
+    return resume
 
 
 def _write_grid_record(g: Grid) -> None:
