@@ -19,6 +19,30 @@ from .plan import SubclassPlan
 BACKENDS = ("torch", "sklearn")
 
 
+def _stable_identities(cents: torch.Tensor, local: torch.Tensor, init: torch.Tensor | None, k: int):
+    """``cents`` and ``local`` renumbered: matched to the previous centroids ``init`` (Hungarian
+    matching on cosine similarity), or on a first clustering by size (sub-class 0 the largest)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if init is not None:
+        sim = (
+            torch.nn.functional.normalize(cents.double(), dim=1)
+            @ torch.nn.functional.normalize(init.double(), dim=1).t()
+        )
+        rows, cols = linear_sum_assignment(sim.cpu().numpy(), maximize=True)
+        new_id = torch.empty(k, dtype=torch.long)
+        new_id[torch.as_tensor(rows)] = torch.as_tensor(cols)
+    else:
+        sizes = torch.bincount(local, minlength=k).cpu()
+        order = sorted(range(k), key=lambda j: (-int(sizes[j]), j))
+        new_id = torch.empty(k, dtype=torch.long)
+        new_id[torch.tensor(order)] = torch.arange(k)
+    new_id = new_id.to(cents.device)
+    reordered = torch.empty_like(cents)
+    reordered[new_id] = cents
+    return reordered, new_id[local]
+
+
 class SubclassClusterer:
     """Split every class of ``plan`` (a :class:`SubclassPlan`) with ``k_c > 1`` by k-means.
 
@@ -118,15 +142,51 @@ class SubclassClusterer:
 
     def fit(self, X: torch.Tensor, y: torch.Tensor) -> "SubclassClusterer":
         """Cluster the features ``X`` ``[N, D]`` of samples with class labels ``y`` ``[N]``."""
-        from scipy.optimize import linear_sum_assignment
         from sklearn.metrics import normalized_mutual_info_score
 
         self._check()
-        plan, features, labels = self.plan, X, y
+        plan = self.plan
         t0 = time.perf_counter()
-        x = features.detach()
+        x, labels, prev_c, prev_a = self._inputs(X, y)
+        offsets = plan.offsets.to(x.device)
+        assign = offsets[labels].clone()
+        centroids = torch.zeros(plan.S, x.shape[1], dtype=x.dtype, device=x.device)
+        self.class_inertia_, self.nmi_, self.agreement_ = {}, {}, {}
+        for c in range(plan.num_classes):
+            idx = (labels == c).nonzero().flatten()
+            k, off = plan.k[c], int(plan.offsets[c])
+            xc = x[idx]
+            if k == 1:
+                if len(idx):
+                    centroids[off] = xc.mean(0)
+                continue
+            if len(idx) < k:
+                raise ValueError(f"clusterer: class {c} has {len(idx)} samples, fewer than its k={k} sub-classes")
+            init = prev_c[off : off + k] if prev_c is not None else None
+            cents, local = self._cluster_class(xc, k, init, int(self.seed) * 1009 + c)
+            centroids[off : off + k] = cents
+            assign[idx] = off + local
+            self.class_inertia_[c] = _inertia(xc, cents, local)
+            if prev_a is not None:
+                before = (prev_a[idx] - off).cpu().numpy()
+                after = local.cpu().numpy()
+                self.nmi_[c] = float(normalized_mutual_info_score(before, after))
+                self.agreement_[c] = float((prev_a[idx] - off == local).float().mean())
+        self.assign_ = assign
+        self.centroids_ = self.cluster_centers_ = centroids
+        self.labels_ = self.assign_
+        self.sizes_ = torch.bincount(assign, minlength=plan.S).cpu()
+        self.inertia_ = float(sum(self.class_inertia_.values()))
+        self.time_ = time.perf_counter() - t0
+        return self
+
+    def _inputs(self, X: torch.Tensor, y: torch.Tensor):
+        """``(features, labels, init centroids or None, previous labels or None)`` checked
+        against each other and the plan, on the features' device."""
+        plan = self.plan
+        x = X.detach()
         x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
-        labels = labels.detach().to(x.device).long()
+        labels = y.detach().to(x.device).long()
         if x.dim() != 2 or labels.shape != (x.shape[0],):
             raise ValueError(f"clusterer: features {tuple(x.shape)} and labels {tuple(labels.shape)} do not match")
         n, dim = x.shape
@@ -144,67 +204,23 @@ class SubclassClusterer:
             prev_a = torch.as_tensor(self.previous_labels).to(x.device).long()
             if prev_a.shape != (n,):
                 prev_a = None  # another sample set: no agreement to measure
+        return x, labels, prev_c, prev_a
 
-        offsets = plan.offsets.to(x.device)
-        assign = offsets[labels].clone()
-        centroids = torch.zeros(plan.S, dim, dtype=x.dtype, device=x.device)
-        self.class_inertia_, self.nmi_, self.agreement_ = {}, {}, {}
-        for c in range(plan.num_classes):
-            idx = (labels == c).nonzero().flatten()
-            k, off = plan.k[c], int(plan.offsets[c])
-            xc = x[idx]
-            if k == 1:
-                if len(idx):
-                    centroids[off] = xc.mean(0)
-                continue
-            if len(idx) < k:
-                raise ValueError(f"clusterer: class {c} has {len(idx)} samples, fewer than its k={k} sub-classes")
-            seed = int(self.seed) * 1009 + c
-            xs = xc
-            fs = int(self.feature_sample)
-            if fs and len(idx) > max(fs, k):
-                pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed + 1))[:fs]
-                xs = xc[pick.to(x.device)]
-            init = prev_c[off : off + k] if prev_c is not None else None
-            cents = self._run(xs, k, init, seed)
-            local = nearest(xc, cents)
-            local = _reseed_empty(xc, local, ((xc - cents[local]) ** 2).sum(1), k)
-            cents, _ = _means(xc, local, k, cents)
-            cents, local = enforce_min_size(xc, cents, local, max(1, int(self.min_cluster_size)))
-            # stable identities
-            if init is not None:
-                sim = (
-                    torch.nn.functional.normalize(cents.double(), dim=1)
-                    @ torch.nn.functional.normalize(init.double(), dim=1).t()
-                )
-                rows, cols = linear_sum_assignment(sim.cpu().numpy(), maximize=True)
-                new_id = torch.empty(k, dtype=torch.long)
-                new_id[torch.as_tensor(rows)] = torch.as_tensor(cols)
-            else:  # first clustering: sub-class 0 is the largest
-                sizes = torch.bincount(local, minlength=k).cpu()
-                order = sorted(range(k), key=lambda j: (-int(sizes[j]), j))
-                new_id = torch.empty(k, dtype=torch.long)
-                new_id[torch.tensor(order)] = torch.arange(k)
-            new_id = new_id.to(x.device)
-            local = new_id[local]
-            reordered = torch.empty_like(cents)
-            reordered[new_id] = cents
-            cents = reordered
-            centroids[off : off + k] = cents
-            assign[idx] = off + local
-            self.class_inertia_[c] = _inertia(xc, cents, local)
-            if prev_a is not None:
-                before = (prev_a[idx] - off).cpu().numpy()
-                after = local.cpu().numpy()
-                self.nmi_[c] = float(normalized_mutual_info_score(before, after))
-                self.agreement_[c] = float((prev_a[idx] - off == local).float().mean())
-        self.assign_ = assign
-        self.centroids_ = self.cluster_centers_ = centroids
-        self.labels_ = self.assign_
-        self.sizes_ = torch.bincount(assign, minlength=plan.S).cpu()
-        self.inertia_ = float(sum(self.class_inertia_.values()))
-        self.time_ = time.perf_counter() - t0
-        return self
+    def _cluster_class(self, xc: torch.Tensor, k: int, init: torch.Tensor | None, seed: int):
+        """``(centroids [k, D], local sub-class of each row)`` of one class's features ``xc``:
+        k-means (on a sample of ``feature_sample`` rows when set), empty clusters re-seeded, the
+        minimum size enforced, identities matched to ``init`` (or by size)."""
+        xs = xc
+        fs = int(self.feature_sample)
+        if fs and len(xc) > max(fs, k):
+            pick = torch.randperm(len(xc), generator=torch.Generator().manual_seed(seed + 1))[:fs]
+            xs = xc[pick.to(xc.device)]
+        cents = self._run(xs, k, init, seed)
+        local = nearest(xc, cents)
+        local = _reseed_empty(xc, local, ((xc - cents[local]) ** 2).sum(1), k)
+        cents, _ = _means(xc, local, k, cents)
+        cents, local = enforce_min_size(xc, cents, local, max(1, int(self.min_cluster_size)))
+        return _stable_identities(cents, local, init, k)
 
     def predict(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Global sub-class id of new samples: the nearest centroid among their class's."""

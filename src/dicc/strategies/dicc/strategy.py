@@ -232,14 +232,7 @@ class DICC(Strategy):
     def recluster(self, ctx: EpochContext) -> None:
         """Extract features, cluster (rank 0), broadcast, split the head the first time."""
         t0 = time.perf_counter()
-        if self.options.feature_source == "train" and not self.bank.empty:
-            feats, labels, sources = self.bank.for_clustering(ctx)
-        elif self.options.feature_source == "train":  # nothing trained on yet: every index clean
-            feats, labels = ctx.extract_features(torch.arange(int(self.class_counts.sum().item())))
-            sources = {"train": 0, "older": 0, "clean": int(len(labels))}
-        else:
-            feats, labels = ctx.extract_features()
-            sources = {"clean": int(len(labels))}
+        feats, labels, sources = self._features_to_cluster(ctx)
         t_feat = time.perf_counter() - t0
         n, dim = feats.shape
         found = torch.bincount(labels.long().cpu(), minlength=self.num_classes)
@@ -253,27 +246,8 @@ class DICC(Strategy):
         assign = torch.empty(n, dtype=torch.long, device=bdev)
         centroids = torch.empty(self.plan.S, dim, dtype=torch.float32, device=bdev)
         if ctx.rank == 0:
-            warm = self.centroids is not None and self.centroids.shape == (self.plan.S, dim)
-            o = self.options
             try:
-                fitted = SubclassClusterer(
-                    self.plan,
-                    init=self.centroids if warm else None,
-                    previous_labels=self.pseudo if warm else None,
-                    backend=o.backend,
-                    n_init=o.n_init,
-                    max_iter=o.max_iter,
-                    seed=int(o.seed) + ctx.epoch,
-                    min_cluster_size=o.min_cluster_size,
-                    feature_sample=o.feature_sample,
-                ).fit(feats, labels)
-                assign = fitted.labels_.to(bdev).long()
-                centroids = fitted.cluster_centers_.to(bdev).float()
-                if assign.shape != (n,) or centroids.shape != (self.plan.S, dim):  # what the ranks receive into
-                    raise ValueError(
-                        f"dicc: the clustering returned assignments {tuple(assign.shape)} and centroids "
-                        f"{tuple(centroids.shape)}; expected ({n},) and ({self.plan.S}, {dim})"
-                    )
+                fitted, assign, centroids = self._cluster(feats, labels, ctx.epoch, bdev)
             except Exception as e:  # noqa: BLE001 - every rank raises it (below), none waits in broadcast
                 err = e
         ctx.check(err)
@@ -291,25 +265,63 @@ class DICC(Strategy):
         self.rounds += 1
         self._build()
         if ctx.rank == 0:
-            names = self.class_names or [str(c) for c in range(self.num_classes)]
-            sizes = {
-                names[c]: self.sub_counts[self.plan.subclass_range(c)].long().tolist() for c in self.plan.split_classes
-            }
-            ctx.log(
-                {
-                    "event": "recluster",
-                    "epoch": ctx.epoch + 1,
-                    "round": self.rounds,
-                    "first_split": first,
-                    "sizes": sizes,
-                    "nmi": {names[c]: round(v, 4) for c, v in fitted.nmi_.items()},
-                    "agreement": {names[c]: round(v, 4) for c, v in fitted.agreement_.items()},
-                    "inertia": round(fitted.inertia_, 4),
-                    "features": sources,
-                    "time_features": round(t_feat, 3),
-                    "time_cluster": round(fitted.time_, 3),
-                }
+            ctx.log(self._recluster_record(ctx, first, fitted, sources, t_feat))
+
+    def _features_to_cluster(self, ctx: EpochContext):
+        """``(features, labels, {source: count})`` of every training image (``feature_source``)."""
+        if self.options.feature_source == "train" and not self.bank.empty:
+            return self.bank.for_clustering(ctx)
+        if self.options.feature_source == "train":  # nothing trained on yet: every index clean
+            feats, labels = ctx.extract_features(torch.arange(int(self.class_counts.sum().item())))
+            return feats, labels, {"train": 0, "older": 0, "clean": int(len(labels))}
+        feats, labels = ctx.extract_features()
+        return feats, labels, {"clean": int(len(labels))}
+
+    def _cluster(self, feats: torch.Tensor, labels: torch.Tensor, epoch: int, bdev: torch.device):
+        """``(fitted SubclassClusterer, assignments, centroids)`` (on ``bdev``) of this epoch's
+        clustering, warm-started from the previous one when the shapes still fit."""
+        n, dim = feats.shape
+        warm = self.centroids is not None and self.centroids.shape == (self.plan.S, dim)
+        o = self.options
+        fitted = SubclassClusterer(
+            self.plan,
+            init=self.centroids if warm else None,
+            previous_labels=self.pseudo if warm else None,
+            backend=o.backend,
+            n_init=o.n_init,
+            max_iter=o.max_iter,
+            seed=int(o.seed) + epoch,
+            min_cluster_size=o.min_cluster_size,
+            feature_sample=o.feature_sample,
+        ).fit(feats, labels)
+        assign = fitted.labels_.to(bdev).long()
+        centroids = fitted.cluster_centers_.to(bdev).float()
+        if assign.shape != (n,) or centroids.shape != (self.plan.S, dim):  # what the ranks receive into
+            raise ValueError(
+                f"dicc: the clustering returned assignments {tuple(assign.shape)} and centroids "
+                f"{tuple(centroids.shape)}; expected ({n},) and ({self.plan.S}, {dim})"
             )
+        return fitted, assign, centroids
+
+    def _recluster_record(self, ctx: EpochContext, first: bool, fitted, sources: dict, t_feat: float) -> dict:
+        """The ``recluster`` event line of ``metrics.jsonl``: sizes, agreement with the previous
+        clustering, inertia, where the features came from, timings."""
+        names = self.class_names or [str(c) for c in range(self.num_classes)]
+        counts = self.sub_counts
+        sizes = {names[c]: counts[self.plan.subclass_range(c)].long().tolist() for c in self.plan.split_classes}
+        return {
+            "event": "recluster",
+            "epoch": ctx.epoch + 1,
+            "round": self.rounds,
+            "first_split": first,
+            "sizes": sizes,
+            "nmi": {names[c]: round(v, 4) for c, v in fitted.nmi_.items()},
+            "agreement": {names[c]: round(v, 4) for c, v in fitted.agreement_.items()},
+            "inertia": round(fitted.inertia_, 4),
+            "features": sources,
+            "time_features": round(t_feat, 3),
+            "time_cluster": round(fitted.time_, 3),
+        }
 
     @torch.no_grad()
     def split_head(self, ctx: EpochContext) -> None:
