@@ -38,11 +38,11 @@ def _add_train(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _train(args) -> int:
-    import yaml
-
-    from .config import load_config, yaml_error_line
-    from .engine import fit
+def _train_config(args):
+    """The run config of ``dicc train``: the file (or, with ``--resume``, the run's own
+    config.yaml), the ``--set`` overrides, then the typed flags; the default ``train.out``
+    named after the method and seed."""
+    from .config import load_config
     from .rundir import RunDirectory
 
     base = None
@@ -65,15 +65,7 @@ def _train(args) -> int:
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     if args.longtail is not None:  # a preset / profile name, "n1,...,n7", or a YAML list
-        cfg.data.longtail = args.longtail
-        if args.longtail.lstrip().startswith(("[", "{")):
-            try:
-                cfg.data.longtail = yaml.safe_load(args.longtail)
-            except yaml.YAMLError as err:
-                raise ValueError(
-                    f"--longtail {args.longtail!r}: not a list or mapping ({yaml_error_line(err)}); expected e.g. "
-                    "[4300, 430, ...] (one count per class), {happy: 4300, ...}, 4300,430,..., exp:IF or a preset"
-                ) from None
+        cfg.data.longtail = _longtail_flag(args.longtail)
     if args.no_progress:
         cfg.train.progress = False
     if (
@@ -84,6 +76,31 @@ def _train(args) -> int:
         cfg.train.out = f"runs/{cfg.method.name}-seed{cfg.train.seed}"
     if cfg.data.path is not None and not Path(cfg.data.path).exists():
         raise FileNotFoundError(f"--data: path not found: {cfg.data.path}")
+    return cfg
+
+
+def _longtail_flag(text: str):
+    """``--longtail``: a YAML list or mapping when it looks like one, else the text as given."""
+    import yaml
+
+    from .config import yaml_error_line
+
+    if not text.lstrip().startswith(("[", "{")):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(
+            f"--longtail {text!r}: not a list or mapping ({yaml_error_line(err)}); expected e.g. "
+            "[4300, 430, ...] (one count per class), {happy: 4300, ...}, 4300,430,..., exp:IF or a preset"
+        ) from None
+
+
+def _train(args) -> int:
+    from .engine import fit
+    from .rundir import RunDirectory
+
+    cfg = _train_config(args)
     try:
         result = fit(cfg, resume=args.resume)
     except OSError as err:  # a full disk, a folder that became read-only, ...: what is kept, and how to go on

@@ -447,6 +447,33 @@ def _save(run: TrainingRun, rd: RunDirectory, epoch: int, improved: bool) -> Non
     distributed.barrier()
 
 
+def _train_epochs(run: TrainingRun, rd: RunDirectory, say) -> None:
+    """The epochs from ``run.start_epoch`` on: the strategy's epoch hook, training, validation,
+    the epoch's line, early stopping, the checkpoints."""
+    cfg, main = run.cfg, run.dinfo.is_main
+
+    def log_record(record: dict) -> None:
+        if main:
+            rd.log(record)
+
+    if run.stopped_epoch is not None:
+        say(f"training stopped early after epoch {run.stopped_epoch} (train.early_stop): nothing left to train")
+    for epoch in range(run.start_epoch, cfg.train.epochs if run.stopped_epoch is None else run.start_epoch):
+        t0 = time.perf_counter()
+        run.strategy.on_epoch_start(_epoch_context(run, epoch, log_record))
+        t_hook = time.perf_counter() - t0
+        sums, seen = _train_epoch(run, epoch)
+        record = _train_record(run, epoch, sums, seen, t_hook, time.perf_counter() - t0 - t_hook)
+        improved = _validate(run, record)
+        record["time_epoch"] = round(time.perf_counter() - t0, 3)
+        log_record(record)
+        say(_epoch_line(run, record))
+        stop = _early_stop(run, epoch, log_record, say)
+        _save(run, rd, epoch, improved)
+        if stop:
+            break
+
+
 def _fit(
     cfg: Config,
     dinfo: distributed.DistInfo,
@@ -480,28 +507,7 @@ def _fit(
         run.ddp_model = nn.parallel.DistributedDataParallel(
             run.model, device_ids=[device.index] if device.type == "cuda" else None
         )
-
-    def log_record(record: dict) -> None:
-        if main:
-            rd.log(record)
-
-    if run.stopped_epoch is not None:
-        say(f"training stopped early after epoch {run.stopped_epoch} (train.early_stop): nothing left to train")
-    for epoch in range(run.start_epoch, cfg.train.epochs if run.stopped_epoch is None else run.start_epoch):
-        t0 = time.perf_counter()
-        run.strategy.on_epoch_start(_epoch_context(run, epoch, log_record))
-        t_hook = time.perf_counter() - t0
-        sums, seen = _train_epoch(run, epoch)
-        record = _train_record(run, epoch, sums, seen, t_hook, time.perf_counter() - t0 - t_hook)
-        improved = _validate(run, record)
-        record["time_epoch"] = round(time.perf_counter() - t0, 3)
-        log_record(record)
-        say(_epoch_line(run, record))
-        stop = _early_stop(run, epoch, log_record, say)
-        _save(run, rd, epoch, improved)
-        if stop:
-            break
-
+    _train_epochs(run, rd, say)
     if main:
         rd.finish()
     final = _test(run, rd, say)

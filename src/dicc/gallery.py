@@ -36,6 +36,35 @@ def nearest_members(
     return out
 
 
+def _checked_inputs(images, features, labels, assign, plan: SubclassPlan):
+    """``(uint8 images, assignments on the CPU)``; ValueError for shapes that disagree, samples
+    assigned to another class's sub-class, or a plan that splits nothing."""
+    images = torch.as_tensor(images)
+    if images.dim() != 4 or images.dtype != torch.uint8:
+        raise ValueError(f"draw_gallery: expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+    n = images.shape[0]
+    for name, t in (("features", features), ("labels", labels), ("assign", assign)):
+        if t.shape[0] != n:
+            raise ValueError(f"draw_gallery: {name} has {t.shape[0]} rows, images {n}")
+    labels = labels.detach().long().cpu()
+    assign = assign.detach().long().cpu()
+    bad = plan.sub_to_parent[assign] != labels
+    if bad.any():
+        raise ValueError(f"draw_gallery: {int(bad.sum())} samples are assigned to a sub-class of another class")
+    if not plan.split_classes:
+        raise ValueError("draw_gallery: the plan splits no class; there is nothing to show")
+    return images, assign
+
+
+def _show_face(ax, img: torch.Tensor) -> None:
+    """One uint8 image ``[C, H, W]`` in ``ax``, pixel for pixel (grey or RGB), no axes."""
+    ax.axis("off")
+    if img.shape[0] == 1:
+        ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(img[:3].permute(1, 2, 0).numpy(), interpolation="nearest")
+
+
 def draw_gallery(
     images: torch.Tensor,
     features: torch.Tensor,
@@ -57,20 +86,7 @@ def draw_gallery(
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-    images = torch.as_tensor(images)
-    if images.dim() != 4 or images.dtype != torch.uint8:
-        raise ValueError(f"draw_gallery: expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
-    n = images.shape[0]
-    for name, t in (("features", features), ("labels", labels), ("assign", assign)):
-        if t.shape[0] != n:
-            raise ValueError(f"draw_gallery: {name} has {t.shape[0]} rows, images {n}")
-    labels = labels.detach().long().cpu()
-    assign = assign.detach().long().cpu()
-    bad = plan.sub_to_parent[assign] != labels
-    if bad.any():
-        raise ValueError(f"draw_gallery: {int(bad.sum())} samples are assigned to a sub-class of another class")
-    if not plan.split_classes:
-        raise ValueError("draw_gallery: the plan splits no class; there is nothing to show")
+    images, assign = _checked_inputs(images, features, labels, assign, plan)
     picks = nearest_members(features, assign, plan, per_subclass)
     sizes = torch.bincount(assign, minlength=plan.S)
     rows = [j for c in plan.split_classes for j in plan.subclass_range(c)]
@@ -97,12 +113,7 @@ def draw_gallery(
         )
         for i, idx in enumerate(picks[j].tolist()):
             ax = fig.add_axes(((label_cells + i) / total_w, bottom, 1.0 / total_w, 1.0 / len(rows)))
-            ax.axis("off")
-            img = images[idx]
-            if img.shape[0] == 1:
-                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-            else:
-                ax.imshow(img[:3].permute(1, 2, 0).numpy(), interpolation="nearest")
+            _show_face(ax, images[idx])
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)

@@ -87,6 +87,31 @@ class TrainingRun:
         )
 
 
+def _build_model(cfg: Config, strategy, train, device, user_model: nn.Module | None):
+    """``(model on device, its default normalisation)``: a copy of the user's module behind the
+    seam, or ``model.name``; with the strategy's outputs, head type and projection head."""
+    if user_model is not None:  # a copy is trained: the caller's module is left as it was
+        model = adapt_model(copy.deepcopy(user_model), strategy.num_outputs, strategy.head_type).to(device)
+        norm_default = FER_NORMALIZATION
+    else:
+        model = create_model(
+            cfg.model.name,
+            strategy.num_outputs,
+            in_channels=train.channels,
+            width=cfg.model.width,
+            head_type=strategy.head_type,
+            dropout=cfg.model.dropout,
+            pretrained=cfg.model.pretrained,
+            image_size=train.image_size,
+        ).to(device)
+        norm_default = default_normalization(cfg.model.name, cfg.model.pretrained)
+    if strategy.projection_dim:  # a contrastive term's projection head, trained with the model
+        model.set_projection(strategy.projection_dim)
+        model.projector.to(device)
+    model.input_shape = (train.channels, train.image_size)  # what dicc.evaluate checks data against
+    return model, norm_default
+
+
 def build_run(
     cfg: Config, dinfo: distributed.DistInfo, data: RunData | None, user_model: nn.Module | None
 ) -> TrainingRun:
@@ -111,25 +136,7 @@ def build_run(
             precision=resolve_precision(cfg.train.amp, cfg.train.channels_last, device),
         )
     judged = with_posthoc(strategy, cfg.eval.logit_adjust)
-    if user_model is not None:  # a copy is trained: the caller's module is left as it was
-        model = adapt_model(copy.deepcopy(user_model), strategy.num_outputs, strategy.head_type).to(device)
-        norm_default = FER_NORMALIZATION
-    else:
-        model = create_model(
-            cfg.model.name,
-            strategy.num_outputs,
-            in_channels=train.channels,
-            width=cfg.model.width,
-            head_type=strategy.head_type,
-            dropout=cfg.model.dropout,
-            pretrained=cfg.model.pretrained,
-            image_size=train.image_size,
-        ).to(device)
-        norm_default = default_normalization(cfg.model.name, cfg.model.pretrained)
-    if strategy.projection_dim:  # a contrastive term's projection head, trained with the model
-        model.set_projection(strategy.projection_dim)
-        model.projector.to(device)
-    model.input_shape = (train.channels, train.image_size)  # what dicc.evaluate checks data against
+    model, norm_default = _build_model(cfg, strategy, train, device, user_model)
     mean, std = resolve_normalization(cfg.augment.mean, cfg.augment.std, train.channels, norm_default)
     if user_model is not None:  # a model that cannot take the data fails now, in one line
         check_forward(model, normalize(train.get_batch(range(min(2, len(train)))).to(device), mean, std))
