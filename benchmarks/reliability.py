@@ -127,9 +127,9 @@ def _shim(fault: str, args: list[str]) -> int:
                     return Full(f)
             return f
 
-        import dicc.checkpoint
+        import dicc.atomic
 
-        dicc.checkpoint.open = open_  # what the atomic writes open
+        dicc.atomic.open = open_  # what the atomic writes open
         builtins.open = open_
     elif kind == "slow":  # the second validation never ends: the run holds its directory, epoch 1 written
         import dicc.engine as engine

@@ -3,7 +3,7 @@ in turn, each then resumed.
 
 ``python fault_worker.py OUT TRAIN_ARG...`` trains ``OUT/ref`` uninterrupted through the command
 line (``dicc.cli.main(["train", ...])``), recording every write the run directory makes: each
-atomic file write (``dicc.checkpoint.atomic_path``: checkpoints, ``metrics.csv``, ``final.json``,
+atomic file write (``dicc.atomic.atomic_path``: checkpoints, ``metrics.csv``, ``final.json``,
 figures, ...) and each line appended to ``metrics.jsonl``. A write belongs to the epoch of the
 last epoch line logged before it. Then, for every write of the last epoch that wrote
 ``best.pt`` and every write after the last epoch's (figures, ``final.json``), a forked child
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-import dicc.checkpoint as checkpoint
+import dicc.atomic as atomic
 import dicc.rundir as rundir
 import dicc.training_run as training_run
 from dicc.cli import main
@@ -43,7 +43,7 @@ def _wrote(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-_atomic_path = checkpoint.atomic_path
+_atomic_path = atomic.atomic_path
 
 
 @contextmanager
@@ -63,7 +63,7 @@ def log(self, record):
     _wrote(f"metrics.jsonl ({record.get('event', 'epoch')} {record['epoch']})")
 
 
-checkpoint.atomic_path = atomic_path
+atomic.atomic_path = atomic_path
 rundir.RunDirectory.log = log
 
 _build_run_data, _data = training_run.build_run_data, {}

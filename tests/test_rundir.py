@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import dicc.atomic as atomic
 import dicc.checkpoint as checkpoint
 from dicc.cli import main
 from dicc.rundir import RunDirectory
@@ -123,7 +124,7 @@ def test_a_full_disk_is_one_line_and_the_last_epoch_is_kept(tmp_path, capsys, mo
                 return Full(f)
         return f
 
-    monkeypatch.setattr(checkpoint, "open", full_open, raising=False)
+    monkeypatch.setattr(atomic, "open", full_open, raising=False)
     code = main(["train", *TINY, "--epochs", "3", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
@@ -132,7 +133,7 @@ def test_a_full_disk_is_one_line_and_the_last_epoch_is_kept(tmp_path, capsys, mo
         assert fragment in err[0], (fragment, err[0])
     assert torch.load(last, weights_only=True)["epoch"] == 1
     assert not [p.name for p in out.rglob("*.tmp")]
-    monkeypatch.delattr(checkpoint, "open")
+    monkeypatch.delattr(atomic, "open")
     assert main(["train", "--out", str(out), "--resume"]) == 0
     assert json.loads((out / "final.json").read_text())["epoch"] in (1, 2, 3)
 

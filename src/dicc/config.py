@@ -318,6 +318,6 @@ def config_yaml(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write ``config_yaml(cfg)`` to ``path`` atomically."""
-    from .checkpoint import write_text_atomic
+    from .atomic import write_text_atomic
 
     write_text_atomic(path, config_yaml(cfg))

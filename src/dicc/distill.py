@@ -105,7 +105,7 @@ def teacher_log_probs(
 def cached_teacher_log_probs(cfg, dataset, run_dir: Path | None, **kw) -> torch.Tensor:
     """:func:`teacher_log_probs`, read from ``run_dir/distill_targets.pt`` when that file was made
     from the same teacher files, views and data (else computed and written there)."""
-    from .checkpoint import save_atomic
+    from .atomic import save_atomic
 
     key = {
         "teachers": [_digest(p) for p in teacher_paths(cfg.teacher)],

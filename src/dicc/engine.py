@@ -66,13 +66,13 @@ class RunResult:
         label space's classes for every method (DICC's sub-classes merged into their parent
         classes), as the run's validation and test saw them (``eval.logit_adjust`` included).
 
-        ``images``: the forms ``dicc.fit`` takes (:func:`dicc.api.as_images`): a batch ``[N, C, H,
+        ``images``: the forms ``dicc.fit`` takes (:func:`dicc.data.user.as_images`): a batch ``[N, C, H,
         W]`` / ``[N, H, W, C]`` / ``[N, H, W]`` (tensor or array), a sequence of images (PIL
         images, arrays, tensors), or one PIL image; uint8 or floats in [0, 1], each of the
         training images' shape. ``tta``: none, flip or crops (probabilities averaged over views).
         Eval mode, no gradients; the model's train/eval mode is left as it was."""
-        from .api import as_images
         from .data.base import FERDataset
+        from .data.user import as_images
 
         x = as_images(images)
         if self.input_shape is not None and tuple(x.shape[1:]) != tuple(self.input_shape):

@@ -96,7 +96,7 @@ class RunLogger:
         return (path.read_text().strip() or None) if self.resume and path.is_file() else None
 
     def _save_run_id(self, run_id: str) -> None:
-        from .checkpoint import write_text_atomic
+        from .atomic import write_text_atomic
 
         write_text_atomic(self.dir / "run_id", run_id)
 

@@ -56,7 +56,7 @@ def save_figure(fig, path: str | Path) -> Path:
     name's suffix is the format."""
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_path
+    from .atomic import atomic_path
 
     fig.tight_layout()
     path = Path(path)

@@ -62,7 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_atomic, write_text_atomic
+from .atomic import save_atomic, write_text_atomic
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import Config, from_dict, save_config
 
 logger = logging.getLogger("dicc")

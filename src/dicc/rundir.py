@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from .checkpoint import atomic_path, load_checkpoint, named_os_error, save_atomic, write_text_atomic
+from .atomic import atomic_path, named_os_error, save_atomic, write_text_atomic
+from .checkpoint import load_checkpoint
 from . import distributed
 from .config import Config, config_differences, config_yaml, flatten, from_dict, resolve_paths
 

@@ -97,7 +97,7 @@ def train_counts(run_dir: str | Path) -> list[int] | None:
 
 def write_stage_record(run_dir: str | Path, derived: DerivedStage) -> Path:
     """Record in a finished derived run which parent run and stage made it (``stage.json``)."""
-    from ..checkpoint import write_text_atomic
+    from ..atomic import write_text_atomic
 
     record = {"after": derived.after, "parent": str(derived.parent), "stage": derived.stage}
     return write_text_atomic(Path(run_dir) / STAGE_RECORD, json.dumps(record, indent=2))

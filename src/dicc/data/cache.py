@@ -27,7 +27,7 @@ import numpy as np
 import PIL
 import torch
 
-from ..checkpoint import save_atomic
+from ..atomic import save_atomic
 from .decode import decode_array
 
 CACHE_VERSION = 3  # 2: large JPEGs are decoded at a reduced DCT scale (decode.py); 3: 16-bit images scaled
