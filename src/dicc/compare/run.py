@@ -163,12 +163,7 @@ def run_grid(
         for run in runs:
             log(f"  {run.name:<40} {_describe_status(run, statuses)}")
         return outcome
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun: rank 0's view, on every rank
-        from .. import distributed
-
-        device = next((r.cfg.train.device for r in runs if r.cfg is not None), "auto")
-        distributed.setup(device)
-        statuses = distributed.broadcast_object(statuses)
+    statuses = _shared_statuses(runs, statuses)
     todo = [r for r in runs if statuses[r.name] != "done"]
     _check_parents(todo)
     main = _is_main_process()
@@ -178,30 +173,33 @@ def run_grid(
     outcome.skipped = [r.name for r in runs if statuses[r.name] == "done"]
     log(f"compare: {len(runs)} run(s), {len(outcome.skipped)} finished, {len(todo)} to train, under {g.out}")
     for i, run in enumerate(todo, 1):
-        label = f"[{i}/{len(todo)}] {run.name}"
-        try:
-            resume = _train_one(run, label, outcome, log)
-        except RunDirectoryBusy as err:
-            outcome.busy.append(run.name)
-            log(f"=== {label}: skipped: {err} ===")
-            continue
-        except Exception as err:  # noqa: BLE001 - keep_going records any failure of one run
-            if not keep_going:
-                raise
-            outcome.failed[run.name] = f"{type(err).__name__}: {err}"
-            log(f"error: {run.name} failed: {type(err).__name__}: {err}; continuing (--keep-going)")
-            continue
-        if resume is not None:
-            (outcome.resumed if resume else outcome.trained).append(run.name)
+        _run_one(run, f"[{i}/{len(todo)}] {run.name}", outcome, keep_going, log)
+    _finish(g, outcome, report and main, log)
+    return outcome
+
+
+def _finish(g: Grid, outcome: GridOutcome, report: bool, log: Callable) -> None:
+    """What was skipped, the report (``report``: on rank 0), what failed."""
     for name in outcome.skipped:
         log(f"skipped (finished): {name}")
     if outcome.busy:
         log(f"skipped (another process is training them): {', '.join(outcome.busy)}")
-    if report and main:
+    if report:
         outcome.report = write_report(g.out, command=g.command, log=log)
     if outcome.failed:
         log(f"{len(outcome.failed)} run(s) failed: {', '.join(outcome.failed)}")
-    return outcome
+
+
+def _shared_statuses(runs: list[GridRun], statuses: dict[str, str]) -> dict[str, str]:
+    """``statuses`` as rank 0 sees them, on every rank under torchrun (the process group set
+    up on the runs' device); as they are otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return statuses
+    from .. import distributed
+
+    device = next((r.cfg.train.device for r in runs if r.cfg is not None), "auto")
+    distributed.setup(device)
+    return distributed.broadcast_object(statuses)
 
 
 def _check_parents(todo: list[GridRun]) -> None:
@@ -214,6 +212,25 @@ def _check_parents(todo: list[GridRun]) -> None:
             f"{'; '.join(_unmet_text(r) for r in unmet)}; train the parents first or select them too "
             f"({parents})"
         )
+
+
+def _run_one(run: GridRun, label: str, outcome: GridOutcome, keep_going: bool, log: Callable) -> None:
+    """:func:`_train_one` with its outcome recorded: trained, resumed, busy (another process
+    holds it) or, with ``keep_going``, failed."""
+    try:
+        resume = _train_one(run, label, outcome, log)
+    except RunDirectoryBusy as err:
+        outcome.busy.append(run.name)
+        log(f"=== {label}: skipped: {err} ===")
+        return
+    except Exception as err:  # noqa: BLE001 - keep_going records any failure of one run
+        if not keep_going:
+            raise
+        outcome.failed[run.name] = f"{type(err).__name__}: {err}"
+        log(f"error: {run.name} failed: {type(err).__name__}: {err}; continuing (--keep-going)")
+        return
+    if resume is not None:
+        (outcome.resumed if resume else outcome.trained).append(run.name)
 
 
 def _train_one(run: GridRun, label: str, outcome: GridOutcome, log: Callable) -> bool | None:

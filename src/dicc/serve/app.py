@@ -111,6 +111,33 @@ async def image_from_multipart(request: Request, body: bytes) -> tuple[bytes, st
         await form.close()
 
 
+def _authorizer(expected: bytes | None):
+    """A check of a request's bearer token against ``expected`` (``b"Bearer TOKEN"``; None:
+    every request passes)."""
+
+    def authorize(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise RequestError(401, "missing or wrong bearer token (send the header 'Authorization: Bearer TOKEN')")
+
+    return authorize
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 404:
+        return error(404, f"no such page: {request.url.path}; the service has GET /, GET /health, POST /predict")
+    if exc.status_code == 405:
+        allowed = "POST" if request.url.path == "/predict" else "GET"
+        return error(405, f"{request.method} {request.url.path} is not allowed; use {allowed}", exc.headers)
+    return error(exc.status_code, exc.detail, exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return error(500, "internal error (logged on the server)")
+
+
 def create_app(service: Service, *, token: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Starlette:
     """The app serving ``service`` (closed when the app shuts down). ``token``: requests to the
     API must carry ``Authorization: Bearer TOKEN`` (401 otherwise). ``max_bytes``: the largest
@@ -119,13 +146,7 @@ def create_app(service: Service, *, token: str | None = None, max_bytes: int = D
         raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
     expected = f"Bearer {token}".encode() if token else None
-
-    def authorize(request: Request) -> None:
-        if expected is None:
-            return
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            raise RequestError(401, "missing or wrong bearer token (send the header 'Authorization: Bearer TOKEN')")
+    authorize = _authorizer(expected)
 
     async def index(request: Request) -> Response:
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"})
@@ -148,17 +169,6 @@ def create_app(service: Service, *, token: str | None = None, max_bytes: int = D
             data, name = body, "upload"
         return JSONResponse(await service.predict(data, name=name, **options))
 
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 404:
-            return error(404, f"no such page: {request.url.path}; the service has GET /, GET /health, POST /predict")
-        if exc.status_code == 405:
-            allowed = "POST" if request.url.path == "/predict" else "GET"
-            return error(405, f"{request.method} {request.url.path} is not allowed; use {allowed}", exc.headers)
-        return error(exc.status_code, exc.detail, exc.headers)
-
-    async def server_error(request: Request, exc: Exception) -> Response:
-        return error(500, "internal error (logged on the server)")
-
     @contextlib.asynccontextmanager
     async def lifespan(app):
         try:
@@ -172,7 +182,7 @@ def create_app(service: Service, *, token: str | None = None, max_bytes: int = D
             Route("/health", health, methods=["GET"]),
             Route("/predict", predict, methods=["POST"]),
         ],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )
     app.state.service = service

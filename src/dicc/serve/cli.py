@@ -55,6 +55,15 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
         default="haar",
         help="default face detector (a request may ask for another)",
     )
+    _add_limits(p)
+    p.add_argument("--device", default="auto", help="torch device for a .pt checkpoint (default: auto)")
+    p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    return p
+
+
+def _add_limits(p: argparse.ArgumentParser) -> None:
+    """The options that bound the service: workers, token, request and picture sizes, the
+    micro-batching window, the queue."""
     p.add_argument("--workers", type=int, default=4, help="threads that decode and detect (default 4; one model)")
     p.add_argument(
         "--token",
@@ -80,9 +89,6 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
         help="how long a face waits for other requests' faces to share a forward pass (default 5)",
     )
     p.add_argument("--max-queue", type=int, default=64, help="requests accepted at once; more get 503 (default 64)")
-    p.add_argument("--device", default="auto", help="torch device for a .pt checkpoint (default: auto)")
-    p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
-    return p
 
 
 def _check_options(args) -> None:
@@ -120,6 +126,24 @@ def listen(host: str, port: int) -> socket.socket:
         raise ValueError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
+def _announce(args, rec, sock: socket.socket) -> None:
+    """The address served (and, listening beyond this machine without a token, a warning)."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"dicc serve: http://{shown}:{port}/ (model {rec.source or args.model}, detector {args.detector}, "
+        f"{args.workers} workers){'; bearer token required' if args.token else ''}; Ctrl-C stops",
+        flush=True,
+    )
+    if not is_loopback(args.host) and not args.token:
+        print(
+            f"dicc serve: warning: listening on {args.host} with no authentication: anyone who can reach port "
+            f"{port} can use this service; give --token (or ${TOKEN_ENV}) to require a bearer token",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run_serve(args) -> int:
     _check_options(args)
     try:
@@ -150,20 +174,7 @@ def run_serve(args) -> int:
             model_name=args.model,
         )
         app = create_app(service, token=args.token, max_bytes=args.max_bytes)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        print(
-            f"dicc serve: http://{shown}:{port}/ (model {rec.source or args.model}, detector {args.detector}, "
-            f"{args.workers} workers){'; bearer token required' if args.token else ''}; Ctrl-C stops",
-            flush=True,
-        )
-        if not is_loopback(args.host) and not args.token:
-            print(
-                f"dicc serve: warning: listening on {args.host} with no authentication: anyone who can reach port "
-                f"{port} can use this service; give --token (or ${TOKEN_ENV}) to require a bearer token",
-                file=sys.stderr,
-                flush=True,
-            )
+        _announce(args, rec, sock)
         if threading.current_thread() is threading.main_thread():
             # started from a shell's background job, SIGINT is inherited as ignored; uvicorn re-raises
             # the signal that stopped it once it has shut down: Ctrl-C then ends as in every command
