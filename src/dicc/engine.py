@@ -34,7 +34,7 @@ from .runlock import claim_run_dir
 from .schedule import learning_rate, make_optimizer  # noqa: F401 (the engine's API)
 from .strategies import EpochContext, Strategy
 from .training_run import TrainingRun, build_run, restore
-from .training_state import load_on_rank0, rank_states, training_state
+from .training_state import load_on_rank0, rank_states
 from .validate import check_config
 
 logger = logging.getLogger("dicc")
@@ -425,24 +425,7 @@ def _save(run: TrainingRun, rd: RunDirectory, epoch: int, improved: bool) -> Non
     """``last.pt`` (and ``best.pt`` when ``improved``, or every epoch without validation)."""
     states = rank_states(run.augment, run.strategy, run.dinfo)
     if run.dinfo.is_main:
-        state = training_state(
-            run.model,
-            run.strategy,
-            run.optimizer,
-            run.augment,
-            run.cfg,
-            epoch + 1,
-            run.step,
-            run.best,
-            run.train,
-            states,
-            run.scaler,
-            run.precision,
-            (run.mean, run.std),
-            ema_model=run.ema.module if run.ema is not None else None,
-            best_epoch=run.best_epoch,
-            early_stop_epoch=run.stopped_epoch,
-        )
+        state = run.state_dict(epoch + 1, states)
         rd.save_checkpoints(state, best=improved or run.data.val is None)
     distributed.barrier()
 

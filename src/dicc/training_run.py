@@ -23,7 +23,7 @@ from .precision import Precision, resolve_precision
 from .schedule import make_optimizer
 from .strategies import Strategy, create_strategy
 from .strategies.posthoc import with_posthoc
-from .training_state import load_on_rank0
+from .training_state import load_on_rank0, training_state
 
 
 @dataclass
@@ -74,6 +74,11 @@ class TrainingRun:
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.cfg.train.epochs
+
+    def state_dict(self, epoch: int, rank_states: list[dict] | None = None) -> dict:
+        """The training checkpoint after ``epoch`` epochs (:func:`dicc.training_state.training_state`);
+        :func:`restore` is its inverse."""
+        return training_state(self, epoch, rank_states)
 
     def eval_kw(self) -> dict:
         return dict(

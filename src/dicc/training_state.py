@@ -41,66 +41,56 @@ def rank_states(augment, strategy: Strategy, dinfo: distributed.DistInfo) -> lis
     )
 
 
-def training_state(
-    model,
-    strategy,
-    optimizer,
-    augment,
-    cfg: Config,
-    epoch: int,
-    step: int,
-    best: float | None,
-    train: FERDataset,
-    rank_states: list[dict] | None = None,
-    scaler=None,
-    precision=None,
-    normalization: tuple | None = None,
-    *,
-    ema_model=None,
-    best_epoch: int | None = None,
-    early_stop_epoch: int | None = None,
-) -> dict:
-    """The checkpoint dict of a run after ``epoch`` epochs. ``model`` holds the weights the run
-    evaluates (``ema_model``'s, the moving average, when given: so ``best.pt`` and every consumer
-    of a checkpoint, ``dicc evaluate``/``export``/``predict``/``rebalance``, use them), and
-    ``raw_model`` the trained weights when they differ (what a resume continues training)."""
+def training_state(run, epoch: int, rank_states: list[dict] | None = None) -> dict:
+    """The checkpoint dict of the :class:`~dicc.training_run.TrainingRun` ``run`` after ``epoch``
+    epochs (``rank_states``: every rank's, from :func:`rank_states`). ``model`` holds the
+    weights the run evaluates (the moving average's with ``train.ema``: so ``best.pt`` and every
+    consumer of a checkpoint, ``dicc evaluate``/``export``/``predict``/``rebalance``, use them),
+    and ``raw_model`` the trained weights when they differ (what a resume continues training)."""
+    cfg, strategy, ema_model = run.cfg, run.strategy, run.ema.module if run.ema is not None else None
     return {
         "format": FORMAT,
         "version": VERSION,
         "epoch": epoch,
-        "step": step,
-        "best_val": best,
-        "best_epoch": best_epoch,
-        "early_stop_epoch": early_stop_epoch,
+        "step": run.step,
+        "best_val": run.best,
+        "best_epoch": run.best_epoch,
+        "early_stop_epoch": run.stopped_epoch,
         "config": cfg.to_dict(),
-        "class_names": list(train.class_names),
-        "class_counts": train.class_counts(),
-        "model": _weights(ema_model if ema_model is not None else model),
-        **({"raw_model": _weights(model)} if ema_model is not None else {}),
-        "model_spec": {
-            "name": cfg.model.name,
-            "width": cfg.model.width,
-            "num_outputs": strategy.num_outputs,
-            "head_type": strategy.head_type,
-            "in_channels": train.channels,
-            "image_size": train.image_size,
-            "dropout": cfg.model.dropout,
-            **_projection(model),
-        },
-        "normalization": {
-            "mean": (normalization or (cfg.augment.mean, cfg.augment.std))[0],
-            "std": (normalization or (cfg.augment.mean, cfg.augment.std))[1],
-            "image_size": train.image_size,
-            "channels": train.channels,
-        },
+        "class_names": list(run.train.class_names),
+        "class_counts": run.train.class_counts(),
+        "model": _weights(ema_model if ema_model is not None else run.model),
+        **({"raw_model": _weights(run.model)} if ema_model is not None else {}),
+        "model_spec": _model_spec(cfg, strategy, run.train, run.model),
+        "normalization": _normalization(cfg, run.train, (run.mean, run.std)),
         "strategy": {"name": strategy.name, "options": cfg.method.options, "state": strategy.state_dict()},
-        "optimizer": optimizer.state_dict(),
-        "augment": augment.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "augment": run.augment.state_dict(),
         "rng": {"torch": torch.get_rng_state()},
-        "environment": environment(precision),
-        **({"scaler": scaler.state_dict()} if scaler is not None else {}),
+        "environment": environment(run.precision),
+        **({"scaler": run.scaler.state_dict()} if run.scaler is not None else {}),
         **({"rank_states": rank_states} if rank_states else {}),
     }
+
+
+def _model_spec(cfg: Config, strategy: Strategy, train: FERDataset, model) -> dict:
+    """What :func:`dicc.checkpoint.model_from_checkpoint` rebuilds the model from."""
+    return {
+        "name": cfg.model.name,
+        "width": cfg.model.width,
+        "num_outputs": strategy.num_outputs,
+        "head_type": strategy.head_type,
+        "in_channels": train.channels,
+        "image_size": train.image_size,
+        "dropout": cfg.model.dropout,
+        **_projection(model),
+    }
+
+
+def _normalization(cfg: Config, train: FERDataset, normalization: tuple | None) -> dict:
+    """The input normalisation (and image size, channels) prediction applies as training did."""
+    mean, std = normalization or (cfg.augment.mean, cfg.augment.std)
+    return {"mean": mean, "std": std, "image_size": train.image_size, "channels": train.channels}
 
 
 def load_on_rank0(path: Path, dinfo: distributed.DistInfo, keys: tuple[str, ...] | None = None) -> dict:
