@@ -183,6 +183,34 @@ def _from_mapping(d: Mapping, names: tuple[str, ...] | None = EMOTIONS) -> list[
     return out
 
 
+def _preset(spec: str, key: str, names, n_cls: int) -> list[int]:
+    """The preset ``key``'s counts; refused outside the seven emotions' label space."""
+    if names != EMOTIONS:
+        space = ", ".join(names) if names is not None else f"{n_cls} unnamed classes"
+        raise ValueError(
+            f"long-tail preset {spec!r} is a table of the seven FER emotions "
+            f"({', '.join(EMOTIONS)}) but this label space is {space}; use "
+            f"exp:IF, step:IF or {n_cls} explicit counts"
+        )
+    return [PRESETS[key][c] for c in EMOTIONS]
+
+
+def _profile(spec, s: str, class_counts: Sequence[int], names) -> list[int] | None:
+    """The counts of ``exp:IF`` / ``step:IF`` (``:N_MAX``), or None when ``s`` is not of that form."""
+    parts = s.split(":")
+    profile = parts[0].strip().lower()
+    if profile not in PROFILES or len(parts) not in (2, 3):
+        return None
+    try:
+        factor = float(parts[1])
+        n_max = int(parts[2]) if len(parts) == 3 else None
+    except ValueError:
+        raise ValueError(
+            f"cannot read long-tail spec {spec!r}: expected {profile}:IF or {profile}:IF:N_MAX with numbers"
+        ) from None
+    return longtail_counts(profile, class_counts, factor, n_max=n_max, class_names=names)
+
+
 def parse_longtail(spec, class_counts: Sequence[int], class_names: Sequence[str] | None = None) -> list[int]:
     """Target counts (label-space order) from a user's long-tail specification.
 
@@ -211,14 +239,7 @@ def parse_longtail(spec, class_counts: Sequence[int], class_names: Sequence[str]
     s = spec.strip()
     key = s.lower()
     if key in PRESETS:
-        if names != EMOTIONS:
-            space = ", ".join(names) if names is not None else f"{n_cls} unnamed classes"
-            raise ValueError(
-                f"long-tail preset {spec!r} is a table of the seven FER emotions "
-                f"({', '.join(EMOTIONS)}) but this label space is {space}; use "
-                f"exp:IF, step:IF or {n_cls} explicit counts"
-            )
-        return [PRESETS[key][c] for c in EMOTIONS]
+        return _preset(spec, key, names, n_cls)
     if "," in s:
         try:
             values = [int(x) for x in s.split(",")]
@@ -226,17 +247,9 @@ def parse_longtail(spec, class_counts: Sequence[int], class_names: Sequence[str]
             raise ValueError(f"cannot read long-tail counts {spec!r}: expected {n_cls} integers") from None
         return parse_longtail(values, class_counts, names)
     if ":" in s:
-        parts = s.split(":")
-        profile = parts[0].strip().lower()
-        if profile in PROFILES and len(parts) in (2, 3):
-            try:
-                factor = float(parts[1])
-                n_max = int(parts[2]) if len(parts) == 3 else None
-            except ValueError:
-                raise ValueError(
-                    f"cannot read long-tail spec {spec!r}: expected {profile}:IF or {profile}:IF:N_MAX with numbers"
-                ) from None
-            return longtail_counts(profile, class_counts, factor, n_max=n_max, class_names=names)
+        counts = _profile(spec, s, class_counts, names)
+        if counts is not None:
+            return counts
     raise ValueError(
         f"unknown long-tail spec {spec!r}; expected a preset ({', '.join(PRESETS)}), "
         f"'exp:IF', 'step:IF', 'exp:IF:N_MAX', {n_cls} comma-separated counts, or a dict of counts"

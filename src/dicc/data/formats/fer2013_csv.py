@@ -88,6 +88,20 @@ def _no_csv(path: Path) -> FileNotFoundError:
     return FileNotFoundError(f"{path}: no FER2013 CSV file (looked for {', '.join(CSV_NAMES)})")
 
 
+def _header(file: Path, line: bytes):
+    """``(column names, index of emotion, of pixels, of Usage or None)`` of the header line."""
+    header = line.decode("utf-8-sig", "replace")
+    cols = [c.strip().strip('"').strip() for c in header.strip().split(",")]
+    lower = [c.lower() for c in cols]
+    missing = [c for c in ("emotion", "pixels") if c not in lower]
+    if missing:
+        raise ValueError(
+            f"{file}: missing column(s) {', '.join(missing)}; found columns {cols}, expected emotion, pixels and Usage"
+        )
+    i_use = lower.index("usage") if "usage" in lower else None
+    return cols, lower.index("emotion"), lower.index("pixels"), i_use
+
+
 def read_rows(path: Path, split: str | None, want_pixels: bool):
     """Read the CSV: ``(file, labels, line numbers, row indices, pixel fields)`` of the rows
     in ``split`` (labels are FER2013's 0-6, row indices count the data rows from 0).
@@ -100,17 +114,7 @@ def read_rows(path: Path, split: str | None, want_pixels: bool):
     if file is None:
         raise _no_csv(path)
     with open(file, "rb") as f:
-        header = f.readline().decode("utf-8-sig", "replace")
-        cols = [c.strip().strip('"').strip() for c in header.strip().split(",")]
-        lower = [c.lower() for c in cols]
-        missing = [c for c in ("emotion", "pixels") if c not in lower]
-        if missing:
-            raise ValueError(
-                f"{file}: missing column(s) {', '.join(missing)}; found columns "
-                f"{cols}, expected emotion, pixels and Usage"
-            )
-        i_emo, i_pix = lower.index("emotion"), lower.index("pixels")
-        i_use = lower.index("usage") if "usage" in lower else None
+        cols, i_emo, i_pix, i_use = _header(file, f.readline())
         target = split.encode() if split is not None else None
         labels, lines, rows, pixels, usages = [], [], [], [], set()
         row = -1
