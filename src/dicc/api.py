@@ -163,6 +163,16 @@ def _check_input_shape(model, ds) -> None:
         )
 
 
+def _unpack_result(model, strategy):
+    """``(module, strategy, normalisation or None)``: a RunResult's own, as its test saw them
+    (``eval.logit_adjust``; a ``strategy`` given wins); anything else as given."""
+    from .engine import RunResult
+
+    if not isinstance(model, RunResult):
+        return model, strategy, None
+    return model.model, strategy or model.judged or model.strategy, model.normalization
+
+
 def evaluate(
     model,
     data,
@@ -185,16 +195,10 @@ def evaluate(
     sub-class merge, e.g. DICC's). The model's train/eval mode is left as it was. Images of
     another size or channel count than the model was trained on (``FERModel.input_shape``) are
     refused."""
-    from .engine import RunResult
     from .engine import evaluate as engine_evaluate
     from .models import FERModel
 
-    norm = None
-    if isinstance(model, RunResult):
-        strategy = strategy or model.judged or model.strategy  # as the run's test saw it (eval.logit_adjust)
-        norm = model.normalization
-        class_names = class_names or (strategy.class_names if strategy is not None else None)
-        model = model.model
+    model, strategy, norm = _unpack_result(model, strategy)
     names = class_names or (strategy.class_names if strategy is not None else None)
     ds = as_dataset(data, class_names=names, name="data")
     if mean is None or std is None:

@@ -47,6 +47,21 @@ def teacher_paths(teachers: Sequence[str]) -> list[Path]:
     return [Path(load_checkpoint(t)["_path"]) for t in teachers]
 
 
+def _check_teacher(ckpt: dict, dataset) -> None:
+    """A teacher predicts the dataset's classes, in its order, at its image size and channels."""
+    where, norm = ckpt["_path"], ckpt["normalization"]
+    if list(ckpt["class_names"]) != list(dataset.class_names):
+        raise ValueError(
+            f"distill.teacher {where}: predicts {', '.join(ckpt['class_names'])}, the training data has "
+            f"{', '.join(dataset.class_names)} (teacher and student need the same label space)"
+        )
+    if (int(norm["image_size"]), int(norm["channels"])) != (dataset.image_size, dataset.channels):
+        raise ValueError(
+            f"distill.teacher {where}: takes {norm['channels']}x{norm['image_size']}x{norm['image_size']} "
+            f"images, the training data is {dataset.channels}x{dataset.image_size}x{dataset.image_size}"
+        )
+
+
 @torch.no_grad()
 def teacher_log_probs(
     teachers: Sequence[str],
@@ -68,18 +83,8 @@ def teacher_log_probs(
     total = None
     for name in teachers:
         ckpt = load_checkpoint(name)
-        where = ckpt["_path"]
-        if list(ckpt["class_names"]) != list(dataset.class_names):
-            raise ValueError(
-                f"distill.teacher {where}: predicts {', '.join(ckpt['class_names'])}, the training data has "
-                f"{', '.join(dataset.class_names)} (teacher and student need the same label space)"
-            )
-        norm = ckpt["normalization"]
-        if (int(norm["image_size"]), int(norm["channels"])) != (dataset.image_size, dataset.channels):
-            raise ValueError(
-                f"distill.teacher {where}: takes {norm['channels']}x{norm['image_size']}x{norm['image_size']} "
-                f"images, the training data is {dataset.channels}x{dataset.image_size}x{dataset.image_size}"
-            )
+        where, norm = ckpt["_path"], ckpt["normalization"]
+        _check_teacher(ckpt, dataset)
         model, strategy = model_from_checkpoint(ckpt)
         strategy = getattr(strategy, "inner", strategy)  # as trained: without its post-hoc adjustment
         model.to(device)

@@ -102,15 +102,8 @@ def draw_gallery(
         bottom = 1.0 - (r + 1) / len(rows)
         ax = fig.add_axes((0.0, bottom, label_cells / total_w, 1.0 / len(rows)))
         ax.axis("off")
-        ax.text(
-            0.95,
-            0.5,
-            f"{class_names[c]} #{local} (n={int(sizes[j])})",
-            ha="right",
-            va="center",
-            fontsize=max(5, min(10, h / 6)),
-            transform=ax.transAxes,
-        )
+        text = f"{class_names[c]} #{local} (n={int(sizes[j])})"
+        ax.text(0.95, 0.5, text, ha="right", va="center", fontsize=max(5, min(10, h / 6)), transform=ax.transAxes)
         for i, idx in enumerate(picks[j].tolist()):
             ax = fig.add_axes(((label_cells + i) / total_w, bottom, 1.0 / total_w, 1.0 / len(rows)))
             _show_face(ax, images[idx])

@@ -168,14 +168,9 @@ def files_format(
         from ..cache import load_or_decode
 
         tag = variant_tag(classes, options, defaults)
+        split_key = f"{name}-{split}{tag}"
         images = load_or_decode(
-            fl.paths,
-            labs,
-            source=root,
-            split=f"{name}-{split}{tag}",
-            image_size=image_size,
-            channels=channels,
-            cache_dir=cache_dir,
+            fl.paths, labs, source=root, split=split_key, image_size=image_size, channels=channels, cache_dir=cache_dir
         )
         return FERDataset(images=images, **common)
 
