@@ -9,14 +9,18 @@ import dicc.training_run as training_run
 from dicc.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic, write_text_atomic
 from dicc.engine import evaluate, fit, learning_rate
 from dicc.engine import make_optimizer as engine_make_optimizer
-from dicc.config import OptimConfig
+from dicc.config import OptimConfig, load_config
 from dicc.data.build import build_run_data
 
 
 def test_run_directory_contents(tiny_config):
-    cfg = tiny_config()
+    cfg = tiny_config("data.image_size=auto")
+    given = cfg.to_dict()
     res = fit(cfg, log=lambda *a: None)
     d = res.run_dir
+    assert cfg.to_dict() == given  # "auto" values are resolved into a copy: the run's config.yaml
+    cfg = load_config(d / "config.yaml")
+    assert given["data"]["image_size"] == "auto" and cfg.data.image_size == 48
     for name in (
         "config.yaml",
         "metrics.jsonl",

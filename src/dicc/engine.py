@@ -10,6 +10,7 @@ metrics) is :mod:`dicc.inference`, re-exported here; the run directory's files a
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import sys
@@ -115,11 +116,14 @@ def fit(
     ``data`` (a :class:`~dicc.data.build.RunData`) and ``model`` (any ``nn.Module`` with features
     and a head, :func:`dicc.models.adapt_model`) replace what ``cfg.data`` / ``cfg.model`` would
     build (``dicc.fit`` passes a user's own); ``cfg`` still says how to train. A copy of ``model``
-    is trained (``RunResult.model``): the module passed in is left as it was.
+    is trained (``RunResult.model``): the module passed in is left as it was; so is ``cfg``: the
+    paths, ``auto`` values and a user model's name are resolved into a copy (what the run's
+    ``config.yaml`` records).
     """
     # under torchrun the process group is started on the first call and kept for the process's
     # life (destroyed at exit; torch cannot start a second one), so several fits can follow
     # each other; a group the caller set up is used and left alone
+    cfg = copy.deepcopy(cfg)
     if model is not None:
         cfg.model.name = f"user:{type(model).__name__}"
     resolve_paths(cfg)  # the run records where its data is (absolute): it works from any directory
