@@ -65,6 +65,7 @@ from torch import nn
 from .atomic import save_atomic, write_text_atomic
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import Config, from_dict, save_config
+from .seeds import derive_seed
 
 logger = logging.getLogger("dicc")
 
@@ -274,7 +275,8 @@ def _crt(p: Parent) -> dict:
     cfg, ckpt, train, C = p.cfg, p.ckpt, p.data.train, p.num_classes
     views = int(p.stage.get("views", 2))
     norm = ckpt["normalization"]
-    augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + 17, mean=norm["mean"], std=norm["std"])
+    seed = derive_seed(cfg.train.seed, "crt_augment")
+    augment = BatchAugment(cfg.augment, seed=seed, mean=norm["mean"], std=norm["std"])
     idx = torch.arange(len(train))
     feats = torch.cat([_features(p.model, train, idx, p.eval_kw, augment if v else None) for v in range(views)])
     if p.space == "subclass":

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from .seeds import derive_seed
+
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
+    return torch.Generator().manual_seed(derive_seed(seed, "order", epoch))
 
 
 def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ from .ema import ModelEMA
 from .models import FER_NORMALIZATION, adapt_model, check_forward, create_model, default_normalization
 from .precision import Precision, resolve_precision
 from .schedule import make_optimizer
+from .seeds import derive_seed
 from .strategies import Strategy, create_strategy
 from .strategies.posthoc import with_posthoc
 from .training_state import load_on_rank0, training_state
@@ -150,7 +151,7 @@ def build_run(
     ema = ModelEMA(model, cfg.train.ema) if cfg.train.ema is not None else None
     optimizer = make_optimizer(cfg.optim, model.parameters())
     scaler = torch.amp.GradScaler(device.type) if precision.needs_scaler else None
-    augment = BatchAugment(cfg.augment, seed=cfg.train.seed * 7919 + dinfo.rank, mean=mean, std=std)
+    augment = BatchAugment(cfg.augment, seed=derive_seed(cfg.train.seed, "augment", dinfo.rank), mean=mean, std=std)
     return TrainingRun(
         cfg, dinfo, data, strategy, judged, model, mean, std, precision, optimizer, scaler, augment, ema=ema
     )

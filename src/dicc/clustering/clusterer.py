@@ -13,6 +13,7 @@ import time
 import torch
 
 from .kmeans import _inertia, _means, _reseed_empty, enforce_min_size, kmeans, nearest
+from ..seeds import derive_seed
 from .plan import SubclassPlan
 
 # -- the per-class clusterer ----------------------------------------------------------------
@@ -163,7 +164,7 @@ class SubclassClusterer:
             if len(idx) < k:
                 raise ValueError(f"clusterer: class {c} has {len(idx)} samples, fewer than its k={k} sub-classes")
             init = prev_c[off : off + k] if prev_c is not None else None
-            cents, local = self._cluster_class(xc, k, init, int(self.seed) * 1009 + c)
+            cents, local = self._cluster_class(xc, k, init, derive_seed(self.seed, "cluster", c))
             centroids[off : off + k] = cents
             assign[idx] = off + local
             self.class_inertia_[c] = _inertia(xc, cents, local)
@@ -213,7 +214,8 @@ class SubclassClusterer:
         xs = xc
         fs = int(self.feature_sample)
         if fs and len(xc) > max(fs, k):
-            pick = torch.randperm(len(xc), generator=torch.Generator().manual_seed(seed + 1))[:fs]
+            g = torch.Generator().manual_seed(derive_seed(seed, "subsample"))
+            pick = torch.randperm(len(xc), generator=g)[:fs]
             xs = xc[pick.to(xc.device)]
         cents = self._run(xs, k, init, seed)
         local = nearest(xc, cents)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..seeds import derive_seed
 from .base import FERDataset
 from .classes import EMOTIONS, resolve_classes
 
@@ -131,7 +132,8 @@ def build_run_data(cfg, *, need_test: bool = True) -> RunData:
             rest = left.nonzero().flatten()
             rest_counts = torch.bincount(full.labels[rest], minlength=full.num_classes).tolist()
             want = [min(round(cfg.val_fraction * n), r) for n, r in zip(full.class_counts(), rest_counts)]
-            val = full.subset(rest[longtail_subset(full.labels[rest], want, cfg.subset_seed + 1, names)])
+            seed = derive_seed(cfg.subset_seed, "subsample")
+            val = full.subset(rest[longtail_subset(full.labels[rest], want, seed, names)])
     else:
         train = full
         if cfg.val == "holdout":

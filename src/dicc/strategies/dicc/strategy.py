@@ -12,6 +12,7 @@ from torch import nn
 
 from ...clustering import SubclassClusterer, SubclassPlan, plan_subclasses
 from ...samplers import group_sampling_weights, weighted_indices
+from ...seeds import derive_seed
 from ..base import EpochContext, Strategy, register_strategy
 from .feature_bank import FeatureBank
 from .merge import Merge
@@ -290,7 +291,7 @@ class DICC(Strategy):
             backend=o.backend,
             n_init=o.n_init,
             max_iter=o.max_iter,
-            seed=int(o.seed) + epoch,
+            seed=derive_seed(o.seed, "clustering", epoch),
             min_cluster_size=o.min_cluster_size,
             feature_sample=o.feature_sample,
         ).fit(feats, labels)
