@@ -1,4 +1,4 @@
-"""The public API with a user's own Dataset and nn.Module (issue 18): training, DICC's head split
+"""The public API with a user's own Dataset and nn.Module: training, DICC's head split
 on the user's head, the returned model's metrics against dicc.evaluate, the files of a run, bad
 input before training, and the README's example run as written."""
 

@@ -1,5 +1,5 @@
 """timm and torchvision backbones with local weights on an eight-class dataset (contempt), a
-user's own module, and the offline errors for ImageNet weights (issue 15)."""
+user's own module, and the offline errors for ImageNet weights."""
 
 import json
 

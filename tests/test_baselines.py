@@ -1,9 +1,8 @@
-"""The baseline strategies: options, sampling, evaluation logits, DRW switch, checkpoints."""
+"""dicc.strategies.baselines: options, sampling, evaluation logits, DRW switch, checkpoints."""
 
 from __future__ import annotations
 
 import io
-
 import math
 
 import numpy as np
@@ -15,7 +14,8 @@ from dicc.losses import effective_number_weights
 from dicc.strategies import EpochContext, available_strategies, create_strategy
 
 COUNTS = [400, 100, 25, 5]
-BASELINES = ["reweight", "resample", "focal", "ldam_drw", "balanced_softmax", "logit_adjust"]
+#: the strategies of dicc.strategies.baselines, as registered
+BASELINES = [n for n, cls in available_strategies().items() if cls.__module__ == "dicc.strategies.baselines"]
 
 
 def _labels(counts=COUNTS) -> torch.Tensor:
@@ -44,6 +44,7 @@ def _ce(logits, targets):
 
 def test_all_baselines_registered_with_summaries_and_docs():
     strategies = available_strategies()
+    assert set(BASELINES) == {"reweight", "resample", "focal", "ldam_drw", "balanced_softmax", "logit_adjust"}
     for name in BASELINES:
         cls = strategies[name]
         assert cls.name == name and cls.summary and cls.__doc__

@@ -1,15 +1,22 @@
-"""The `dicc` command as a user meets it (issue 26): `dicc methods -v` says what every option does;
-a run trained with a relative --data evaluates, re-balances, draws its sub-classes and resumes from
-any working directory, and still evaluates with --data once it and its data have moved; `dicc
-subclasses` draws the latest sub-classes when best.pt is from DICC's warm-up."""
+"""The `dicc` command as a user meets it: `dicc methods -v` says what every option does; a run
+trained with a relative --data evaluates, re-balances, draws its sub-classes and resumes from any
+working directory, and still evaluates with --data once it and its data have moved; `dicc
+subclasses` draws the latest sub-classes when best.pt is from DICC's warm-up; `evaluate --split
+holdout` is the split the run selected on; Ctrl-C exits 130 naming the resume command; values
+from the command line are read as YAML."""
 
 import dataclasses
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from PIL import Image
@@ -22,6 +29,15 @@ from dicc.strategies import available_strategies, option_help
 
 SMALL = ["--set", "model.width=4", "--set", "train.batch_size=32", "--no-progress"]
 DICC = ["--method", "dicc", "--set", "method.options.warmup_epochs=1", "--set", "method.options.n_init=1"]
+TINY = [
+    "--set",
+    "data.longtail=[24,8,24,64,32,16,48]",
+    "--set",
+    "model.width=4",
+    "--set",
+    "train.batch_size=32",
+    "--no-progress",
+]
 
 
 def _cli(args, capsys):
@@ -142,3 +158,74 @@ def test_subclasses_use_last_pt_when_best_pt_is_from_the_warm_up(tmp_path, monke
     # a checkpoint with none (best.pt given as a file) stays a one-line error
     code, _, err = _cli(["subclasses", str(run / "checkpoints" / "best.pt")], capsys)
     assert code == 2 and len(err) == 1 and "no sub-classes to draw" in err[0]
+
+
+# -- dicc evaluate --split holdout, Ctrl-C, values from the command line ---------------------------
+def test_evaluate_holdout_is_the_split_the_run_selected_on(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _cli(["train", *TINY, "--epochs", "2", "--out", str(out)], capsys)[0] == 0
+    final = json.loads((out / "final.json").read_text())
+    code, text, _ = _cli(["evaluate", str(out), "--split", "holdout", "--json"], capsys)
+    assert code == 0
+    m = json.loads(text)
+    assert m["mean_class_accuracy"] == pytest.approx(final["best_val_mean_class_accuracy"], abs=1e-12)
+    val_lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "val_accuracy" in x]
+    assert m["num_samples"] > 0 and m["accuracy"] in [r["val_accuracy"] for r in val_lines]
+
+
+def test_ctrl_c_exits_130_with_the_resume_command(tmp_path):
+    """The child starts with SIGINT ignored, as a shell's background job (or a CI runner) starts
+    it: the CLI restores the default handler. SIGINT is sent once the child has written its first
+    checkpoint, whatever the time that takes; it then trains on (10,000 epochs) until it stops."""
+    out = tmp_path / "run"
+    exe = shutil.which("dicc", path=str(Path(sys.executable).parent)) or shutil.which("dicc")
+    cmd = [exe, "train", *TINY, "--epochs", "10000", "--out", str(out)]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        started = time.monotonic()
+        while not (out / "checkpoints" / "last.pt").exists():  # ready: an epoch is done
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() - started < 600, "no checkpoint in 10 minutes"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        try:  # (it stops within milliseconds; the bound only keeps a child that ignores it from hanging the suite)
+            _, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the child ignored SIGINT: the CLI did not restore its default handler")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and f"dicc train --out {out} --resume" in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
+def test_cli_reads_5e_1_as_a_number_and_resnet18_takes_its_own_width(tmp_path, capsys):
+    """Through `dicc train`: method.options.tau=5e-1 trains with tau 0.5, and model.name=resnet18
+    trains at the model's own width (model.width: null)."""
+    small = [
+        "--set",
+        "data.longtail=[8,4,8,8,8,4,8]",
+        "--set",
+        "data.test_split=null",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
+    out = tmp_path / "la"
+    args = ["train", "--method", "logit_adjust", "--set", "method.options.tau=5e-1", "--set", "model.width=4"]
+    assert main([*args, *small, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"]["options"]["tau"] == 0.5
+    out = tmp_path / "r18"
+    r18 = ["train", "--set", "model.name=resnet18", "--set", "data.val=null", *small, "--out", str(out)]
+    assert main(r18) == 0, capsys.readouterr().err
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["model_spec"]["name"] == "resnet18" and ckpt["model"]["head.weight"].shape == (7, 512)

@@ -311,7 +311,7 @@ def test_skip_and_resume(tmp_path, fake_fit):
 
 
 def test_a_run_another_compare_process_holds_or_finished_is_left_to_it(tmp_path, fake_fit, capsys, monkeypatch):
-    """Two `dicc compare` workers on one grid (issue 23): a run whose directory the other holds
+    """Two `dicc compare` workers on one grid: a run whose directory the other holds
     is skipped in one line and its files are untouched; a run the other finished after this
     worker planned the grid is not trained again."""
     from dicc.cli import main

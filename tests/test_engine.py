@@ -194,7 +194,7 @@ def test_learning_rate_schedules(schedule):
         learning_rate(OptimConfig(schedule="linear"), 0, 10)
 
 
-# -- training controls (issue 29) ------------------------------------------------------------------
+# -- training controls ------------------------------------------------------------------
 def _records(run_dir):
     return [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 

@@ -46,7 +46,7 @@ def test_confusion_png(tmp_path):
     assert Image.open(out).size[0] > 100
 
 
-# -- from the logits: calibration, top-2, shot groups (issue 29) --------------------------------
+# -- from the logits: calibration, top-2, shot groups --------------------------------
 def test_ece_on_a_tiny_case_by_hand():
     from dicc.metrics import ECE_BINS, calibration, metrics_from_logits
 
@@ -131,3 +131,13 @@ def test_logit_metrics_agree_with_the_confusion_matrix_and_print(tmp_path):
     from PIL import Image
 
     assert Image.open(out).size[0] > 100
+
+
+def test_class_absent_from_the_split_is_named_in_the_output(tmp_path, capsys):
+    from dicc.metrics import format_metrics, metrics_from_confusion
+
+    cm = torch.zeros(3, 3, dtype=torch.long)
+    cm[0, 0], cm[1, 1] = 5, 3
+    m = metrics_from_confusion(cm, ["a", "b", "c"])
+    assert m["absent_classes"] == ["c"]
+    assert "not in this split: c" in format_metrics(m)

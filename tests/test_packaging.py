@@ -1,4 +1,4 @@
-"""What a plain ``pip install dicc`` gets (issue 26): the base dependencies cover everything the
+"""What a plain ``pip install dicc`` gets: the base dependencies cover everything the
 main jobs import (``dicc predict photo.jpg``, ``dicc predict clip.mp4``, ``Recognizer.load()``),
 optional pieces are extras whose names the error messages give, and the wheel carries the
 bundled model, its card and the sample photo (``.ci/run`` also builds the wheel and checks it)."""

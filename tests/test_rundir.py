@@ -1,4 +1,4 @@
-"""The run directory's writes (issue 23): a run killed right after any one of an epoch's writes
+"""The run directory's writes: a run killed right after any one of an epoch's writes
 and resumed ends exactly as the uninterrupted run (tests/fault_worker.py kills it for real, with
 SIGKILL, after each write in turn); best.pt is reconciled with what last.pt records; a disk that
 fills up, or a folder that cannot be written, is one line naming the file."""
