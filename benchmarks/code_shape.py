@@ -4,8 +4,9 @@
 
 A function's length is end_lineno - lineno + 1 of every FunctionDef / AsyncFunctionDef, methods
 and nested functions included (its decorators not counted). The import graph has an edge from a
-module to every dicc module it imports, at module level or inside a function; a cycle is a
-strongly connected component of more than one module.
+module to every dicc module it imports, at module level, inside a function or under
+``TYPE_CHECKING``; a cycle is a strongly connected component of more than one module (those
+that vanish without the ``TYPE_CHECKING`` imports are marked).
 """
 
 from __future__ import annotations
@@ -44,11 +45,25 @@ def _target(mod: str, is_pkg: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def import_graph(mods: dict[str, Path]) -> dict[str, set[str]]:
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes inside ``if TYPE_CHECKING:`` blocks."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def import_graph(mods: dict[str, Path], runtime_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the dicc modules it imports (``runtime_only``: leaving out ``TYPE_CHECKING`` imports)."""
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for mod, p in mods.items():
         is_pkg = p.name == "__init__.py"
-        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+        tree = ast.parse(p.read_text(), str(p))
+        skip = _type_checking_only(tree) if runtime_only else set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -110,9 +125,10 @@ def main() -> int:
     for n, where in over50:
         print(f"  {n:4d}  {where}")
     cyc = cycles(import_graph(mods))
-    print(f"import cycles: {len(cyc)}")
+    runtime = cycles(import_graph(mods, runtime_only=True))
+    print(f"import cycles: {len(cyc)} ({len(runtime)} without the imports under TYPE_CHECKING)")
     for c in cyc:
-        print("  " + " <-> ".join(c))
+        print("  " + " <-> ".join(c) + ("" if c in runtime else "  (through TYPE_CHECKING imports only)"))
     return 0
 
 
