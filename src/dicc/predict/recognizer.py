@@ -40,6 +40,7 @@ from ..faces import (
     landmark_crop,
     load_image,
     normalize_batch,
+    tta_pixels,
 )
 from .backends import OnnxBackend, TorchBackend, auto_device
 from .video import DEFAULT_MAX_SPEED, DEFAULT_TRACK_GAP_S
@@ -269,32 +270,37 @@ class Recognizer:
         """``uint8 [N, C, S, S]`` -> the model's normalised ``float32`` input."""
         return normalize_batch(pixels, self.mean, self.std)
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, num_classes]`` of a normalised ``float32 [N, C, S, S]`` batch
-        (forwarded in chunks of ``batch_size``)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def predict_proba(self, x: np.ndarray, *, chunk: int | None = None) -> np.ndarray:
+        """Class probabilities ``[N, num_classes]`` of a ``float32 [N, C, S, S]`` batch in the
+        form the backend takes (:meth:`preprocess`), forwarded ``chunk`` rows at a time (default
+        ``batch_size``; a batch that fits is one backend call)."""
+        x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
             raise ValueError(
                 f"expected input [N, {self.channels}, {self.image_size}, {self.image_size}], got {list(x.shape)}"
             )
-        if not len(x):
+        n, step = len(x), int(chunk or self.batch_size)
+        if not n:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        outs = [self.backend(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        if n <= step:
+            return np.asarray(self.backend(x), dtype=np.float32)
+        outs = [self.backend(x[i : i + step]) for i in range(0, n, step)]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities of model-sized ``uint8 [N, C, S, S]`` faces (the one place every
-        face goes through on its way to the backend); with ``tta`` the mean over the views."""
-        if self.tta == "none" or not len(pixels):
+        face goes through on its way to the backend); with ``tta`` the mean over the views, all
+        of which go through the backend in one batch (``batch_size`` faces' views per call)."""
+        pixels = np.asarray(pixels)
+        n = len(pixels)
+        if self.tta == "none" or not n:
             return self.predict_proba(self.preprocess(pixels))
-        import torch
-
-        from ..data.transforms import tta_views
-
-        # torch warns about (and may write through) a read-only array: copy only those
-        views = tta_views(torch.from_numpy(np.require(pixels, requirements=("C", "W"))), self.tta)
-        probs = [self.predict_proba(self.preprocess(v.numpy())) for v in views]
-        return np.mean(probs, axis=0).astype(np.float32)
+        views = tta_pixels(pixels, self.tta)  # [V, N, C, S, S]
+        v = len(views)
+        probs = self.predict_proba(self.preprocess(views.reshape(v * n, *pixels.shape[1:])), chunk=self.batch_size * v)
+        return probs.reshape(v, n, -1).mean(axis=0).astype(np.float32, copy=False)
 
     def analyze_detections(
         self, images: Iterable, *, detect: bool = True, bgr: bool = False
