@@ -42,7 +42,8 @@ from ..faces import (
     normalize_batch,
     tta_pixels,
 )
-from .backends import OnnxBackend, TorchBackend, auto_device
+from .backends import INPUT_KINDS, OnnxBackend, TorchBackend, auto_device
+from .backends import input_kind as _input_kind
 from .video import DEFAULT_MAX_SPEED, DEFAULT_TRACK_GAP_S
 
 # how a face is cut out of the photo (see Recognizer); "rotate" is the default, measured in
@@ -81,6 +82,11 @@ class Recognizer:
       or ``"crops"`` (10 shifted and mirrored views); the probabilities are the mean over the
       views, nothing else changes. Default: a checkpoint's own ``eval.tta`` (the bundled
       model's was chosen on validation), else none.
+
+    ``input_kind`` (set by the constructors, not an option): what the backend takes,
+    ``"normalized"`` (``(x / 255 - mean) / std``, a checkpoint's model and older ONNX files) or
+    ``"pixels"`` (0..255 as float: an ONNX graph with the normalisation folded in, its
+    metadata's ``input``); :meth:`preprocess` gives that form.
     """
 
     def __init__(
@@ -98,6 +104,7 @@ class Recognizer:
         batch_size: int = 64,
         source: str = "",
         tta: str | None = None,
+        input_kind: str = "normalized",
     ) -> None:
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
@@ -119,6 +126,9 @@ class Recognizer:
         self.margin = float(margin)
         self.batch_size = int(batch_size)
         self.source = source
+        if input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {input_kind!r}")
+        self.input_kind = input_kind
 
     def __repr__(self) -> str:
         return (
@@ -183,6 +193,10 @@ class Recognizer:
             )
         if options.get("tta") is None:  # the test-time augmentation the exported checkpoint had
             options["tta"] = meta.get("tta", "none")
+        try:
+            kind = _input_kind(meta)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         return cls(
             OnnxBackend(session),
             json.loads(meta["class_names"]),
@@ -191,6 +205,7 @@ class Recognizer:
             image_size=int(meta["image_size"]),
             channels=int(meta["channels"]),
             source=str(path),
+            input_kind=kind,
             **options,
         )
 
@@ -267,7 +282,11 @@ class Recognizer:
         return Detections(np.array([[0, 0, w, h]], dtype=np.int64)), face_pixels(arr, s, c)[None]
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
-        """``uint8 [N, C, S, S]`` -> the model's normalised ``float32`` input."""
+        """``uint8 [N, C, S, S]`` -> the backend's ``float32`` input: normalised
+        (``(x / 255 - mean) / std``), or the pixels as floats for a graph that normalises itself
+        (``input_kind == "pixels"``)."""
+        if self.input_kind == "pixels":
+            return np.asarray(pixels, dtype=np.float32)
         return normalize_batch(pixels, self.mean, self.std)
 
     def predict_proba(self, x: np.ndarray, *, chunk: int | None = None) -> np.ndarray:
