@@ -203,7 +203,7 @@ def export_model_onnx(
             import onnxruntime  # noqa: F401
         except ImportError as err:
             raise ImportError(
-                f"checking the export needs onnxruntime: pip install 'dicc[onnx]', or pass "
+                f"checking the export needs onnxruntime (a dependency of dicc): pip install onnxruntime, or pass "
                 f"check=False / --no-check ({err})"
             ) from None
     out_path = Path(out_path)

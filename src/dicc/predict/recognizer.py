@@ -52,6 +52,31 @@ ALIGN_MODES = ("rotate", "frame", "box")
 DEFAULT_ALIGN = "rotate"
 
 
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime can be imported here (it is a dependency, but a build for this
+    platform may be missing)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_model_file(device=None) -> Path:
+    """The file ``"default"`` means for prediction: the bundled ONNX graph
+    (``dicc/assets/default_model.onnx``, :data:`dicc.checkpoint.DEFAULT_ONNX`) where it exists
+    and onnxruntime is importable, else the bundled checkpoint (``default_model.pt``). A torch
+    ``device`` other than the CPU (``"cuda"``, ...) asks for the checkpoint: the graph runs on the
+    CPU. Both paths are read when called, so a test can point them elsewhere."""
+    from .. import checkpoint
+
+    onnx_file = Path(checkpoint.DEFAULT_ONNX)
+    on_cpu = device in (None, "auto", "cpu") or str(device) == "cpu"
+    if on_cpu and onnx_file.is_file() and onnxruntime_available():
+        return onnx_file
+    return checkpoint.resolve_checkpoint("default")  # the .pt (or one line: missing from this installation)
+
+
 def _align_mode(align) -> str:
     if align is True or align is None:
         return DEFAULT_ALIGN if align is None else "rotate"
@@ -173,7 +198,9 @@ class Recognizer:
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise ImportError(f"running an ONNX model needs onnxruntime: pip install 'dicc[onnx]' ({err})") from None
+            raise ImportError(
+                f"running an ONNX model needs onnxruntime (a dependency of dicc): pip install onnxruntime ({err})"
+            ) from None
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -212,7 +239,13 @@ class Recognizer:
     @classmethod
     def load(cls, path="default", **options) -> "Recognizer":
         """:meth:`from_onnx` for a ``.onnx`` file, :meth:`from_checkpoint` otherwise (``device``
-        and ``amp`` only apply to checkpoints); no path, or ``"default"``: the model dicc ships."""
+        and ``amp`` only apply to checkpoints); no path, or ``"default"``: the model dicc ships,
+        its ONNX graph where the installation has one and onnxruntime is importable (with a
+        torch ``device`` other than the CPU: its checkpoint), else its checkpoint; see
+        :func:`default_model_file`. Either way the test-time augmentation is the model's own
+        (``eval.tta``, recorded in the graph's metadata) unless ``tta`` is given."""
+        if isinstance(path, (str, os.PathLike)) and str(path) == "default":
+            path = default_model_file(options.get("device"))
         if str(path).lower().endswith(".onnx"):
             options.pop("device", None)
             options.pop("amp", None)
