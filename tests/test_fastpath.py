@@ -187,3 +187,31 @@ def test_onnxruntime_is_a_base_dependency_and_the_wheel_takes_onnx_assets():
     assert "onnx" in pyproject["project"]["optional-dependencies"]  # the extra still installs
     patterns = pyproject["tool"]["setuptools"]["package-data"]["dicc"]
     assert any(fnmatch("assets/default_model.onnx", p) for p in patterns)
+
+
+def test_the_onnx_paths_print_no_warning(tmp_path):
+    """As tests/test_detectors.py checks for the .pt path: read-only pixels through both ONNX
+    input kinds and every test-time augmentation, in a fresh process with warnings as errors."""
+    pytest.importorskip("onnxruntime")
+    import subprocess
+    import sys
+
+    from dicc.export import export_onnx
+
+    ckpt = make_checkpoint(tmp_path / "m.pt")
+    for kind in ("pixels", "normalized"):
+        export_onnx(ckpt, tmp_path / f"{kind}.onnx", input=kind)
+    script = f"""
+import numpy as np
+from dicc.predict import Recognizer
+faces = np.random.default_rng(0).integers(0, 256, (3, 1, 48, 48), dtype=np.uint8)
+faces.flags.writeable = False
+for kind in ("pixels", "normalized"):
+    for tta in ("none", "flip", "crops"):
+        rec = Recognizer.load({str(tmp_path)!r} + f"/{{kind}}.onnx", tta=tta)
+        assert rec.classify(faces).shape == (3, 7)
+        assert len(rec(faces[0, 0], detect=False)) == 1
+"""
+    done = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr

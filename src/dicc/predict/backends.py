@@ -1,10 +1,12 @@
-"""Backends: a normalised ``float32 [N, C, S, S]`` batch in, class probabilities ``[N, num_classes]`` out.
+"""Backends: a ``float32 [N, C, S, S]`` batch in, class probabilities ``[N, num_classes]`` out.
 
-A backend is any callable with that signature; :class:`dicc.predict.Recognizer` forwards its
-faces through one in chunks of ``batch_size``. :class:`TorchBackend` runs a checkpoint's model
-and merges a strategy's sub-classes (DICC) into the parent classes with ``parent_logits``;
-:class:`OnnxBackend` runs a file from ``dicc export``, whose graph already ends in the 7
-probabilities.
+The batch is in the form the model takes (the Recognizer's ``input_kind``): normalised as in
+training, or, for an ONNX graph exported with ``input="pixels"``, the pixels 0..255 (the graph
+normalises). A backend is any callable with that signature; :class:`dicc.predict.Recognizer`
+forwards its faces through one in chunks of ``batch_size`` (one call for a batch that fits).
+:class:`TorchBackend` runs a checkpoint's model and merges a strategy's sub-classes (DICC) into
+the parent classes with ``parent_logits``; :class:`OnnxBackend` runs a file from ``dicc
+export``, whose graph already ends in the 7 probabilities.
 """
 
 from __future__ import annotations

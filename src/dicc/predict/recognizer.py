@@ -15,9 +15,12 @@ The steps: a detector (:mod:`dicc.faces.detect`, ``haar`` or ``mtcnn``) finds th
 cropped (with landmarks: framed like FER2013's faces and rotated so the eyes are level,
 :mod:`dicc.faces.align`; else the box grown by ``margin``), converted to the model's input
 exactly as training images are (grayscale, bilinear resize, ``(x / 255 - mean) / std`` from the
-checkpoint), and all faces of a batch of images go through the backend
-(:mod:`dicc.predict.backends`) together. The probabilities are over the parent classes: a
-strategy's sub-classes (DICC) are merged by its ``parent_logits``.
+checkpoint, in NumPy; an ONNX graph exported with ``input="pixels"`` takes the pixels and
+normalises them itself), and all faces of a batch of images go through the backend
+(:mod:`dicc.predict.backends`) together, with their test-time views (if any) in the same call.
+``Recognizer.load()`` with no model: the default path, :func:`default_model_file`. The
+probabilities are over the parent classes: a strategy's sub-classes (DICC) are merged by its
+``parent_logits``.
 """
 
 from __future__ import annotations
