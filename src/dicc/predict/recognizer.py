@@ -389,18 +389,23 @@ class Recognizer:
         if not isinstance(found, Detections):
             found = Detections(np.asarray(found, dtype=np.int64).reshape(-1, 4))
         names = self.class_names
+        probs = np.asarray(probs)
+        n = len(found.boxes)
+        # whole arrays to Python numbers at once (not element by element)
+        boxes = np.asarray(found.boxes).reshape(-1, 4).astype(np.int64).tolist()
+        scores = [None] * n if found.scores is None else np.asarray(found.scores, np.float64).tolist()
+        marks = None if found.landmarks is None else np.asarray(found.landmarks, np.float64).tolist()
+        top = probs.reshape(len(probs), -1).argmax(1).tolist() if len(probs) else []
+        rows = probs.astype(np.float64).tolist()
         out = []
-        for k, (box, p) in enumerate(zip(found.boxes, probs)):
-            points = None
-            if found.landmarks is not None:
-                points = {n: [float(x), float(y)] for n, (x, y) in zip(LANDMARK_NAMES, found.landmarks[k])}
+        for k, (box, p) in enumerate(zip(boxes, rows)):
             out.append(
                 {
-                    "box": [int(v) for v in box],
-                    "score": None if found.scores is None else float(found.scores[k]),
-                    "landmarks": points,
-                    "emotions": {n: float(v) for n, v in zip(names, p)},
-                    "dominant": names[int(np.argmax(p))],
+                    "box": box,
+                    "score": scores[k],
+                    "landmarks": None if marks is None else dict(zip(LANDMARK_NAMES, marks[k])),
+                    "emotions": dict(zip(names, p)),
+                    "dominant": names[top[k]],
                 }
             )
         return out
