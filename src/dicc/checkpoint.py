@@ -81,8 +81,13 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+#: the files dicc ships: the model, its card, a sample photo
+ASSETS = Path(__file__).resolve().parent / "assets"
 #: the model dicc ships (``default`` wherever a checkpoint is taken): see dicc/assets/MODEL_CARD.md
-DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default_model.pt"
+DEFAULT_MODEL = ASSETS / "default_model.pt"
+#: its ONNX graph, where the installation has one: what ``Recognizer.load()`` and ``dicc predict``
+#: run by default when onnxruntime is importable (:func:`dicc.predict.recognizer.default_model_file`)
+DEFAULT_ONNX = ASSETS / "default_model.onnx"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -24,7 +24,9 @@ VIDEO_CHUNK = 16  # video frames held at once (a 1080p RGB frame is 6 MB)
 
 EPILOG = f"""\
 CHECKPOINT is a .pt checkpoint, a run directory, a .onnx file from `dicc export`, or
-`default` (the model dicc ships, also used when CHECKPOINT is left out).
+`default` (the model dicc ships, also used when CHECKPOINT is left out: its ONNX graph
+where the installation has one and onnxruntime imports, else its checkpoint; one view per face
+unless its eval.tta or --tta says otherwise).
 INPUT is any mix of image files, video files (.mp4 .avi .mov .mkv .webm) and folders
 (searched recursively, in sorted order); --camera INDEX reads a webcam until Ctrl-C.
 Records (--json, --jsonl): one per face per image or processed frame, with the keys
