@@ -132,7 +132,7 @@ def package_onnx(chosen: dict, data, tta: str, out: Path, calibration: int, max_
     with tempfile.TemporaryDirectory() as tmp:
         pt, fp32, int8 = Path(tmp) / "m.pt", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         save_atomic(chosen, pt)
-        export_onnx(pt, fp32)
+        export_onnx(pt, fp32, input="pixels")  # the normalisation folded into the graph
         g = torch.Generator().manual_seed(0)
         pick = torch.randperm(len(data.train), generator=g)[:calibration]
         quantize_onnx(fp32, int8, data.train.images[pick].numpy())

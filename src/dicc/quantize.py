@@ -80,7 +80,10 @@ def quantize_onnx(
         )
     if not len(calibration):
         raise ValueError("calibration faces: none given")
-    x = normalize_batch(calibration, json.loads(meta["mean"]), json.loads(meta["std"]))
+    if meta.get("input", "normalized") == "pixels":  # the graph normalises: calibrate on the pixels
+        x = calibration.astype(np.float32)
+    else:
+        x = normalize_batch(calibration, json.loads(meta["mean"]), json.loads(meta["std"]))
     input_name = proto.graph.input[0].name
     with tempfile.TemporaryDirectory() as tmpdir:
         prepared = Path(tmpdir) / "prepared.onnx"
