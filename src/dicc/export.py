@@ -170,6 +170,83 @@ def _ort_max_diff(path: str, reference: nn.Module, x: torch.Tensor) -> float:
     return float(abs(got - want).max())
 
 
+def _needs(check: bool):
+    """The onnx module (and, with ``check``, onnxruntime), or an ImportError naming the package."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise ImportError(f"ONNX export needs the onnx package: pip install 'dicc[onnx]' ({err})") from None
+    if check:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                f"checking the export needs onnxruntime (a dependency of dicc): pip install onnxruntime, or pass "
+                f"check=False / --no-check ({err})"
+            ) from None
+    return onnx
+
+
+def _inputs(input: str, normalization: dict, channels: int, size: int):
+    """``(front, example, check_x)``: what goes in front of the network (the normalisation, for
+    a pixels graph), the tracing batch and a batch of another size (the dynamic axis)."""
+    g = torch.Generator().manual_seed(0)
+    if input == "pixels":  # the graph takes 0..255: the normalisation goes in front of the model
+
+        def front(m: nn.Module) -> nn.Module:
+            return PixelInput(m, normalization["mean"], normalization["std"]).eval()
+
+        example = torch.randint(0, 256, (2, channels, size, size), generator=g).float()
+        return front, example, torch.randint(0, 256, (5, channels, size, size), generator=g).float()
+
+    def same(m: nn.Module) -> nn.Module:
+        return m
+
+    return same, torch.randn(2, channels, size, size, generator=g), torch.randn(5, channels, size, size, generator=g)
+
+
+def _export_checked(model, strategy, front, reference, example, check_x, tmp, opset, check, num_classes):
+    """Export the strategy's own merge, else (an op the exporter cannot handle, or a difference)
+    the fixed matrix form; returns ``(merge, max_abs_diff)``."""
+    merge, diff, problem = "strategy", None, None
+    try:
+        _onnx_export(reference, example, tmp, opset, verified=check)
+        if check:
+            diff = _ort_max_diff(tmp, reference, check_x)
+            if not diff <= TOLERANCE:
+                problem = f"onnxruntime differs from PyTorch by {diff:.3g}"
+    except Exception as err:  # noqa: BLE001 - an op the exporter cannot handle: try the matrix form
+        problem = f"{type(err).__name__}: {err}"
+    if problem is None:
+        return merge, diff
+    with torch.no_grad():
+        num_outputs = int(model(torch.zeros(2, *example.shape[1:])).shape[1])
+    try:
+        grouped = grouped_model(model, strategy, num_outputs, num_classes).eval()
+    except ValueError as err:
+        raise ValueError(
+            f"cannot export the {getattr(strategy, 'name', '?')} strategy's parent_logits ({problem}); {err}"
+        ) from None
+    _onnx_export(front(grouped), example, tmp, opset, verified=check)
+    if check:
+        diff = _ort_max_diff(tmp, reference, check_x)
+        if not diff <= TOLERANCE:
+            raise ValueError(f"ONNX export does not reproduce PyTorch: max |difference| {diff:.3g} (after: {problem})")
+    return f"grouped-{grouped.merge}", diff
+
+
+def _write_metadata(onnx, tmp, meta: dict) -> None:
+    """The graph's metadata_props replaced by ``meta``; checked and saved in place."""
+    proto = onnx.load(tmp)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "dicc"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, tmp)
+
+
 def export_model_onnx(
     model: nn.Module,
     strategy,
@@ -194,70 +271,19 @@ def export_model_onnx(
     """
     if input not in INPUT_KINDS:
         raise ValueError(f"input must be one of {', '.join(INPUT_KINDS)}, got {input!r}")
-    try:
-        import onnx
-    except ImportError as err:
-        raise ImportError(f"ONNX export needs the onnx package: pip install 'dicc[onnx]' ({err})") from None
-    if check:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as err:
-            raise ImportError(
-                f"checking the export needs onnxruntime (a dependency of dicc): pip install onnxruntime, or pass "
-                f"check=False / --no-check ({err})"
-            ) from None
+    onnx = _needs(check)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    num_classes = len(class_names)
     size, channels = int(normalization["image_size"]), int(normalization["channels"])
     model = copy.deepcopy(model).cpu().eval()
-    reference = ProbabilityModel(model, strategy).eval()
-    g = torch.Generator().manual_seed(0)
-    if input == "pixels":  # the graph takes 0..255: the normalisation goes in front of the model
-
-        def front(m: nn.Module) -> nn.Module:
-            return PixelInput(m, normalization["mean"], normalization["std"]).eval()
-
-        reference = front(reference)
-        example = torch.randint(0, 256, (2, channels, size, size), generator=g).float()
-        check_x = torch.randint(0, 256, (5, channels, size, size), generator=g).float()  # dynamic axis
-    else:
-
-        def front(m: nn.Module) -> nn.Module:
-            return m
-
-        example = torch.randn(2, channels, size, size, generator=g)
-        check_x = torch.randn(5, channels, size, size, generator=g)  # another batch size: dynamic axis
+    front, example, check_x = _inputs(input, normalization, channels, size)
+    reference = front(ProbabilityModel(model, strategy).eval())
     with torch.no_grad():
         num_outputs = int(model(torch.zeros(2, channels, size, size)).shape[1])
-
     with atomic_path(out_path) as tmp:
-        merge, diff, problem = "strategy", None, None
-        try:
-            _onnx_export(reference, example, tmp, opset, verified=check)
-            if check:
-                diff = _ort_max_diff(tmp, reference, check_x)
-                if not diff <= TOLERANCE:
-                    problem = f"onnxruntime differs from PyTorch by {diff:.3g}"
-        except Exception as err:  # noqa: BLE001 - an op the exporter cannot handle: try the matrix form
-            problem = f"{type(err).__name__}: {err}"
-        if problem is not None:
-            try:
-                grouped = grouped_model(model, strategy, num_outputs, num_classes).eval()
-            except ValueError as err:
-                raise ValueError(
-                    f"cannot export the {getattr(strategy, 'name', '?')} strategy's parent_logits ({problem}); {err}"
-                ) from None
-            merge = f"grouped-{grouped.merge}"
-            _onnx_export(front(grouped), example, tmp, opset, verified=check)
-            if check:
-                diff = _ort_max_diff(tmp, reference, check_x)
-                if not diff <= TOLERANCE:
-                    raise ValueError(
-                        f"ONNX export does not reproduce PyTorch: max |difference| {diff:.3g} (after: {problem})"
-                    )
-
-        proto = onnx.load(tmp)
+        merge, diff = _export_checked(
+            model, strategy, front, reference, example, check_x, tmp, opset, check, len(class_names)
+        )
         meta = {
             "format": ONNX_FORMAT,
             "class_names": json.dumps(list(class_names)),
@@ -269,14 +295,7 @@ def export_model_onnx(
             "output": OUTPUT_NAME,
             "merge": merge,
         }
-        meta.update({k: str(v) for k, v in (metadata or {}).items()})
-        del proto.metadata_props[:]
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "dicc"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
+        _write_metadata(onnx, tmp, {**meta, **{k: str(v) for k, v in (metadata or {}).items()}})
     return {
         "path": out_path,
         "merge": merge,
