@@ -122,9 +122,12 @@ def _add_detection_arguments(det) -> None:
         help="grow each detected box by this fraction on every side before cropping (default 0.1; box crops)",
     )
     det.add_argument("--min-face", type=int, default=None, help="smallest face in pixels (default: haar 30, mtcnn 20)")
-    det.add_argument("--scale-factor", type=float, default=1.1, help="haar: pyramid step (default 1.1)")
-    det.add_argument("--min-neighbors", type=int, default=5, help="haar: strictness (default 5)")
-    det.add_argument("--min-score", type=float, default=0.9, help="mtcnn: smallest face probability kept (default 0.9)")
+    seen = set()
+    for cls in DETECTORS.values():  # each detector's own options, from its class
+        for opt in cls.cli_options:
+            if opt.flag not in seen:
+                seen.add(opt.flag)
+                det.add_argument(opt.flag, type=opt.type, default=opt.default, help=opt.help)
 
 
 def _add_video_arguments(vid) -> None:
@@ -316,11 +319,11 @@ class _Runner:
 
 
 def _detector(args):
+    cls = DETECTORS[args.detector]
     options = {"min_size": args.min_face} if args.min_face is not None else {}
-    if args.detector == "haar":
-        options.update(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors)
-    elif args.detector == "mtcnn":
-        options.update(min_score=args.min_score, device=args.device)
+    options.update({opt.keyword: getattr(args, opt.dest) for opt in cls.cli_options})
+    if cls.takes_device:
+        options["device"] = args.device
     return create_detector(args.detector, **options)
 
 
