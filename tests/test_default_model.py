@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dicc import EMOTIONS
-from dicc.checkpoint import DEFAULT_MODEL, load_checkpoint, model_from_checkpoint
+from dicc.checkpoint import DEFAULT_MODEL, DEFAULT_ONNX, load_checkpoint, model_from_checkpoint
 from dicc.cli import main
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="the bundled model is not in this checkout")
@@ -53,9 +53,10 @@ def test_every_entry_point_loads_it(tmp_path, astronaut, capsys):
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", "default", "--onnx", str(onnx_path)]) == 0
     capsys.readouterr()
-    rec_pt, rec_onnx = Recognizer.load("default", device="cpu"), Recognizer.load(str(onnx_path))
+    # the checkpoint through PyTorch in fp32 and its fp32 export: the same probabilities
+    rec_pt, rec_onnx = Recognizer.from_checkpoint("default", device="cpu", amp="off"), Recognizer.load(str(onnx_path))
     px = np.random.default_rng(0).integers(0, 256, (6, 1, 48, 48), dtype=np.uint8)
-    assert np.allclose(rec_pt.classify(px), rec_onnx.classify(px), atol=1e-4)
+    assert np.allclose(rec_pt.classify(px), rec_onnx.classify(px), atol=1e-5)
 
 
 def test_evaluate_default_on_a_folder_dataset(tmp_path, capsys):
@@ -87,3 +88,26 @@ def test_tta_is_only_an_average_over_views(astronaut):
     with torch.no_grad():
         z = model((torch.from_numpy(px).float() / 255 - norm["mean"]) / norm["std"])
     assert np.allclose(plain.classify(px), torch.softmax(strategy.parent_logits(z), 1).numpy(), atol=1e-5)
+
+
+@pytest.mark.skipif(not DEFAULT_ONNX.is_file(), reason="this checkout ships no ONNX graph of the bundled model")
+def test_the_default_path_is_one_view_through_the_shipped_graph(astronaut):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from dicc import Recognizer
+    from dicc.predict.backends import OnnxBackend
+
+    rec = Recognizer.load()
+    assert isinstance(rec.backend, OnnxBackend) and rec.tta == "none"  # one view a face, onnxruntime
+    assert load_checkpoint("default")["config"]["eval"]["tta"] == "none"
+    meta = {p.key: p.value for p in onnx.load(str(DEFAULT_ONNX)).metadata_props}
+    card = load_checkpoint("default")["model_card"]["onnx"]
+    assert meta["input"] == "pixels" and meta["class_names"] == json.dumps(list(EMOTIONS))
+    assert ("quantization" in meta) == (card["graph"] == "int8")
+    # the shipped graph follows the shipped checkpoint: the same faces, the same emotion, close
+    pt = Recognizer.from_checkpoint("default", device="cpu", amp="off")
+    a, b = rec(str(astronaut)), pt(str(astronaut))
+    assert [f["dominant"] for f in a] == [f["dominant"] for f in b] == ["happy"]
+    diff = max(abs(a[0]["emotions"][c] - b[0]["emotions"][c]) for c in EMOTIONS)
+    assert diff < 0.05 if card["graph"] == "int8" else diff < 1e-5

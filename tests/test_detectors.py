@@ -343,3 +343,35 @@ def test_load_image_scales_16_bit_photos_as_training_decodes_them(tmp_path):
         assert im.mode.startswith("I;16")
     got = load_image(tmp_path / "f16.png")
     assert got.dtype == np.uint8 and np.array_equal(got, face)
+
+
+def test_a_detector_registered_with_its_options_is_a_cli_choice(tmp_path, monkeypatch, capsys):
+    # a new detector is its class (with cli_options) and its entry in DETECTORS, nothing else
+    from dicc.faces import DETECTORS, Detector
+    from dicc.faces.detect import CliOption
+
+    made = {}
+
+    class WholeImage(Detector):
+        name = "whole"
+        cli_options = (CliOption("--whole-inset", "inset", int, 2, "whole: pixels left out at the border"),)
+        takes_device = True
+
+        def __init__(self, inset: int = 2, min_size: int = 1, device=None) -> None:
+            made.update(inset=inset, min_size=min_size, device=device)
+            self.inset = inset
+
+        def detect_many(self, images):
+            i = self.inset
+            return [
+                Detections(np.array([[i, i, im.shape[1] - 2 * i, im.shape[0] - 2 * i]]), np.ones(1)) for im in images
+            ]
+
+    monkeypatch.setitem(DETECTORS, "whole", WholeImage)
+    ckpt = make_checkpoint(tmp_path / "ce.pt")
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.full((60, 80, 3), 128, np.uint8)).save(photo)
+    assert _cli([ckpt, photo, "--detector", "whole", "--whole-inset", "5", "--min-face", "3", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert [r["box"] for r in recs] == [[5, 5, 70, 50]]
+    assert made == {"inset": 5, "min_size": 3, "device": "auto"}

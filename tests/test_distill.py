@@ -10,7 +10,7 @@ import dicc.engine as engine
 from dicc.checkpoint import load_checkpoint, model_from_checkpoint
 from dicc.config import load_config
 from dicc.data.build import build_run_data
-from dicc.distill import CACHE_NAME, Distilled, distillation_loss, teacher_log_probs
+from dicc.distill import CACHE_NAME, BatchTeachers, Distilled, distillation_loss, teacher_log_probs
 from dicc.engine import fit
 from dicc.inference import predict_parent_logits
 from dicc.strategies import create_strategy
@@ -101,6 +101,7 @@ def test_a_teacher_of_other_classes_or_sizes_is_refused_by_name(tmp_path):
         ("distill.temperature=0", "distill.temperature: expected a number > 0"),
         ("distill.weight=1.5", "distill.weight: expected a number >= 0 and <= 1"),
         ("distill.tta=ten", "distill.tta: unknown test-time augmentation 'ten'"),
+        ("distill.targets=views", "distill.targets: expected images or augmented, got 'views'"),
     ],
 )
 def test_bad_distill_settings_are_one_line_naming_the_key(override, message):
@@ -140,3 +141,63 @@ def test_training_with_a_teacher_uses_its_targets_and_resumes_exactly(tiny_confi
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed.final["confusion_matrix"] == full.final["confusion_matrix"]
+
+
+def test_batch_teachers_score_the_batch_in_their_own_normalisation(tmp_path):
+    data = build_run_data(load_config(None, ["data.longtail=[6,3,6,9,6,4,8]", "data.val=null"]).data)
+    a = make_checkpoint(tmp_path / "a.pt", seed=0)
+    b = make_checkpoint(tmp_path / "b.pt", seed=1, mean=0.4, std=0.3)
+    pixels = torch.rand(5, 1, 48, 48, generator=torch.Generator().manual_seed(2))  # in 0..1
+    mean_s, std_s = 0.45, 0.2  # the student's normalisation of the batch
+    got = BatchTeachers([str(a), str(b)], data.train)((pixels - mean_s) / std_s, mean_s, std_s)
+    want = 0
+    for path, (mean, std) in ((a, (0.5, 0.25)), (b, (0.4, 0.3))):  # by hand: each its own way
+        model, strategy = model_from_checkpoint(load_checkpoint(path))
+        with torch.no_grad():
+            want = want + strategy.parent_logits(model.eval()((pixels - mean) / std)).softmax(1) / 2
+    assert torch.allclose(got.exp(), want, atol=1e-5)
+
+
+def test_distilled_on_augmented_batches_takes_the_batch_targets(tmp_path):
+    data = build_run_data(load_config(None, ["data.longtail=[6,3,6,9,6,4,8]", "data.val=null"]).data)
+    teachers = BatchTeachers([str(make_checkpoint(tmp_path / "a.pt"))], data.train)
+    ce = create_strategy("ce", COUNTS)
+    d = Distilled(ce, None, temperature=2.0, weight=0.6, batch_teachers=teachers)
+    x = torch.randn(4, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(1))
+    y, idx = torch.tensor([0, 1, 2, 3]), torch.tensor([9, 8, 7, 6])
+    with pytest.raises(RuntimeError, match="observe_inputs"):
+        d.loss(logits, y, idx)
+    d.observe_inputs(x, 0.5, 0.25)
+    want = 0.6 * distillation_loss(logits, teachers(x, 0.5, 0.25), 2.0) + 0.4 * ce.loss(logits, y, idx)
+    assert d.loss(logits, y, idx).item() == pytest.approx(want.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="not both"):
+        Distilled(ce, torch.zeros(3, 7), 1.0, 0.5, batch_teachers=teachers)
+
+
+def test_training_with_teachers_on_augmented_batches_resumes_exactly(tiny_config, monkeypatch, tmp_path):
+    teacher = fit(tiny_config(out="teacher"), log=lambda *a: None).run_dir
+    kd = [f"distill.teacher={teacher}", "distill.targets=augmented", "augment.mixup=0.2", "train.epochs=3"]
+    full = fit(tiny_config(*kd, out="full"), log=lambda *a: None)
+    assert not (full.run_dir / CACHE_NAME).exists()  # nothing cached: the teacher scores each batch
+    cached = fit(tiny_config(*kd[:1], "train.epochs=3", "augment.mixup=0.2", out="cached"), log=lambda *a: None)
+    a = torch.load(full.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    c = torch.load(cached.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    assert not torch.allclose(a["head.weight"], c["head.weight"])  # other targets, other training
+    real, calls = engine.evaluate, {"n": 0}
+
+    def interrupt_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", interrupt_second_epoch)
+    cfg = tiny_config(*kd, out="cut")
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, log=lambda *a: None)
+    monkeypatch.setattr(engine, "evaluate", real)
+    resumed = fit(cfg, resume=True, log=lambda *a: None)
+    b = torch.load(resumed.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

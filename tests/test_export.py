@@ -211,8 +211,10 @@ def test_export_cli(tmp_path, capsys):
     assert (tmp_path / "cli.onnx").is_file()
     with pytest.raises(FileNotFoundError):
         _cli([tmp_path / "missing.pt", "--onnx", tmp_path / "x.onnx"])
-    with pytest.raises(SystemExit):  # --onnx is required
-        _cli([ckpt_path])
+    # the file to write is named once: OUT.onnx or --onnx (before: --onnx was required, SystemExit)
+    assert _cli([ckpt_path]) == 2 and "name the ONNX file to write" in capsys.readouterr().err
+    assert _cli([ckpt_path, tmp_path / "a.onnx", "--onnx", tmp_path / "b.onnx"]) == 2
+    assert not (tmp_path / "a.onnx").exists() and not (tmp_path / "b.onnx").exists()
 
 
 def test_export_is_wired_into_dicc_main(tmp_path, capsys):
@@ -266,3 +268,96 @@ def test_export_with_a_name_too_long_is_one_line(tmp_path, capsys):
     assert _export_main([ckpt_path, "--onnx", target]) == 2
     assert _one_line(capsys.readouterr().err) == f"dicc export: error: cannot write {target}: File name too long"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ce.pt"]
+
+
+# -- the input kind (issue 24): pixels 0..255 with the normalisation in the graph, or normalised --
+def _pixels(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 1, 48, 48), dtype=np.uint8)
+
+
+def _torch_probs(model, strategy, pixels: np.ndarray) -> np.ndarray:
+    from dicc.data.transforms import normalize
+
+    with torch.no_grad():
+        x = normalize(torch.from_numpy(pixels), NORM["mean"], NORM["std"])
+        return torch.softmax(strategy.parent_logits(model(x)), 1).numpy()
+
+
+@pytest.mark.parametrize("kind", ["pixels", "normalized"])
+@pytest.mark.parametrize("method", ["ce", "dicc"])
+def test_onnx_equals_pytorch_on_the_same_faces_for_both_input_kinds(tmp_path, kind, method):
+    ckpt_path = make_checkpoint(tmp_path / "m.pt", method)
+    info = export_onnx(ckpt_path, tmp_path / "m.onnx", input=kind)
+    assert info["input"] == kind and info["max_abs_diff"] < 1e-5
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert meta["input"] == kind and float(meta["mean"]) == NORM["mean"] and float(meta["std"]) == NORM["std"]
+    model, strategy = model_from_checkpoint(load_checkpoint(ckpt_path))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 7):
+        faces = _pixels(n, seed=n)
+        if kind == "pixels":  # the graph takes the pixels as they are
+            x = faces.astype(np.float32)
+        else:
+            x = ((faces.astype(np.float32) / 255 - NORM["mean"]) / NORM["std"]).astype(np.float32)
+        got = session.run(None, {"input": x})[0]
+        np.testing.assert_allclose(got, _torch_probs(model, strategy, faces), atol=1e-5, rtol=0)
+    # the recognizer reads the kind from the file and feeds the graph what it takes
+    from dicc.predict import Recognizer
+
+    rec = Recognizer.from_onnx(tmp_path / "m.onnx")
+    assert rec.input_kind == kind
+    faces = _pixels(5, seed=9)
+    ref = Recognizer.from_checkpoint(ckpt_path, device="cpu")
+    np.testing.assert_allclose(rec.classify(faces), ref.classify(faces), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(rec.classify(faces), _torch_probs(model, strategy, faces), atol=1e-5, rtol=0)
+
+
+def test_pixel_input_with_the_group_matrix_fallback(tmp_path):
+    strategy = _IndexAddStrategy(COUNTS)
+    torch.manual_seed(0)
+    model = create_model("vgg_fer", strategy.num_outputs, width=4).eval()
+    info = export_model_onnx(
+        model, strategy, tmp_path / "g.onnx", class_names=EMOTIONS, normalization=NORM, input="pixels"
+    )
+    assert info["merge"] == "grouped-logsumexp" and info["max_abs_diff"] < 1e-5
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"), providers=["CPUExecutionProvider"])
+    faces = _pixels(4)
+    got = session.run(None, {"input": faces.astype(np.float32)})[0]
+    np.testing.assert_allclose(got, _torch_probs(model, strategy, faces), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="input must be one of pixels, normalized, got 'raw'"):
+        export_model_onnx(model, strategy, tmp_path / "x.onnx", class_names=EMOTIONS, normalization=NORM, input="raw")
+
+
+def test_a_file_without_the_input_key_is_normalized_and_a_bad_one_is_named(tmp_path):
+    from dicc.predict import Recognizer
+
+    ckpt_path = make_checkpoint(tmp_path / "m.pt")
+    export_onnx(ckpt_path, tmp_path / "m.onnx", input="normalized")
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != "input"]
+    del proto.metadata_props[:]
+    for key, value in kept:  # as a file exported before the key existed
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    rec = Recognizer.from_onnx(tmp_path / "old.onnx")
+    faces = _pixels(3)
+    assert rec.input_kind == "normalized"
+    np.testing.assert_allclose(
+        rec.classify(faces), Recognizer.from_checkpoint(ckpt_path, device="cpu").classify(faces), atol=1e-5
+    )
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "input", "raw"
+    onnx.save(proto, str(tmp_path / "bad.onnx"))
+    with pytest.raises(ValueError, match=r"bad\.onnx: the ONNX metadata says input='raw'"):
+        Recognizer.from_onnx(tmp_path / "bad.onnx")
+
+
+def test_export_cli_writes_pixels_by_default_and_takes_the_output_as_an_argument(tmp_path, capsys):
+    ckpt_path = make_checkpoint(tmp_path / "ce.pt")
+    assert _export_main([ckpt_path, tmp_path / "p.onnx"]) == 0
+    assert "input pixels" in capsys.readouterr().out
+    assert _export_main([ckpt_path, tmp_path / "n.onnx", "--input", "normalized"]) == 0
+    for name, kind in (("p.onnx", "pixels"), ("n.onnx", "normalized")):
+        meta = {p.key: p.value for p in onnx.load(str(tmp_path / name)).metadata_props}
+        assert meta["input"] == kind

@@ -48,3 +48,18 @@ def test_bad_calibration_faces_are_refused(tmp_path):
     with pytest.raises(ValueError, match="none given"):
         quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx", _faces(4, 0)[:0])
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_pixels_graph_is_calibrated_on_pixels(tmp_path):
+    # the graph that folds the normalisation in takes 0..255: calibrated on normalised faces its
+    # int8 ranges would be wrong (about 4x the quantisation error of the normalised graph's)
+    ckpt = make_checkpoint(tmp_path / "m.pt", width=8)
+    calib, faces = _faces(64, 0), _faces(40, 1)
+    errors = {}
+    for kind in ("normalized", "pixels"):
+        fp32, int8 = tmp_path / f"{kind}.onnx", tmp_path / f"{kind}8.onnx"
+        export_onnx(ckpt, fp32, input=kind)
+        quantize_onnx(fp32, int8, calib)
+        pa, pb = Recognizer.from_onnx(fp32).classify(faces), Recognizer.from_onnx(int8).classify(faces)
+        errors[kind] = float(np.abs(pa - pb).max())
+    assert errors["pixels"] <= 2 * errors["normalized"] + 1e-3, errors

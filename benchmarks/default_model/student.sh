@@ -3,7 +3,8 @@
 # (resumable: run it again to continue where it stopped).
 #   bash benchmarks/default_model/student.sh PATH/fer2013 [THREADS]
 #   TEACHERS='[benchmarks/default_model/teachers/prev_w24_basic.pt]' EPOCHS=20 bash ... (the teachers
-#   given: steps 1-2 skipped)
+#   given: steps 1-2 skipped); STUDENT=DIR (default benchmarks/default_model/student), TARGETS=augmented
+#   (the teachers score every augmented batch), NO_PACKAGE=1 (stop after choosing tau)
 # 1. the teacher: vgg_fer width 48, the strong augmentation, CE, 80 epochs (teacher_sittings.log
 #    lists each sitting's command)
 # 2. choose.py teachers: which set of {the width-48 teacher, the previous bundled model} the
@@ -38,7 +39,8 @@ else
   TEACHERS=$(python -c "import json; print('[' + ','.join(json.load(open('$HERE/teachers.json'))['teachers']) + ']')")
 fi
 
-STUDENT=$HERE/student
+STUDENT=${STUDENT:-$HERE/student}
+TARGETS=${TARGETS:-images}      # distill.targets: images (cached, 10 crops) or augmented (every batch)
 if [ -f $STUDENT/checkpoints/last.pt ] && [ ! -f $STUDENT/final.json ]; then
   dicc train --out $STUDENT --resume --no-progress --set train.threads="$THREADS"
 elif [ ! -f $STUDENT/final.json ]; then
@@ -46,7 +48,8 @@ elif [ ! -f $STUDENT/final.json ]; then
     --set train.threads="$THREADS" --set method.name=ce \
     --set augment.rotate=0 --set augment.scale=0 --set augment.erase=0 \
     --set model.width=24 --set model.pretrained=$PREV --set optim.lr=0.01 --set train.epochs="$EPOCHS" \
-    --set "distill.teacher=$TEACHERS" --set distill.tta=crops --set distill.temperature=2 --set distill.weight=0.7
+    --set "distill.teacher=$TEACHERS" --set distill.tta=crops --set distill.targets="$TARGETS" \
+    --set distill.temperature=2 --set distill.weight=0.7
 fi
-python $HERE/choose.py posthoc --run $STUDENT --tta none --out $HERE/student_selection.json
-python $HERE/package.py --run $STUDENT --selection $HERE/student_selection.json --data "$DATA"
+python $HERE/choose.py posthoc --run $STUDENT --tta none --out $STUDENT/selection.json
+[ -n "${NO_PACKAGE:-}" ] || python $HERE/package.py --run $STUDENT --selection $STUDENT/selection.json --data "$DATA"

@@ -15,8 +15,13 @@ VERSION = 1
 REQUIRED_KEYS = ("model", "model_spec", "class_names", "class_counts", "normalization", "strategy")
 
 
+#: the files dicc ships: the model, its card, a sample photo
+ASSETS = Path(__file__).resolve().parent / "assets"
 #: the model dicc ships (``default`` wherever a checkpoint is taken): see dicc/assets/MODEL_CARD.md
-DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default_model.pt"
+DEFAULT_MODEL = ASSETS / "default_model.pt"
+#: its ONNX graph, where the installation has one: what ``Recognizer.load()`` and ``dicc predict``
+#: run by default when onnxruntime is importable (:func:`dicc.predict.recognizer.default_model_file`)
+DEFAULT_ONNX = ASSETS / "default_model.onnx"
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -117,6 +117,10 @@ class DistillConfig:
     tta: str = "crops"  # the teachers' test-time views on each training image (none, flip, crops)
     temperature: float = 2.0  # softening of teacher and student probabilities (Hinton et al. 2015)
     weight: float = 0.7  # share of the distillation term; 1 - weight goes to the method's own loss
+    # where the teachers' targets come from: "images" (each training image once, with the views
+    # of tta, before training; cached) or "augmented" (the teachers score every training batch as
+    # the student sees it, augmented and mixed: one teacher forward per step, tta ignored)
+    targets: str = "images"
 
     def __post_init__(self) -> None:
         if isinstance(self.teacher, str):  # one teacher

@@ -62,6 +62,28 @@ def _check_teacher(ckpt: dict, dataset) -> None:
         )
 
 
+def load_teachers(teachers: Sequence[str], dataset, *, device="cpu", precision=None) -> list[tuple]:
+    """``(path, model, strategy, normalisation)`` of every teacher, in eval mode on ``device``.
+    Each teacher must predict the dataset's classes, in its order, at its image size and
+    channels: anything else is a ``ValueError`` naming it."""
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+
+    if not teachers:
+        raise ValueError("distill.teacher: give at least one checkpoint or run directory")
+    out = []
+    for name in teachers:
+        ckpt = load_checkpoint(name)
+        where, norm = ckpt["_path"], ckpt["normalization"]
+        _check_teacher(ckpt, dataset)
+        model, strategy = model_from_checkpoint(ckpt)
+        strategy = getattr(strategy, "inner", strategy)  # as trained: without its post-hoc adjustment
+        model.to(device).eval()
+        if precision is not None:
+            precision.prepare_model(model)
+        out.append((where, model, strategy, norm))
+    return out
+
+
 @torch.no_grad()
 def teacher_log_probs(
     teachers: Sequence[str],
@@ -75,21 +97,10 @@ def teacher_log_probs(
     """``log`` of the teachers' mean class probabilities ``[len(dataset), num_classes]`` on every
     image of ``dataset`` (float32, on the CPU). Each teacher must predict the dataset's classes,
     in its order, at its image size and channels: anything else is a ``ValueError`` naming it."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
     from .inference import predict_parent_logits
 
-    if not teachers:
-        raise ValueError("distill.teacher: give at least one checkpoint or run directory")
     total = None
-    for name in teachers:
-        ckpt = load_checkpoint(name)
-        where, norm = ckpt["_path"], ckpt["normalization"]
-        _check_teacher(ckpt, dataset)
-        model, strategy = model_from_checkpoint(ckpt)
-        strategy = getattr(strategy, "inner", strategy)  # as trained: without its post-hoc adjustment
-        model.to(device)
-        if precision is not None:
-            precision.prepare_model(model)
+    for where, model, strategy, norm in load_teachers(teachers, dataset, device=device, precision=precision):
         logits = predict_parent_logits(
             model,
             strategy,
@@ -142,20 +153,64 @@ def distillation_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Ten
     return F.kl_div(student, target, reduction="batchmean", log_target=True) * (t * t)
 
 
+class BatchTeachers:
+    """The teachers scoring a training batch as the student gets it (``distill.targets:
+    augmented``): the batch, normalised with the student's ``mean`` / ``std``, is brought back to
+    pixels and normalised with each teacher's own; ``log`` of the mean class probabilities."""
+
+    def __init__(self, teachers: Sequence[str], dataset, *, device="cpu", precision=None) -> None:
+        self.members = load_teachers(teachers, dataset, device=device, precision=precision)
+        self.precision = precision
+        for where, *_ in self.members:
+            logger.info(f"distill: teacher {where} on every training batch (augmented views)")
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, mean, std) -> torch.Tensor:
+        from .data.transforms import _per_channel
+
+        pixels = x.float() * _per_channel(std, x) + _per_channel(mean, x)
+        total = None
+        for _, model, strategy, norm in self.members:
+            xt = (pixels - _per_channel(norm["mean"], x)) / _per_channel(norm["std"], x)
+            if self.precision is not None:
+                with self.precision.autocast():
+                    out = model(self.precision.prepare_input(xt))
+            else:
+                out = model(xt)
+            probs = strategy.parent_logits(out.float()).softmax(1)
+            total = probs if total is None else total + probs
+        return (total / len(self.members)).clamp_min(1e-12).log()
+
+
 class Distilled:
     """A view of ``strategy`` whose training loss adds the distillation term; everything else
     (outputs, evaluation, state, name) is the wrapped strategy's."""
 
-    def __init__(self, strategy, log_probs: torch.Tensor, temperature: float, weight: float) -> None:
-        if log_probs.shape != (len(log_probs), strategy.num_classes):
+    def __init__(
+        self, strategy, log_probs: torch.Tensor | None, temperature: float, weight: float, batch_teachers=None
+    ) -> None:
+        if (log_probs is None) == (batch_teachers is None):
+            raise ValueError("distill: give the teachers' targets or the teachers, not both")
+        if log_probs is not None and log_probs.shape != (len(log_probs), strategy.num_classes):
             shape = list(log_probs.shape)
             raise ValueError(f"distill: teacher targets of shape {shape} for {strategy.num_classes} classes")
         self.inner = strategy
-        self.targets = log_probs.float()
+        self.targets = log_probs.float() if log_probs is not None else None
+        self.batch_teachers, self._batch = batch_teachers, None
         self.temperature, self.weight = float(temperature), float(weight)
 
+    def observe_inputs(self, x: torch.Tensor, mean, std) -> None:
+        if self.batch_teachers is not None:  # the teachers' view of this very batch
+            self._batch = self.batch_teachers(x, mean, std)
+        self.inner.observe_inputs(x, mean, std)
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        teacher = self.targets.to(logits.device)[indices]
+        if self.targets is not None:
+            teacher = self.targets.to(logits.device)[indices]
+        else:
+            if self._batch is None or len(self._batch) != len(logits):
+                raise RuntimeError("distill: the batch's teacher targets are missing (observe_inputs first)")
+            teacher = self._batch.to(logits.device)
         kd = distillation_loss(self.inner.parent_logits(logits), teacher, self.temperature)
         if self.weight >= 1.0:
             return kd
@@ -172,8 +227,11 @@ def with_distillation(strategy, cfg, dataset, run_dir: Path | None = None, **kw)
     teachers' targets on ``dataset`` (the run's training split, by dataset index)."""
     if not cfg.teacher:
         return strategy
+    if getattr(cfg, "targets", "images") == "augmented":
+        kw.pop("batch_size", None)
+        return Distilled(strategy, None, cfg.temperature, cfg.weight, BatchTeachers(cfg.teacher, dataset, **kw))
     log_probs = cached_teacher_log_probs(cfg, dataset, run_dir, **kw)
     return Distilled(strategy, log_probs, cfg.temperature, cfg.weight)
 
 
-__all__ = ["Distilled", "distillation_loss", "teacher_log_probs", "with_distillation"]
+__all__ = ["BatchTeachers", "Distilled", "distillation_loss", "teacher_log_probs", "with_distillation"]

@@ -224,6 +224,7 @@ def _forward_loss(run: TrainingRun, x, y, idx) -> tuple[torch.Tensor, torch.Tens
     if mixup > 0:
         x, perm, lam = run.augment.mix(x)
     keep, embed = strategy.wants_features, strategy.projection_dim is not None
+    strategy.observe_inputs(x, run.augment.mean, run.augment.std)
     with run.precision.autocast():
         extra = {"return_projection": True} if embed else {}
         out = run.ddp_model(run.precision.prepare_input(x), return_features=keep, **extra)

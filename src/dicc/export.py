@@ -3,11 +3,15 @@
 The exported graph is ``softmax(strategy.parent_logits(model(x)))``: the strategy's mapping
 from the head's outputs (DICC's sub-classes, LDAM's scale, post-hoc logit adjustment) to the
 classes is part of the model, so a consumer of the file only ever sees one probability per
-class. Input ``"input"``: ``float32 [B, C, S, S]``, normalised as in training
-(``(gray / 255 - mean) / std``); output ``"probabilities"``: ``float32 [B, num_classes]``; the
-batch axis is dynamic. The file's ``metadata_props`` carry ``class_names`` (JSON), ``mean``,
-``std``, ``image_size``, ``channels`` and ``tta`` (the checkpoint's test-time augmentation,
-which is applied outside the graph), which :meth:`dicc.predict.Recognizer.from_onnx` reads.
+class. Input ``"input"``: ``float32 [B, C, S, S]``, either the face's pixels as they are
+(``input="pixels"``, 0..255, what ``dicc export`` writes by default: the graph begins with the
+dataset normalisation ``(x / 255 - mean) / std``) or already normalised as in training
+(``input="normalized"``, the only form before, and the default of the Python functions); output
+``"probabilities"``: ``float32 [B, num_classes]``; the batch axis is dynamic. The file's
+``metadata_props`` carry ``class_names`` (JSON), ``mean``, ``std`` (the dataset's, in both
+forms), ``image_size``, ``channels``, ``input`` (``pixels`` or ``normalized``; a file without
+it is ``normalized``) and ``tta`` (the checkpoint's test-time augmentation, which is applied
+outside the graph), which :meth:`dicc.predict.Recognizer.from_onnx` reads.
 
 Some ways of writing a sub-class -> class merge do not survive the TorchScript exporter (for
 instance ``index_add`` with repeated indices exports as a scatter that keeps only one value).
@@ -32,11 +36,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_path
+from .predict.backends import INPUT_KINDS
 
 ONNX_FORMAT = "dicc-onnx"
 INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 TOLERANCE = 1e-4
+CLI_INPUT = "pixels"  # what `dicc export` writes without --input
+
+
+class PixelInput(nn.Module):
+    """``inner((x / 255 - mean) / std)``: a model that takes pixels 0..255 (float) and normalises
+    them as training does (:func:`dicc.data.transforms.normalize`, the same float32 operations),
+    ``mean``/``std`` numbers or one per channel."""
+
+    def __init__(self, inner: nn.Module, mean, std) -> None:
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("mean", self._constant(mean))
+        self.register_buffer("std", self._constant(std))
+
+    @staticmethod
+    def _constant(v) -> torch.Tensor:
+        if isinstance(v, (list, tuple)):
+            return torch.tensor([float(u) for u in v], dtype=torch.float32).view(1, -1, 1, 1)
+        return torch.tensor(float(v), dtype=torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x / 255.0 - self.mean) / self.std)
 
 
 class ProbabilityModel(nn.Module):
@@ -143,6 +170,83 @@ def _ort_max_diff(path: str, reference: nn.Module, x: torch.Tensor) -> float:
     return float(abs(got - want).max())
 
 
+def _needs(check: bool):
+    """The onnx module (and, with ``check``, onnxruntime), or an ImportError naming the package."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise ImportError(f"ONNX export needs the onnx package: pip install 'dicc[onnx]' ({err})") from None
+    if check:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                f"checking the export needs onnxruntime (a dependency of dicc): pip install onnxruntime, or pass "
+                f"check=False / --no-check ({err})"
+            ) from None
+    return onnx
+
+
+def _inputs(input: str, normalization: dict, channels: int, size: int):
+    """``(front, example, check_x)``: what goes in front of the network (the normalisation, for
+    a pixels graph), the tracing batch and a batch of another size (the dynamic axis)."""
+    g = torch.Generator().manual_seed(0)
+    if input == "pixels":  # the graph takes 0..255: the normalisation goes in front of the model
+
+        def front(m: nn.Module) -> nn.Module:
+            return PixelInput(m, normalization["mean"], normalization["std"]).eval()
+
+        example = torch.randint(0, 256, (2, channels, size, size), generator=g).float()
+        return front, example, torch.randint(0, 256, (5, channels, size, size), generator=g).float()
+
+    def same(m: nn.Module) -> nn.Module:
+        return m
+
+    return same, torch.randn(2, channels, size, size, generator=g), torch.randn(5, channels, size, size, generator=g)
+
+
+def _export_checked(model, strategy, front, reference, example, check_x, tmp, opset, check, num_classes):
+    """Export the strategy's own merge, else (an op the exporter cannot handle, or a difference)
+    the fixed matrix form; returns ``(merge, max_abs_diff)``."""
+    merge, diff, problem = "strategy", None, None
+    try:
+        _onnx_export(reference, example, tmp, opset, verified=check)
+        if check:
+            diff = _ort_max_diff(tmp, reference, check_x)
+            if not diff <= TOLERANCE:
+                problem = f"onnxruntime differs from PyTorch by {diff:.3g}"
+    except Exception as err:  # noqa: BLE001 - an op the exporter cannot handle: try the matrix form
+        problem = f"{type(err).__name__}: {err}"
+    if problem is None:
+        return merge, diff
+    with torch.no_grad():
+        num_outputs = int(model(torch.zeros(2, *example.shape[1:])).shape[1])
+    try:
+        grouped = grouped_model(model, strategy, num_outputs, num_classes).eval()
+    except ValueError as err:
+        raise ValueError(
+            f"cannot export the {getattr(strategy, 'name', '?')} strategy's parent_logits ({problem}); {err}"
+        ) from None
+    _onnx_export(front(grouped), example, tmp, opset, verified=check)
+    if check:
+        diff = _ort_max_diff(tmp, reference, check_x)
+        if not diff <= TOLERANCE:
+            raise ValueError(f"ONNX export does not reproduce PyTorch: max |difference| {diff:.3g} (after: {problem})")
+    return f"grouped-{grouped.merge}", diff
+
+
+def _write_metadata(onnx, tmp, meta: dict) -> None:
+    """The graph's metadata_props replaced by ``meta``; checked and saved in place."""
+    proto = onnx.load(tmp)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "dicc"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, tmp)
+
+
 def export_model_onnx(
     model: nn.Module,
     strategy,
@@ -153,67 +257,33 @@ def export_model_onnx(
     opset: int = 17,
     metadata: dict | None = None,
     check: bool = True,
+    input: str = "normalized",
 ) -> dict:
     """Export ``model`` + ``strategy`` (see the module docstring) to ``out_path`` atomically.
 
-    ``normalization`` is a checkpoint's ``{"mean", "std", "image_size", "channels"}``.
+    ``normalization`` is a checkpoint's ``{"mean", "std", "image_size", "channels"}``;
+    ``input``: ``"pixels"`` (the graph takes 0..255 and normalises) or ``"normalized"``.
     Returns ``{"path", "merge", "max_abs_diff", "num_outputs", "class_names"}``: ``merge`` is
     ``"strategy"`` (its own ``parent_logits`` was exported) or ``"grouped-logsumexp"`` /
     ``"grouped-max"`` (the fixed matrix form); ``max_abs_diff`` is onnxruntime vs PyTorch on
     random inputs (None when ``check=False``). With ``check=True`` a difference above 1e-4 is
     an error. ``model`` itself is left as it is (a CPU copy in eval mode is exported).
     """
-    try:
-        import onnx
-    except ImportError as err:
-        raise ImportError(f"ONNX export needs the onnx package: pip install 'dicc[onnx]' ({err})") from None
-    if check:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as err:
-            raise ImportError(
-                f"checking the export needs onnxruntime: pip install 'dicc[onnx]', or pass "
-                f"check=False / --no-check ({err})"
-            ) from None
+    if input not in INPUT_KINDS:
+        raise ValueError(f"input must be one of {', '.join(INPUT_KINDS)}, got {input!r}")
+    onnx = _needs(check)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    num_classes = len(class_names)
     size, channels = int(normalization["image_size"]), int(normalization["channels"])
     model = copy.deepcopy(model).cpu().eval()
-    reference = ProbabilityModel(model, strategy).eval()
-    g = torch.Generator().manual_seed(0)
-    example = torch.randn(2, channels, size, size, generator=g)
-    check_x = torch.randn(5, channels, size, size, generator=g)  # another batch size: dynamic axis
+    front, example, check_x = _inputs(input, normalization, channels, size)
+    reference = front(ProbabilityModel(model, strategy).eval())
     with torch.no_grad():
-        num_outputs = int(model(example).shape[1])
-
+        num_outputs = int(model(torch.zeros(2, channels, size, size)).shape[1])
     with atomic_path(out_path) as tmp:
-        merge, diff, problem = "strategy", None, None
-        try:
-            _onnx_export(reference, example, tmp, opset, verified=check)
-            if check:
-                diff = _ort_max_diff(tmp, reference, check_x)
-                if not diff <= TOLERANCE:
-                    problem = f"onnxruntime differs from PyTorch by {diff:.3g}"
-        except Exception as err:  # noqa: BLE001 - an op the exporter cannot handle: try the matrix form
-            problem = f"{type(err).__name__}: {err}"
-        if problem is not None:
-            try:
-                grouped = grouped_model(model, strategy, num_outputs, num_classes).eval()
-            except ValueError as err:
-                raise ValueError(
-                    f"cannot export the {getattr(strategy, 'name', '?')} strategy's parent_logits ({problem}); {err}"
-                ) from None
-            merge = f"grouped-{grouped.merge}"
-            _onnx_export(grouped, example, tmp, opset, verified=check)
-            if check:
-                diff = _ort_max_diff(tmp, reference, check_x)
-                if not diff <= TOLERANCE:
-                    raise ValueError(
-                        f"ONNX export does not reproduce PyTorch: max |difference| {diff:.3g} (after: {problem})"
-                    )
-
-        proto = onnx.load(tmp)
+        merge, diff = _export_checked(
+            model, strategy, front, reference, example, check_x, tmp, opset, check, len(class_names)
+        )
         meta = {
             "format": ONNX_FORMAT,
             "class_names": json.dumps(list(class_names)),
@@ -221,29 +291,27 @@ def export_model_onnx(
             "std": json.dumps(normalization["std"]),
             "image_size": str(size),
             "channels": str(channels),
+            "input": input,
             "output": OUTPUT_NAME,
             "merge": merge,
         }
-        meta.update({k: str(v) for k, v in (metadata or {}).items()})
-        del proto.metadata_props[:]
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        proto.producer_name = "dicc"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, tmp)
+        _write_metadata(onnx, tmp, {**meta, **{k: str(v) for k, v in (metadata or {}).items()}})
     return {
         "path": out_path,
         "merge": merge,
         "max_abs_diff": diff,
         "num_outputs": num_outputs,
         "class_names": list(class_names),
+        "input": input,
     }
 
 
-def export_onnx(checkpoint, out_path: str | os.PathLike, opset: int = 17, *, check: bool = True) -> dict:
-    """Export a checkpoint (a ``.pt`` file, a run directory, or a dict from
-    :func:`dicc.checkpoint.load_checkpoint`) to an ONNX file; see :func:`export_model_onnx`."""
+def export_onnx(
+    checkpoint, out_path: str | os.PathLike, opset: int = 17, *, check: bool = True, input: str = "normalized"
+) -> dict:
+    """Export a checkpoint (a ``.pt`` file, a run directory, ``"default"``, or a dict from
+    :func:`dicc.checkpoint.load_checkpoint`) to an ONNX file; see :func:`export_model_onnx`
+    (``input``: ``"pixels"`` folds the normalisation into the graph)."""
     from . import __version__
     from .checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -268,6 +336,7 @@ def export_onnx(checkpoint, out_path: str | os.PathLike, opset: int = 17, *, che
         opset=opset,
         metadata=extra,
         check=check,
+        input=input,
     )
 
 
@@ -276,13 +345,23 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export",
         help="export a checkpoint to ONNX (parent-class probabilities, dynamic batch)",
-        description="Export a checkpoint (or run directory) to ONNX. The graph includes the strategy's "
-        "sub-class -> class mapping and a softmax: input 'input' float [B, C, S, S] normalised as "
-        "in training, output 'probabilities' [B, num_classes]. Class names and normalisation are "
-        "stored in the file's metadata; `dicc predict FILE.onnx ...` uses them.",
+        description="Export a checkpoint (or run directory, or `default`: the bundled model) to ONNX. "
+        "The graph includes the strategy's sub-class -> class mapping and a softmax: input 'input' "
+        "float [B, C, S, S], the face's pixels 0..255 with the training normalisation in the graph "
+        "(--input pixels, default) or already normalised as in training (--input normalized); output "
+        "'probabilities' [B, num_classes]. Class names, normalisation, the input kind and the "
+        "checkpoint's test-time augmentation are stored in the file's metadata; `dicc predict "
+        "FILE.onnx ...` uses them.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint .pt file or run directory")
-    p.add_argument("--onnx", required=True, metavar="FILE", help="write the ONNX model here")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint .pt file, run directory, or 'default'")
+    p.add_argument("output", metavar="OUT.onnx", nargs="?", default=None, help="write the ONNX model here")
+    p.add_argument("--onnx", metavar="FILE", default=None, help="write the ONNX model here (as OUT.onnx)")
+    p.add_argument(
+        "--input",
+        choices=INPUT_KINDS,
+        default=CLI_INPUT,
+        help="the graph's input: pixels 0..255 with the normalisation folded in (default), or normalized",
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch comparison")
     return p
@@ -309,12 +388,22 @@ def run_export(args) -> int:
     export leaves no file behind (an older one as it was)."""
     from .checkpoint import load_checkpoint
 
+    if (args.output is None) == (getattr(args, "onnx", None) is None):
+        print(
+            "dicc export: error: name the ONNX file to write once: `dicc export CHECKPOINT OUT.onnx` "
+            "(or --onnx OUT.onnx)",
+            file=sys.stderr,
+        )
+        return 2
+    args.onnx = args.onnx or args.output
     target = Path(args.onnx)
     problem = _onnx_target_problem(target)
     if problem is None:
         ckpt = load_checkpoint(args.checkpoint)  # a missing or bad checkpoint: main's one line naming it
         try:
-            info = export_onnx(ckpt, target, opset=args.opset, check=not args.no_check)
+            info = export_onnx(
+                ckpt, target, opset=args.opset, check=not args.no_check, input=getattr(args, "input", CLI_INPUT)
+            )
         except ImportError as err:
             print(f"dicc export: error: {err}", file=sys.stderr)
             return 2
@@ -326,6 +415,7 @@ def run_export(args) -> int:
     diff = "not checked" if info["max_abs_diff"] is None else f"max |onnxruntime - torch| = {info['max_abs_diff']:.2g}"
     print(
         f"wrote {info['path']}: {len(info['class_names'])} class probabilities "
-        f"({', '.join(info['class_names'])}) from {info['num_outputs']} head outputs; merge {info['merge']}; {diff}"
+        f"({', '.join(info['class_names'])}) from {info['num_outputs']} head outputs; merge {info['merge']}; "
+        f"input {info['input']}; {diff}"
     )
     return 0

@@ -42,32 +42,13 @@ class _Batches:
         self.at = 0
 
 
-def quantize_onnx(
-    fp32_path: str | os.PathLike,
-    out_path: str | os.PathLike,
-    calibration: np.ndarray,
-    *,
-    batch: int = 64,
-) -> dict:
-    """Write the int8 version of the ONNX model at ``fp32_path`` to ``out_path`` (atomically).
-
-    ``calibration``: ``uint8 [N, C, S, S]`` faces at the model's input size, normalised here
-    with the file's own ``mean``/``std``. Returns ``{"path", "calibration_faces", "bytes"}``."""
+def _calibration_inputs(fp32_path: Path, meta: dict, calibration) -> np.ndarray:
+    """The calibration faces as the graph at ``fp32_path`` takes them (pixels, or normalised with
+    its own mean/std); a ValueError naming what is wrong with the file or the faces."""
     import json
 
-    try:
-        import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError as err:
-        raise ImportError(
-            f"int8 quantisation needs onnx and onnxruntime: pip install onnx onnxruntime ({err})"
-        ) from None
     from .faces import normalize_batch
 
-    fp32_path, out_path = Path(fp32_path), Path(out_path)
-    proto = onnx.load(str(fp32_path))
-    meta = {p.key: p.value for p in proto.metadata_props}
     for key in ("mean", "std", "image_size", "channels"):
         if key not in meta:
             raise ValueError(f"{fp32_path}: the ONNX metadata lacks {key}; quantise a file from `dicc export`")
@@ -80,7 +61,34 @@ def quantize_onnx(
         )
     if not len(calibration):
         raise ValueError("calibration faces: none given")
-    x = normalize_batch(calibration, json.loads(meta["mean"]), json.loads(meta["std"]))
+    if meta.get("input", "normalized") == "pixels":  # the graph normalises: calibrate on the pixels
+        return calibration.astype(np.float32)
+    return normalize_batch(calibration, json.loads(meta["mean"]), json.loads(meta["std"]))
+
+
+def quantize_onnx(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration: np.ndarray,
+    *,
+    batch: int = 64,
+) -> dict:
+    """Write the int8 version of the ONNX model at ``fp32_path`` to ``out_path`` (atomically).
+
+    ``calibration``: ``uint8 [N, C, S, S]`` faces at the model's input size, normalised here
+    with the file's own ``mean``/``std``. Returns ``{"path", "calibration_faces", "bytes"}``."""
+    try:
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as err:
+        raise ImportError(
+            f"int8 quantisation needs onnx and onnxruntime: pip install onnx onnxruntime ({err})"
+        ) from None
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    proto = onnx.load(str(fp32_path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    x = _calibration_inputs(fp32_path, meta, calibration)
     input_name = proto.graph.input[0].name
     with tempfile.TemporaryDirectory() as tmpdir:
         prepared = Path(tmpdir) / "prepared.onnx"

@@ -48,6 +48,8 @@ def _check_distill(k) -> None:
                 raise ValueError(f"distill.teacher: {t}: no such checkpoint or run directory")
     if k.tta not in TTA_MODES:
         raise ValueError(f"distill.tta: unknown test-time augmentation {k.tta!r}; valid: {', '.join(TTA_MODES)}")
+    if k.targets not in ("images", "augmented"):
+        raise ValueError(f"distill.targets: expected images or augmented, got {k.targets!r}")
     _number(k.temperature, "distill.temperature", 0.0, open_lo=True)
     _number(k.weight, "distill.weight", 0.0, 1.0)
 

@@ -7,7 +7,7 @@
 """
 
 from .align import TEMPLATE, FaceTemplate, crop_geometry, eye_angle, landmark_crop
-from .crops import crop_faces, expand_box, face_pixels, normalize_batch, prepare_faces
+from .crops import crop_faces, expand_box, face_pixels, normalize_batch, prepare_faces, tta_pixels
 from .detect import (
     CASCADE_FILE,
     DETECTORS,
@@ -34,6 +34,7 @@ __all__ = [
     "face_pixels",
     "normalize_batch",
     "prepare_faces",
+    "tta_pixels",
     "CASCADE_FILE",
     "DETECTORS",
     "LANDMARK_NAMES",

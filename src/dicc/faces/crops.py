@@ -56,16 +56,54 @@ def face_pixels(face: np.ndarray, image_size: int, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def _per_channel(v, channels: int) -> np.ndarray:
+    """``mean``/``std`` (a number or one per channel) as float32 that broadcasts over ``[N, C, S, S]``."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        arr = np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1)
+        if arr.shape[1] not in (1, channels):
+            raise ValueError(f"{arr.shape[1]} normalisation values for {channels}-channel pixels")
+        return arr
+    return np.float32(v)
+
+
 def normalize_batch(pixels: np.ndarray, mean, std) -> np.ndarray:
-    """``uint8 [N, C, S, S]`` -> ``float32 (x / 255 - mean) / std``: training's own
-    :func:`dicc.data.transforms.normalize` (``mean``/``std`` numbers or one per channel)."""
-    import torch
+    """``uint8 [N, C, S, S]`` -> ``float32 (x / 255 - mean) / std``, in NumPy: the same float32
+    operations, in the same order, as training's :func:`dicc.data.transforms.normalize` (so the
+    same numbers, bit for bit; ``mean``/``std`` numbers or one per channel). A read-only input
+    (np.asarray of a PIL image, a memory map) is fine: the result is a new array."""
+    pixels = np.asarray(pixels)
+    channels = pixels.shape[1] if pixels.ndim == 4 else 1
+    x = pixels.astype(np.float32)
+    x /= np.float32(255.0)
+    x -= _per_channel(mean, channels)
+    x /= _per_channel(std, channels)
+    return x
 
-    from ..data.transforms import normalize
 
-    # torch.from_numpy warns about a read-only array (np.asarray of a PIL image, a memory map):
-    # such an array is copied, any other is used as it is
-    return normalize(torch.from_numpy(np.require(pixels, requirements=("C", "W"))), mean, std).numpy()
+TTA_SHIFT = 2  # the corner shift of the "crops" views: training's padded crops' (dicc.data.transforms.tta_views)
+
+
+def tta_pixels(pixels: np.ndarray, mode: str, shift: int = TTA_SHIFT) -> np.ndarray:
+    """The test-time views of ``[N, C, S, S]`` pixels stacked as ``[V, N, C, S, S]`` (any dtype),
+    in NumPy: the views of :func:`dicc.data.transforms.tta_views`, in its order (``"none"``: the
+    batch itself, V = 1; ``"flip"``: it and its mirror image; ``"crops"``: the centre and the four
+    corner shifts by ``shift`` pixels of the edge-replicated batch, each followed by its mirror)."""
+    pixels = np.asarray(pixels)
+    if mode in (None, "none"):
+        return pixels[None]
+    if mode == "flip":
+        return np.stack([pixels, pixels[..., ::-1]])
+    if mode == "crops":
+        h, w = pixels.shape[-2:]
+        p = np.pad(pixels, [(0, 0)] * (pixels.ndim - 2) + [(shift, shift)] * 2, mode="edge") if shift > 0 else pixels
+        out = np.empty((10, *pixels.shape), dtype=pixels.dtype)
+        for k, (dy, dx) in enumerate(((shift, shift), (0, 0), (0, 2 * shift), (2 * shift, 0), (2 * shift, 2 * shift))):
+            v = p[..., dy : dy + h, dx : dx + w]
+            out[2 * k], out[2 * k + 1] = v, v[..., ::-1]
+        return out
+    from ..config import TTA_MODES
+
+    raise ValueError(f"unknown test-time augmentation {mode!r}; valid: {', '.join(TTA_MODES)}")
 
 
 def prepare_faces(faces: Sequence[np.ndarray], image_size: int, channels: int, mean: float, std: float) -> np.ndarray:

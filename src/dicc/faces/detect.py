@@ -73,12 +73,33 @@ class Detections:
         return self.take(np.lexsort((self.boxes[:, 1], self.boxes[:, 0])))
 
 
+@dataclass(frozen=True)
+class CliOption:
+    """A detector option as ``dicc predict`` offers it: ``flag`` sets the keyword ``keyword`` of
+    the detector's constructor (its ``type`` and ``default``; ``help`` for ``--help``)."""
+
+    flag: str
+    keyword: str
+    type: type
+    default: object
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
 class Detector:
     """The interface: :meth:`detect_many` (required), :meth:`detect_faces`, :meth:`detect` and
-    :meth:`load`. Subclasses set ``name`` and ``has_landmarks``."""
+    :meth:`load`. Subclasses set ``name`` and ``has_landmarks``; ``cli_options`` (the options
+    ``dicc predict`` offers for it, beside the shared ``--min-face``) and ``takes_device`` (the
+    torch device goes to its constructor) make it a complete entry of :data:`DETECTORS`: a new
+    detector is a class here and its line there."""
 
     name = "?"
     has_landmarks = False
+    cli_options: tuple[CliOption, ...] = ()
+    takes_device = False
 
     def load(self):
         """Import and load the model now; raises ``ImportError`` (one line with the pip command)
@@ -155,6 +176,10 @@ class HaarDetector(Detector):
     """
 
     name = "haar"
+    cli_options = (
+        CliOption("--scale-factor", "scale_factor", float, 1.1, "haar: pyramid step (default 1.1)"),
+        CliOption("--min-neighbors", "min_neighbors", int, 5, "haar: strictness (default 5)"),
+    )
 
     def __init__(
         self,
@@ -247,6 +272,10 @@ class MtcnnDetector(Detector):
 
     name = "mtcnn"
     has_landmarks = True
+    cli_options = (
+        CliOption("--min-score", "min_score", float, 0.9, "mtcnn: smallest face probability kept (default 0.9)"),
+    )
+    takes_device = True
 
     def __init__(
         self,

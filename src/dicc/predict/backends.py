@@ -1,15 +1,30 @@
-"""Backends: a normalised ``float32 [N, C, S, S]`` batch in, class probabilities ``[N, num_classes]`` out.
+"""Backends: a ``float32 [N, C, S, S]`` batch in, class probabilities ``[N, num_classes]`` out.
 
-A backend is any callable with that signature; :class:`dicc.predict.Recognizer` forwards its
-faces through one in chunks of ``batch_size``. :class:`TorchBackend` runs a checkpoint's model
-and merges a strategy's sub-classes (DICC) into the parent classes with ``parent_logits``;
-:class:`OnnxBackend` runs a file from ``dicc export``, whose graph already ends in the 7
-probabilities.
+The batch is in the form the model takes (the Recognizer's ``input_kind``): normalised as in
+training, or, for an ONNX graph exported with ``input="pixels"``, the pixels 0..255 (the graph
+normalises). A backend is any callable with that signature; :class:`dicc.predict.Recognizer`
+forwards its faces through one in chunks of ``batch_size`` (one call for a batch that fits).
+:class:`TorchBackend` runs a checkpoint's model and merges a strategy's sub-classes (DICC) into
+the parent classes with ``parent_logits``; :class:`OnnxBackend` runs a file from ``dicc
+export``, whose graph already ends in the 7 probabilities.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+#: what an ONNX graph's input is (its metadata's ``input``): the face's pixels 0..255 as float
+#: (the normalisation is in the graph), or the normalised pixels ``(x / 255 - mean) / std``
+INPUT_KINDS = ("pixels", "normalized")
+
+
+def input_kind(meta: dict) -> str:
+    """The ``input`` of an ONNX file's metadata: ``normalized`` when the key is absent (files
+    exported before it existed); an unknown value is an error naming it."""
+    kind = meta.get("input", "normalized")
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"the ONNX metadata says input={kind!r}; valid: {', '.join(INPUT_KINDS)}")
+    return kind
 
 
 def auto_device(device) -> str:
@@ -55,9 +70,10 @@ class OnnxBackend:
     def __init__(self, session) -> None:
         self.session = session
         self.input_name = session.get_inputs()[0].name
+        self.output_names = [session.get_outputs()[0].name]
 
     def __repr__(self) -> str:
         return f"OnnxBackend(providers={self.session.get_providers()})"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        return self.session.run(self.output_names, {self.input_name: x})[0]

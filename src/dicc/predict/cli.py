@@ -24,7 +24,9 @@ VIDEO_CHUNK = 16  # video frames held at once (a 1080p RGB frame is 6 MB)
 
 EPILOG = f"""\
 CHECKPOINT is a .pt checkpoint, a run directory, a .onnx file from `dicc export`, or
-`default` (the model dicc ships, also used when CHECKPOINT is left out).
+`default` (the model dicc ships, also used when CHECKPOINT is left out: its ONNX graph
+where the installation has one and onnxruntime imports, else its checkpoint; one view per face
+unless its eval.tta or --tta says otherwise).
 INPUT is any mix of image files, video files (.mp4 .avi .mov .mkv .webm) and folders
 (searched recursively, in sorted order); --camera INDEX reads a webcam until Ctrl-C.
 Records (--json, --jsonl): one per face per image or processed frame, with the keys
@@ -92,7 +94,13 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-detect", action="store_true", help="inputs are already face crops: the whole image is one face"
     )
-    det = p.add_argument_group("face detection")
+    _add_detection_arguments(p.add_argument_group("face detection"))
+    _add_video_arguments(p.add_argument_group("video"))
+    _add_runtime_arguments(p)
+    return p
+
+
+def _add_detection_arguments(det) -> None:
     det.add_argument(
         "--detector",
         choices=list(DETECTORS),
@@ -114,10 +122,15 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
         help="grow each detected box by this fraction on every side before cropping (default 0.1; box crops)",
     )
     det.add_argument("--min-face", type=int, default=None, help="smallest face in pixels (default: haar 30, mtcnn 20)")
-    det.add_argument("--scale-factor", type=float, default=1.1, help="haar: pyramid step (default 1.1)")
-    det.add_argument("--min-neighbors", type=int, default=5, help="haar: strictness (default 5)")
-    det.add_argument("--min-score", type=float, default=0.9, help="mtcnn: smallest face probability kept (default 0.9)")
-    vid = p.add_argument_group("video")
+    seen = set()
+    for cls in DETECTORS.values():  # each detector's own options, from its class
+        for opt in cls.cli_options:
+            if opt.flag not in seen:
+                seen.add(opt.flag)
+                det.add_argument(opt.flag, type=opt.type, default=opt.default, help=opt.help)
+
+
+def _add_video_arguments(vid) -> None:
     vid.add_argument("--every", type=int, default=1, metavar="N", help="classify every N-th frame (default 1)")
     vid.add_argument(
         "--smooth",
@@ -140,6 +153,9 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
         help="a face missing for up to this long keeps its id when it comes back near where it was "
         f"(default {DEFAULT_TRACK_GAP_S:g}; 0: only while it is found in every processed frame)",
     )
+
+
+def _add_runtime_arguments(p) -> None:
     p.add_argument(
         "--batch-size",
         type=int,
@@ -156,7 +172,6 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
         "computes it natively; off: fp32)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
 
 
 class StopFlag:
@@ -304,11 +319,11 @@ class _Runner:
 
 
 def _detector(args):
+    cls = DETECTORS[args.detector]
     options = {"min_size": args.min_face} if args.min_face is not None else {}
-    if args.detector == "haar":
-        options.update(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors)
-    elif args.detector == "mtcnn":
-        options.update(min_score=args.min_score, device=args.device)
+    options.update({opt.keyword: getattr(args, opt.dest) for opt in cls.cli_options})
+    if cls.takes_device:
+        options["device"] = args.device
     return create_detector(args.detector, **options)
 
 
@@ -417,24 +432,10 @@ def run_predict(args) -> int:
     if not items and args.camera is None:  # nothing usable: one line, before any model or output
         raise ValueError(f"{'; '.join(errors)} (nothing to predict; no output written)")
     protected = _check_outputs(args, items)  # before anything is read or written
-    try:
-        detector = _detector(args)
-        rec = Recognizer.load(
-            args.checkpoint,
-            device=args.device,
-            amp=args.amp,
-            detector=detector,
-            align=args.align,
-            margin=args.margin,
-            batch_size=args.batch_size,
-            tta=args.tta,
-        )
-        if not args.no_detect:
-            detector.load()  # fail now (missing OpenCV, cascade or facenet-pytorch), not once per file
-        annotator = Annotator(args.annotate, protected) if args.annotate else None
-    except ImportError as err:
-        print(f"dicc predict: error: {err}", file=sys.stderr)
+    loaded = _load(args, protected)
+    if loaded is None:
         return 2
+    rec, annotator = loaded
     mode = "json" if args.json else "csv" if args.csv else "jsonl" if args.jsonl else "text"
     write = lambda line: tqdm.write(line, file=sys.stdout)  # noqa: E731
     # the files are opened (as temporary files beside their targets) before any input is read
@@ -454,26 +455,7 @@ def run_predict(args) -> int:
             run.say(f"dicc predict: {msg}; skipped")
         run.failed += len(errors)
         try:
-            with tqdm(
-                total=len(items),
-                unit="file",
-                desc="predict",
-                disable=True if len(items) < 2 else no_bar,
-                file=sys.stderr,
-                leave=False,
-            ) as bar:
-                for kind, group in _runs(items, args.batch_size):
-                    if stop():
-                        break
-                    if kind == "image":
-                        run.images(group)
-                    else:
-                        path, _, rel = group[0]
-                        run.video(path, str(path), rel, no_bar)
-                    bar.update(len(group))
-            interrupted = stop()
-            if args.camera is not None and not interrupted:  # Ctrl-C is how a camera ends: not an interruption
-                run.video(args.camera, f"camera:{args.camera}", Path(f"camera{args.camera}.jpg"), no_bar)
+            interrupted = _process(run, items, args, tqdm, stop, no_bar)
             finished = True
         except KeyboardInterrupt:  # a second Ctrl-C: what was processed so far is kept
             finished = True
@@ -487,6 +469,54 @@ def run_predict(args) -> int:
         print(f"dicc predict: error: none of the {run.failed} input(s) could be processed", file=sys.stderr)
         return 2
     return 1 if run.failed else 0
+
+
+def _load(args, protected: set):
+    """``(recognizer, annotator)`` for ``args``; None after one line when a package is missing."""
+    try:
+        detector = _detector(args)
+        rec = Recognizer.load(
+            args.checkpoint,
+            device=args.device,
+            amp=args.amp,
+            detector=detector,
+            align=args.align,
+            margin=args.margin,
+            batch_size=args.batch_size,
+            tta=args.tta,
+        )
+        if not args.no_detect:
+            detector.load()  # fail now (missing OpenCV, cascade or facenet-pytorch), not once per file
+        return rec, (Annotator(args.annotate, protected) if args.annotate else None)
+    except ImportError as err:
+        print(f"dicc predict: error: {err}", file=sys.stderr)
+        return None
+
+
+def _process(run: _Runner, items, args, tqdm, stop, no_bar) -> bool:
+    """Every input in order (images in batches, videos one by one), then the camera; True when
+    Ctrl-C stopped it."""
+    with tqdm(
+        total=len(items),
+        unit="file",
+        desc="predict",
+        disable=True if len(items) < 2 else no_bar,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
+        for kind, group in _runs(items, args.batch_size):
+            if stop():
+                break
+            if kind == "image":
+                run.images(group)
+            else:
+                path, _, rel = group[0]
+                run.video(path, str(path), rel, no_bar)
+            bar.update(len(group))
+    interrupted = stop()
+    if args.camera is not None and not interrupted:  # Ctrl-C is how a camera ends: not an interruption
+        run.video(args.camera, f"camera:{args.camera}", Path(f"camera{args.camera}.jpg"), no_bar)
+    return interrupted
 
 
 def _close_outputs(out, summary: SummaryFile | None, run: _Runner, *, keep: bool, say, quiet: bool) -> None:

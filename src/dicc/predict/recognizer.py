@@ -15,9 +15,12 @@ The steps: a detector (:mod:`dicc.faces.detect`, ``haar`` or ``mtcnn``) finds th
 cropped (with landmarks: framed like FER2013's faces and rotated so the eyes are level,
 :mod:`dicc.faces.align`; else the box grown by ``margin``), converted to the model's input
 exactly as training images are (grayscale, bilinear resize, ``(x / 255 - mean) / std`` from the
-checkpoint), and all faces of a batch of images go through the backend
-(:mod:`dicc.predict.backends`) together. The probabilities are over the parent classes: a
-strategy's sub-classes (DICC) are merged by its ``parent_logits``.
+checkpoint, in NumPy; an ONNX graph exported with ``input="pixels"`` takes the pixels and
+normalises them itself), and all faces of a batch of images go through the backend
+(:mod:`dicc.predict.backends`) together, with their test-time views (if any) in the same call.
+``Recognizer.load()`` with no model: the default path, :func:`default_model_file`. The
+probabilities are over the parent classes: a strategy's sub-classes (DICC) are merged by its
+``parent_logits``.
 """
 
 from __future__ import annotations
@@ -40,14 +43,41 @@ from ..faces import (
     landmark_crop,
     load_image,
     normalize_batch,
+    tta_pixels,
 )
-from .backends import OnnxBackend, TorchBackend, auto_device
+from .backends import INPUT_KINDS, OnnxBackend, TorchBackend, auto_device
+from .backends import input_kind as _input_kind
 from .video import DEFAULT_MAX_SPEED, DEFAULT_TRACK_GAP_S
 
 # how a face is cut out of the photo (see Recognizer); "rotate" is the default, measured in
 # benchmarks/alignment.md
 ALIGN_MODES = ("rotate", "frame", "box")
 DEFAULT_ALIGN = "rotate"
+
+
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime can be imported here (it is a dependency, but a build for this
+    platform may be missing)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def default_model_file(device=None) -> Path:
+    """The file ``"default"`` means for prediction: the bundled ONNX graph
+    (``dicc/assets/default_model.onnx``, :data:`dicc.checkpoint.DEFAULT_ONNX`) where it exists
+    and onnxruntime is importable, else the bundled checkpoint (``default_model.pt``). A torch
+    ``device`` other than the CPU (``"cuda"``, ...) asks for the checkpoint: the graph runs on the
+    CPU. Both paths are read when called, so a test can point them elsewhere."""
+    from .. import checkpoint
+
+    onnx_file = Path(checkpoint.DEFAULT_ONNX)
+    on_cpu = device in (None, "auto", "cpu") or str(device) == "cpu"
+    if on_cpu and onnx_file.is_file() and onnxruntime_available():
+        return onnx_file
+    return checkpoint.resolve_checkpoint("default")  # the .pt (or one line: missing from this installation)
 
 
 def _align_mode(align) -> str:
@@ -80,6 +110,11 @@ class Recognizer:
       or ``"crops"`` (10 shifted and mirrored views); the probabilities are the mean over the
       views, nothing else changes. Default: a checkpoint's own ``eval.tta`` (the bundled
       model's was chosen on validation), else none.
+
+    ``input_kind`` (set by the constructors, not an option): what the backend takes,
+    ``"normalized"`` (``(x / 255 - mean) / std``, a checkpoint's model and older ONNX files) or
+    ``"pixels"`` (0..255 as float: an ONNX graph with the normalisation folded in, its
+    metadata's ``input``); :meth:`preprocess` gives that form.
     """
 
     def __init__(
@@ -97,6 +132,7 @@ class Recognizer:
         batch_size: int = 64,
         source: str = "",
         tta: str | None = None,
+        input_kind: str = "normalized",
     ) -> None:
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
@@ -118,6 +154,9 @@ class Recognizer:
         self.margin = float(margin)
         self.batch_size = int(batch_size)
         self.source = source
+        if input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {', '.join(INPUT_KINDS)}, got {input_kind!r}")
+        self.input_kind = input_kind
 
     def __repr__(self) -> str:
         return (
@@ -162,7 +201,9 @@ class Recognizer:
         try:
             import onnxruntime as ort
         except ImportError as err:
-            raise ImportError(f"running an ONNX model needs onnxruntime: pip install 'dicc[onnx]' ({err})") from None
+            raise ImportError(
+                f"running an ONNX model needs onnxruntime (a dependency of dicc): pip install onnxruntime ({err})"
+            ) from None
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -182,6 +223,10 @@ class Recognizer:
             )
         if options.get("tta") is None:  # the test-time augmentation the exported checkpoint had
             options["tta"] = meta.get("tta", "none")
+        try:
+            kind = _input_kind(meta)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
         return cls(
             OnnxBackend(session),
             json.loads(meta["class_names"]),
@@ -190,13 +235,20 @@ class Recognizer:
             image_size=int(meta["image_size"]),
             channels=int(meta["channels"]),
             source=str(path),
+            input_kind=kind,
             **options,
         )
 
     @classmethod
     def load(cls, path="default", **options) -> "Recognizer":
         """:meth:`from_onnx` for a ``.onnx`` file, :meth:`from_checkpoint` otherwise (``device``
-        and ``amp`` only apply to checkpoints); no path, or ``"default"``: the model dicc ships."""
+        and ``amp`` only apply to checkpoints); no path, or ``"default"``: the model dicc ships,
+        its ONNX graph where the installation has one and onnxruntime is importable (with a
+        torch ``device`` other than the CPU: its checkpoint), else its checkpoint; see
+        :func:`default_model_file`. Either way the test-time augmentation is the model's own
+        (``eval.tta``, recorded in the graph's metadata) unless ``tta`` is given."""
+        if isinstance(path, (str, os.PathLike)) and str(path) == "default":
+            path = default_model_file(options.get("device"))
         if str(path).lower().endswith(".onnx"):
             options.pop("device", None)
             options.pop("amp", None)
@@ -266,35 +318,44 @@ class Recognizer:
         return Detections(np.array([[0, 0, w, h]], dtype=np.int64)), face_pixels(arr, s, c)[None]
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
-        """``uint8 [N, C, S, S]`` -> the model's normalised ``float32`` input."""
+        """``uint8 [N, C, S, S]`` -> the backend's ``float32`` input: normalised
+        (``(x / 255 - mean) / std``), or the pixels as floats for a graph that normalises itself
+        (``input_kind == "pixels"``)."""
+        if self.input_kind == "pixels":
+            return np.asarray(pixels, dtype=np.float32)
         return normalize_batch(pixels, self.mean, self.std)
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, num_classes]`` of a normalised ``float32 [N, C, S, S]`` batch
-        (forwarded in chunks of ``batch_size``)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
+    def predict_proba(self, x: np.ndarray, *, chunk: int | None = None) -> np.ndarray:
+        """Class probabilities ``[N, num_classes]`` of a ``float32 [N, C, S, S]`` batch in the
+        form the backend takes (:meth:`preprocess`), forwarded ``chunk`` rows at a time (default
+        ``batch_size``; a batch that fits is one backend call)."""
+        x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != (self.channels, self.image_size, self.image_size):
             raise ValueError(
                 f"expected input [N, {self.channels}, {self.image_size}, {self.image_size}], got {list(x.shape)}"
             )
-        if not len(x):
+        n, step = len(x), int(chunk or self.batch_size)
+        if not n:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        outs = [self.backend(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        if n <= step:
+            return np.asarray(self.backend(x), dtype=np.float32)
+        outs = [self.backend(x[i : i + step]) for i in range(0, n, step)]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities of model-sized ``uint8 [N, C, S, S]`` faces (the one place every
-        face goes through on its way to the backend); with ``tta`` the mean over the views."""
-        if self.tta == "none" or not len(pixels):
+        face goes through on its way to the backend); with ``tta`` the mean over the views, all
+        of which go through the backend in one batch (``batch_size`` faces' views per call)."""
+        pixels = np.asarray(pixels)
+        n = len(pixels)
+        if self.tta == "none" or not n:
             return self.predict_proba(self.preprocess(pixels))
-        import torch
-
-        from ..data.transforms import tta_views
-
-        # torch warns about (and may write through) a read-only array: copy only those
-        views = tta_views(torch.from_numpy(np.require(pixels, requirements=("C", "W"))), self.tta)
-        probs = [self.predict_proba(self.preprocess(v.numpy())) for v in views]
-        return np.mean(probs, axis=0).astype(np.float32)
+        views = tta_pixels(pixels, self.tta)  # [V, N, C, S, S]
+        v = len(views)
+        probs = self.predict_proba(self.preprocess(views.reshape(v * n, *pixels.shape[1:])), chunk=self.batch_size * v)
+        return probs.reshape(v, n, -1).mean(axis=0).astype(np.float32, copy=False)
 
     def analyze_detections(
         self, images: Iterable, *, detect: bool = True, bgr: bool = False
@@ -328,18 +389,23 @@ class Recognizer:
         if not isinstance(found, Detections):
             found = Detections(np.asarray(found, dtype=np.int64).reshape(-1, 4))
         names = self.class_names
+        probs = np.asarray(probs)
+        n = len(found.boxes)
+        # whole arrays to Python numbers at once (not element by element)
+        boxes = np.asarray(found.boxes).reshape(-1, 4).astype(np.int64).tolist()
+        scores = [None] * n if found.scores is None else np.asarray(found.scores, np.float64).tolist()
+        marks = None if found.landmarks is None else np.asarray(found.landmarks, np.float64).tolist()
+        top = probs.reshape(len(probs), -1).argmax(1).tolist() if len(probs) else []
+        rows = probs.astype(np.float64).tolist()
         out = []
-        for k, (box, p) in enumerate(zip(found.boxes, probs)):
-            points = None
-            if found.landmarks is not None:
-                points = {n: [float(x), float(y)] for n, (x, y) in zip(LANDMARK_NAMES, found.landmarks[k])}
+        for k, (box, p) in enumerate(zip(boxes, rows)):
             out.append(
                 {
-                    "box": [int(v) for v in box],
-                    "score": None if found.scores is None else float(found.scores[k]),
-                    "landmarks": points,
-                    "emotions": {n: float(v) for n, v in zip(names, p)},
-                    "dominant": names[int(np.argmax(p))],
+                    "box": box,
+                    "score": scores[k],
+                    "landmarks": None if marks is None else dict(zip(LANDMARK_NAMES, marks[k])),
+                    "emotions": dict(zip(names, p)),
+                    "dominant": names[top[k]],
                 }
             )
         return out

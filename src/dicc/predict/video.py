@@ -18,13 +18,24 @@ the share of frames per emotion. :class:`VideoPrediction` puts them together for
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
     from .inputs import VideoReader
-    from .recognizer import Recognizer
+
+
+class FrameClassifier(Protocol):
+    """What :class:`VideoPrediction` needs of a recognizer (:class:`dicc.predict.Recognizer` is
+    one): its labels, a batch of frames' detections and probabilities, and their records."""
+
+    class_names: Sequence[str]
+
+    def analyze_detections(self, images, *, detect: bool = True, bgr: bool = False) -> list: ...
+
+    def faces(self, found, probs: np.ndarray) -> list[dict]: ...
+
 
 # a face unseen for up to this many seconds keeps its id when it comes back near its last box
 DEFAULT_TRACK_GAP_S = 1.0
@@ -245,7 +256,7 @@ class VideoPrediction:
 
     def __init__(
         self,
-        rec: "Recognizer",
+        rec: FrameClassifier,
         reader: "VideoReader",
         *,
         smooth: float = 1.0,

@@ -180,6 +180,10 @@ class Strategy:
     def observe_features(self, features: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> None:
         """The penultimate features of a training batch (its dataset ``indices``), detached."""
 
+    def observe_inputs(self, x: torch.Tensor, mean, std) -> None:
+        """The training batch as the model gets it (augmented, mixed, normalised with ``mean`` /
+        ``std``), before its forward; e.g. for a teacher that scores the same views."""
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
