@@ -160,6 +160,9 @@ def test_rebalance_cli(parent, tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["rebalance", str(parent["ce"]), "--stage", "tau_norm", "--set", "taus=[0,1]", "--out", str(out)]) == 0
     assert (out / "final.json").is_file() and "tau_norm" in capsys.readouterr().out
+    assert (out / "reliability_test.png").is_file()
+    # the same stage again into its own finished directory: redone, not refused as another run's
+    assert main(["rebalance", str(parent["ce"]), "--stage", "tau_norm", "--set", "taus=[0,1]", "--out", str(out)]) == 0
 
 
 def _files(d):

@@ -365,6 +365,7 @@ _STAGE_FILES = {
     "metrics.jsonl",
     "final.json",
     "confusion_test.png",
+    "reliability_test.png",
     "checkpoints",
     "best.pt",
 }
