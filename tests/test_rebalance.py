@@ -158,6 +158,10 @@ def test_crt_subclass_space_needs_dicc(parent, tmp_path):
 
 def test_rebalance_cli(parent, tmp_path, capsys):
     out = tmp_path / "cli"
+    # the stages are the registry's: an unknown one is one line listing them, nothing written
+    assert main(["rebalance", str(parent["ce"]), "--stage", "nope", "--out", str(out)]) == 2
+    assert "stage: unknown name 'nope'; valid: crt, tau_norm, logit_adjust" in capsys.readouterr().err
+    assert not out.exists()
     assert main(["rebalance", str(parent["ce"]), "--stage", "tau_norm", "--set", "taus=[0,1]", "--out", str(out)]) == 0
     assert (out / "final.json").is_file() and "tau_norm" in capsys.readouterr().out
     assert (out / "reliability_test.png").is_file()

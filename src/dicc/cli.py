@@ -156,7 +156,12 @@ def _add_rebalance(sub) -> None:
         "adjustment), chosen on its validation hold-out, into a new run directory",
     )
     p.add_argument("run_dir", help="a finished run directory")
-    p.add_argument("--stage", required=True, choices=("crt", "tau_norm", "logit_adjust"))
+    p.add_argument(
+        "--stage",
+        required=True,
+        help="a stage registered in dicc.rebalance: crt (retrain the classifier on class-balanced batches), "
+        "tau_norm (rescale its weights), logit_adjust (subtract tau * log prior); another name lists them",
+    )
     p.add_argument("--out", required=True, help="the new run directory")
     p.add_argument(
         "--set",
