@@ -200,7 +200,7 @@ def test_cli_detector_mtcnn_finds_the_faces(tmp_path, astronaut, capsys, monkeyp
     assert len(err) == 1 and "pip install 'facenet-pytorch>=2.5.3,<2.6'" in err[0]
 
 
-# -- detector scores, landmarks in the records, NMS for the cascade (issue 24) -------------------------
+# -- detector scores, landmarks in the records, NMS for the cascade -------------------------
 def _lfw_face(k: int) -> np.ndarray:
     """LFW face ``k`` of scikit-image's subset as the ``lfw`` fixture makes them (200x200)."""
     f = np.load(os.path.join(os.path.dirname(skimage.__file__), "data", "lfw_subset.npy"))[k]

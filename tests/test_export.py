@@ -226,7 +226,7 @@ def test_export_is_wired_into_dicc_main(tmp_path, capsys):
     assert "nope.pt" in capsys.readouterr().err
 
 
-# -- output faults: one line naming the file, nothing half-written (issue 23) ----------------------
+# -- output faults: one line naming the file, nothing half-written ----------------------
 def _export_main(argv) -> int:
     from dicc import cli
 
@@ -270,7 +270,7 @@ def test_export_with_a_name_too_long_is_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ce.pt"]
 
 
-# -- the input kind (issue 24): pixels 0..255 with the normalisation in the graph, or normalised --
+# -- the input kind: pixels 0..255 with the normalisation in the graph, or normalised --
 def _pixels(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 1, 48, 48), dtype=np.uint8)
 

@@ -92,7 +92,7 @@ def test_optional_pieces_stay_extras_and_the_messages_name_real_ones():
     extras = PYPROJECT["project"]["optional-dependencies"]
     for heavy in ("onnx", "timm", "facenet-pytorch", "tensorboard"):
         assert heavy not in base, heavy
-    # onnxruntime runs the bundled model's default path (issue 24): a base dependency now
+    # onnxruntime runs the bundled model's default path: a base dependency now
     assert "opencv-python-headless" in base and "onnxruntime" in base
     # every `dicc[extra]` a message or the README names exists, and [dev] holds every extra
     named = set()

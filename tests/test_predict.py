@@ -437,7 +437,7 @@ def test_recognizer_from_a_trained_run(tmp_path):
         _check_face(f[0], detected=False)
 
 
-# -- outputs never destroy inputs; output faults are one line (issue 23) ---------------------------
+# -- outputs never destroy inputs; output faults are one line ---------------------------
 def main_cli(argv) -> int:
     from dicc import cli
 

@@ -1,4 +1,4 @@
-"""One run per run directory (issue 23): dicc.runlock's OS file lock. A second `dicc train` into
+"""One run per run directory: dicc.runlock's OS file lock. A second `dicc train` into
 the directory of a run that is training is refused in one line before it writes anything, the
 first run's files stay as they were, and kill -9 of the first leaves no stale claim. An --out
 that cannot be a directory is one line before anything is created."""

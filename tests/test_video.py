@@ -375,7 +375,7 @@ def test_an_mp4_file_gives_the_same_timeline_as_the_avi(rec, workdir):
     assert all(sorted(face["face_id"] for face in r["faces"]) == [0, 1] for r in frames)
 
 
-# -- frames without a face, faces that leave and come back, frame skipping (issue 23) -------------
+# -- frames without a face, faces that leave and come back, frame skipping -------------
 def _head() -> np.ndarray:
     return np.asarray(Image.fromarray(skdata.astronaut()[6:221, 117:332]).resize((100, 100)))
 

@@ -1,4 +1,4 @@
-"""The fast path of issue 24: classify at batch 1 makes one backend call (test-time views stacked
+"""The Recognizer's fast path: classify at batch 1 makes one backend call (test-time views stacked
 into it), normalises in NumPy to the same bits as training, and prints no warning."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_classify_is_one_backend_call_and_the_mean_over_the_views(ckpt, tta, vie
     assert rec.classify(many[:0]).shape == (0, 7)
 
 
-# -- the default path (issue 24): the bundled ONNX graph where it is shipped, else the checkpoint ----
+# -- the default path: the bundled ONNX graph where it is shipped, else the checkpoint ----
 def _with_tta(path, tta: str):
     from dicc.checkpoint import save_atomic
 
