@@ -52,7 +52,13 @@ def main() -> None:
     ap.add_argument("--calibration", type=int, default=512, help="training faces that calibrate the int8 graph")
     ap.add_argument("--max-drop", type=float, default=0.003, help="int8's largest validation accuracy loss kept")
     ap.add_argument("--trained-by", help="the command that trained it, for the card")
+    ap.add_argument("--card-only", action="store_true", help="rewrite MODEL_CARD.md from the packaged --out")
     args = ap.parse_args()
+    if args.card_only:
+        shipped = load_checkpoint(args.out)
+        cfg = from_dict(Config, shipped["config"])
+        write_text_atomic(ASSETS / "MODEL_CARD.md", model_card(shipped, cfg, shipped["model_card"], Path(args.out)))
+        return
     run, sel = Path(args.run), json.loads(Path(args.selection).read_text())
     ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
     slim = {k: ckpt[k] for k in KEEP if k in ckpt}
@@ -162,9 +168,15 @@ def distilled(cfg) -> str:
     if d is None or not d.teacher:
         return ""
     names = ", ".join(f"`{Path(t).name}`" for t in d.teacher)
+    what = (
+        "their mean probabilities on every training batch, augmented as the student sees it"
+        if getattr(d, "targets", "images") == "augmented"
+        else f"their mean `{d.tta}` test-time probabilities on every training image"
+    )
+    start = f"; initialised from `{Path(cfg.model.pretrained).name}`" if cfg.model.pretrained else ""
     return (
-        f"- **Distilled** from {names} (their mean `{d.tta}` test-time probabilities on every training\n"
-        f"  image), temperature {d.temperature}, weight {d.weight} beside the cross-entropy on the labels.\n"
+        f"- **Distilled** from {names} ({what}), temperature {d.temperature}, weight {d.weight} beside the\n"
+        f"  cross-entropy on the labels{start}.\n"
     )
 
 
@@ -199,7 +211,7 @@ def model_card(ckpt: dict, cfg, card: dict, path: Path) -> str:
     return f"""# The bundled emotion model (`default`)
 
 `dicc predict photo.jpg`, `Recognizer.load()`, `dicc evaluate default ...` and `dicc export default
---onnx m.onnx` use this model ({path.name}, {size:.1f} MB, weights stored in {card["storage"]}).
+m.onnx` use this model ({path.name}, {size:.1f} MB, weights stored in {card["storage"]}).
 
 - **Task**: the 7 basic emotions of a face crop, as probabilities.
 - **Label order** (output index 0-6): {", ".join(ckpt["class_names"])} (FER2013's order).
