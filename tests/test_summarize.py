@@ -213,3 +213,24 @@ def test_best_by_validation_ignores_missing_scores_and_keeps_the_first_on_ties(s
     assert summarize.best_by_validation(runs, "s", ["c", "a", "b"]) == "a"
     assert summarize.best_by_validation(runs, "s", ["c"]) is None
     assert summarize.best_by_validation(runs, "s", []) is None
+
+
+def test_pilot_table_orders_by_validation_and_marks_the_choice(tmp_path, summarize):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    pilot = _write_recalls(
+        tmp_path / "p",
+        [
+            ("if100", "dicc+con_a", 0, 0.45, 0.50, 0.47, 0.10, 0.30),
+            ("if100", "dicc+con_a+crt", 0, 0.48, 0.49, 0.46, 0.20, 0.40),  # best val, lower test MCA
+            ("if100", "dicc+con_b", 0, 0.48, 0.52, 0.49, 0.15, 0.35),  # tie on val: the earlier one wins
+            ("if100", "dicc+con_b", 1, 0.60, 0.60, 0.60, 0.60, 0.60),  # another seed: not the pilot's
+        ],
+    )
+    grid = _write_recalls(tmp_path / "g", [("if100", "bsm+crt", 0, 0.52, 0.55, 0.51, 0.29, 0.46)])
+    lines = summarize.pilot(str(grid), str(pilot)).splitlines()
+    assert lines[2] == "| dicc+con_a+crt | 48.00 | 46.00 | 49.00 | 20.00 | 40.00 | **chosen** |"
+    assert lines[3] == "| dicc+con_b | 48.00 | 49.00 | 52.00 | 15.00 | 35.00 |  |"
+    assert lines[4].startswith("| dicc+con_a | 45.00 |")
+    assert lines[5] == "| bsm+crt | 52.00 | 51.00 | 55.00 | 29.00 | 46.00 | reference |"
+    assert len(lines) == 6

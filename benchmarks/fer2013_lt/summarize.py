@@ -5,6 +5,8 @@
         --parity benchmarks/fer2013_lt/parity/results.csv          # the precision parity table
     python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/results/results.csv \
         --clean benchmarks/fer2013_lt/dicc_clean/results.csv       # DICC's feature source, both ways
+    python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/results/results.csv \
+        --pilot benchmarks/fer2013_lt/contrastive/results.csv      # issue 25's pilot (IF=100, seed 0)
 
 Per setting: (1) each DICC entry minus CE in test accuracy, mean class accuracy and macro-F1,
 paired by seed (same seed = same long-tailed subset, validation split and initialisation),
@@ -223,6 +225,26 @@ def parity(
     return "\n".join(out)
 
 
+def pilot(
+    grid_csv: str, pilot_csv: str, setting: str = "if100", seed: int = 0, references=("balanced_softmax", "bsm+crt")
+) -> str:
+    """The pilot's table (contrastive.yaml at one setting and seed): every entry's validation MCA,
+    test MCA, test accuracy and fear / disgust recall, best validation first; the chosen entry
+    (highest validation MCA, the earlier entry of the CSV on a tie) marked; ``references`` rows
+    from the grid's CSV at the same seed below it, for scale (not candidates)."""
+    runs, ref = read_csv(pilot_csv), read_csv(grid_csv)
+    labels = [m for (t, m) in runs if t == setting and seed in runs[t, m]]
+    one = {m: {seed: runs[setting, m][seed]} for m in labels}
+    chosen = best_by_validation({(setting, m): v for m, v in one.items()}, setting, labels)
+    order = sorted(labels, key=lambda m: -one[m][seed]["val_mean_class_accuracy"])
+    out = [f"| {setting} seed {seed} | {ANSWER_HEAD} | |", "|---|---:|---:|---:|---:|---:|---|"]
+    rows = [(m, one[m][seed], "**chosen**" if m == chosen else "") for m in order]
+    rows += [(m, ref[setting, m][seed], "reference") for m in references if seed in ref.get((setting, m), {})]
+    for m, r, note in rows:
+        out.append(f"| {m} | " + " | ".join(f"{100 * r[k]:.2f}" for k in ANSWER_KEYS) + f" | {note} |")
+    return "\n".join(out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("csv")
@@ -231,7 +253,11 @@ def main() -> int:
     ap.add_argument(
         "--clean", metavar="CSV", help="compare with the dicc runs on a clean feature pass (dicc_clean.yaml)"
     )
+    ap.add_argument("--pilot", metavar="CSV", help="the contrastive pilot's table (contrastive/results.csv)")
     args = ap.parse_args()
+    if args.pilot:
+        print(pilot(args.csv, args.pilot))
+        return 0
     if args.parity:
         print(parity(args.csv, args.parity))
         return 0
