@@ -29,17 +29,25 @@ fi
 
 say() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
+cpu_time() {  # CPU=user + system seconds of this shell's finished children so far (bash's `times`)
+  times > "$B/logs/.times"  # called directly, never in $(...): a subshell's `times` counts its own children
+  CPU=$(tail -1 "$B/logs/.times" | awk '{ split($1, a, /[ms]/); split($2, b, /[ms]/); printf "%.1f", a[1] * 60 + a[2] + b[1] * 60 + b[2] }')
+}
+
 # compare GRID LABEL SETTING SEED...: the trained entry LABEL and its +crt entry (if the grid has one)
 compare() {
-  local grid=$1 label=$2 setting=$3; shift 3
+  local grid=$1 label=$2 setting=$3 seed; shift 3
   local only=(--only "$label")
   grep -qF "label: $label+crt," "$B/$grid.yaml" && only+=(--only "$label+crt")
   for seed in "$@"; do
     say "start $grid $setting/$label seed $seed"
+    cpu_time; local t0=$CPU
     nice -n 19 "$PYTHON" -m dicc compare "$B/$grid.yaml" "${only[@]}" --setting "$setting" --seed "$seed" \
       --set "data.path=$DATA" --set "train.threads=$THREADS" --set train.progress=false --no-report \
       >> "$B/logs/issue25-$grid-${label//+/_}-$setting-seed$seed.log" 2>&1
-    say "done  $grid $setting/$label seed $seed rc=$?"
+    local rc=$?
+    cpu_time
+    say "done  $grid $setting/$label seed $seed rc=$rc cpu_s=$(awk -v a="$CPU" -v b="$t0" 'BEGIN { printf "%.1f", a - b }')"
     land
   done
 }
@@ -86,9 +94,11 @@ for src_root, lab in todo:
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints", "*.png", "*.pt"))
         print(f"landed {src} -> {dst}", flush=True)
 EOF
-  for grid in crt_parents contrastive grid; do
-    nice -n 19 "$PYTHON" -m dicc compare "$B/$grid.yaml" --report-only --set "data.path=$DATA" > /dev/null 2>&1 \
-      || say "report of $grid.yaml failed"
+  local g  # not `grid`: land runs inside compare(), whose local `grid` it would overwrite
+  for g in crt_parents contrastive grid; do
+    [ -d "$B/$g" ] || [ "$g" = grid ] || continue
+    nice -n 19 "$PYTHON" -m dicc compare "$B/$g.yaml" --report-only --set "data.path=$DATA" > /dev/null 2>&1 \
+      || say "report of $g.yaml failed"
   done
   nice -n 19 "$PYTHON" "$B/summarize.py" "$B/results/results.csv" > "$B/results/summary.md.tmp" 2> /dev/null \
     && mv "$B/results/summary.md.tmp" "$B/results/summary.md" || { rm -f "$B/results/summary.md.tmp"; say "summarize failed"; }
