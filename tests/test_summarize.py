@@ -234,3 +234,26 @@ def test_pilot_table_orders_by_validation_and_marks_the_choice(tmp_path, summari
     assert lines[4].startswith("| dicc+con_a | 45.00 |")
     assert lines[5] == "| bsm+crt | 52.00 | 51.00 | 55.00 | 29.00 | 46.00 | reference |"
     assert len(lines) == 6
+
+
+def test_retrained_table_leaves_out_the_copied_second_stages(tmp_path, summarize, monkeypatch, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rec = [
+        _row(tmp_path, "balanced_softmax", 0, 0.50, 0.53, 0.48, 0.4),
+        _row(tmp_path, "bsm+crt", 0, 0.52, 0.55, 0.51, 0.4),
+    ]
+    new = [
+        _row(tmp_path, "balanced_softmax", 0, 0.51, 0.54, 0.50, 0.4),
+        _row(tmp_path, "bsm+crt", 0, 0.52, 0.55, 0.51, 0.4),
+    ]
+    argv = ["summarize.py", str(_write(tmp_path / "a", rec)), "--retrained", str(_write(tmp_path / "b", new))]
+    monkeypatch.setattr("sys.argv", argv)
+    assert summarize.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| recorded (grid.yaml) | retrained (crt_parents.yaml) |" in lines[0]
+    assert len(lines) == 5 and not any("bsm+crt" in line for line in lines)  # 3 metrics of one method
+    # test MCA 48 recorded, 50 retrained: -2.00; one seed has no spread, so it lies outside
+    assert (
+        lines[4] == "| if100 / balanced_softmax | 1 | mean class accuracy | 48.00 ± 0.00 | 50.00 ± 0.00 | -2.00 | no |"
+    )

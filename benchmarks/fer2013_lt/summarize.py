@@ -7,6 +7,8 @@
         --clean benchmarks/fer2013_lt/dicc_clean/results.csv       # DICC's feature source, both ways
     python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/results/results.csv \
         --pilot benchmarks/fer2013_lt/contrastive/results.csv      # issue 25's pilot (IF=100, seed 0)
+    python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/results/results.csv \
+        --retrained benchmarks/fer2013_lt/crt_parents/results.csv  # cRT's parents, recorded vs retrained
 
 Per setting: (1) each DICC entry minus CE in test accuracy, mean class accuracy and macro-F1,
 paired by seed (same seed = same long-tailed subset, validation split and initialisation),
@@ -200,6 +202,7 @@ def parity(
     other_csv: str,
     names: tuple[str, str] = ("auto (grid)", "fp32 contiguous"),
     metrics: tuple[str, ...] = ("accuracy", "mean_class_accuracy"),
+    keep=lambda key: True,
 ) -> str:
     """The same runs two ways (the grid's runs and another grid's, e.g. the parity grid's fp32
     runs): mean ± std over seeds of each, the paired difference, and whether it lies within the
@@ -209,7 +212,7 @@ def parity(
         f"| setting / method | n | metric | {names[0]} | {names[1]} | paired difference | within seed spread |",
         "|---|---:|---|---:|---:|---:|---|",
     ]
-    for key in sorted(set(a) & set(b)):
+    for key in sorted(k for k in set(a) & set(b) if keep(k)):
         seeds = sorted(set(a[key]) & set(b[key]))
         for metric in metrics:
             x = [100 * a[key][k][metric] for k in seeds]
@@ -253,6 +256,9 @@ def main() -> int:
     ap.add_argument(
         "--clean", metavar="CSV", help="compare with the dicc runs on a clean feature pass (dicc_clean.yaml)"
     )
+    ap.add_argument(
+        "--retrained", metavar="CSV", help="the grid's runs against their retrained copies (crt_parents/results.csv)"
+    )
     ap.add_argument("--pilot", metavar="CSV", help="the contrastive pilot's table (contrastive/results.csv)")
     args = ap.parse_args()
     if args.pilot:
@@ -260,6 +266,11 @@ def main() -> int:
         return 0
     if args.parity:
         print(parity(args.csv, args.parity))
+        return 0
+    if args.retrained:  # the trained parents only: the +crt rows of results/ are copies of the other CSV's
+        names = ("recorded (grid.yaml)", "retrained (crt_parents.yaml)")
+        metrics = ("val_mean_class_accuracy", "accuracy", "mean_class_accuracy")
+        print(parity(args.csv, args.retrained, names, metrics, keep=lambda k: not k[1].endswith("+crt")))
         return 0
     if args.clean:
         names = ("feature_source train (grid)", "feature_source clean")
