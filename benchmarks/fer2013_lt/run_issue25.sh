@@ -34,11 +34,15 @@ cpu_time() {  # CPU=user + system seconds of this shell's finished children so f
   CPU=$(tail -1 "$B/logs/.times" | awk '{ split($1, a, /[ms]/); split($2, b, /[ms]/); printf "%.1f", a[1] * 60 + a[2] + b[1] * 60 + b[2] }')
 }
 
-# compare GRID LABEL SETTING SEED...: the trained entry LABEL and its +crt entry (if the grid has one)
+# compare GRID LABEL SETTING SEED...: the trained entry LABEL and the entries derived from it
 compare() {
   local grid=$1 label=$2 setting=$3 seed; shift 3
-  local only=(--only "$label")
-  grep -qF "label: $label+crt," "$B/$grid.yaml" && only+=(--only "$label+crt")
+  local only=(--only "$label") d
+  # and every entry made after it (the grid's `after: LABEL` entries: bsm+crt after balanced_softmax)
+  for d in $("$PYTHON" -c 'import sys, yaml
+print(" ".join(m["label"] for m in yaml.safe_load(open(sys.argv[1]))["methods"] if isinstance(m, dict) and m.get("after") == sys.argv[2]))' "$B/$grid.yaml" "$label"); do
+    only+=(--only "$d")
+  done
   for seed in "$@"; do
     say "start $grid $setting/$label seed $seed"
     cpu_time; local t0=$CPU
