@@ -257,3 +257,15 @@ def test_retrained_table_leaves_out_the_copied_second_stages(tmp_path, summarize
     assert (
         lines[4] == "| if100 / balanced_softmax | 1 | mean class accuracy | 48.00 ± 0.00 | 50.00 ± 0.00 | -2.00 | no |"
     )
+
+
+def test_add_merges_csvs_the_later_row_winning(tmp_path, summarize, monkeypatch, capsys):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    a = _write(
+        tmp_path / "a", [_row(tmp_path, "ce", 0, 0.30, 0.40, 0.30, 0.2), _row(tmp_path, "dicc", 0, 0.9, 0.9, 0.9, 0.9)]
+    )
+    b = _write(tmp_path / "b", [_row(tmp_path, "dicc", 0, 0.31, 0.42, 0.31, 0.21)])  # replaces a's dicc seed 0
+    monkeypatch.setattr("sys.argv", ["summarize.py", str(a), "--add", str(b)])
+    assert summarize.main() == 0
+    assert "| dicc − ce | 1 | +2.00 | +1.00 | +1.00 | +1.00 |" in capsys.readouterr().out

@@ -9,6 +9,8 @@
         --pilot benchmarks/fer2013_lt/contrastive/results.csv      # issue 25's pilot (IF=100, seed 0)
     python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/results/results.csv \
         --retrained benchmarks/fer2013_lt/crt_parents/results.csv  # cRT's parents, recorded vs retrained
+    python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/crt_parents/results.csv \
+        --add benchmarks/fer2013_lt/contrastive/results.csv        # issue 25's runs of one machine only
 
 Per setting: (1) each DICC entry minus CE in test accuracy, mean class accuracy and macro-F1,
 paired by seed (same seed = same long-tailed subset, validation split and initialisation),
@@ -104,11 +106,21 @@ def _float(value) -> float:
         return math.nan
 
 
-def read_csv(path: str) -> dict[tuple[str, str], dict[int, dict]]:
+def _rows(paths) -> list[dict]:
+    """The rows of one results.csv or of several (a later file's row replaces an earlier one's of
+    the same setting, method and seed)."""
+    rows = {}
+    for path in [paths] if isinstance(paths, str) else paths:
+        for r in csv.DictReader(open(path)):
+            rows[r["setting"], r["method"], r["seed"]] = r
+    return list(rows.values())
+
+
+def read_csv(path) -> dict[tuple[str, str], dict[int, dict]]:
     """``runs[setting, method][seed]``: the run's metrics and ``recall_fear`` / ``recall_disgust``
     (NaN where the CSV has no such column)."""
     runs: dict[tuple[str, str], dict[int, dict]] = defaultdict(dict)
-    for r in csv.DictReader(open(path)):
+    for r in _rows(path):
         runs[r["setting"], r["method"]][int(r["seed"])] = {
             k: _float(r.get(k)) for k in (*METRICS, *(f"recall_{c}" for c in RECALLS))
         }
@@ -251,6 +263,9 @@ def pilot(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("csv")
+    ap.add_argument(
+        "--add", metavar="CSV", action="append", default=[], help="rows of another results.csv too (repeatable)"
+    )
     ap.add_argument("--reference", default="ce", help="the method DICC is compared with first (default ce)")
     ap.add_argument("--parity", metavar="CSV", help="compare with the same runs in another precision (parity.yaml)")
     ap.add_argument(
@@ -276,9 +291,9 @@ def main() -> int:
         names = ("feature_source train (grid)", "feature_source clean")
         print(parity(args.csv, args.clean, names, ("val_mean_class_accuracy", "accuracy", "mean_class_accuracy")))
         return 0
-    runs = read_csv(args.csv)
+    runs = read_csv([args.csv, *args.add])
     run_dirs: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for r in csv.DictReader(open(args.csv)):
+    for r in _rows([args.csv, *args.add]):
         run_dirs[r["setting"], r["method"]].append(r["run_dir"])
     settings = list(dict.fromkeys(s for s, _ in runs))
     all_seeds = sorted({k for v in runs.values() for k in v})
