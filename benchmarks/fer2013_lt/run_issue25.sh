@@ -44,6 +44,12 @@ print(" ".join(m["label"] for m in yaml.safe_load(open(sys.argv[1]))["methods"] 
     only+=(--only "$d")
   done
   for seed in "$@"; do
+    local lab done_all=1  # every selected run finished already: nothing to do (no process, no report)
+    for lab in "${only[@]}"; do
+      [ "$lab" = --only ] && continue
+      [ -f "$B/$grid/$setting/$lab/seed$seed/final.json" ] || done_all=0
+    done
+    [ "$done_all" = 1 ] && continue
     say "start $grid $setting/$label seed $seed"
     cpu_time; local t0=$CPU
     nice -n 19 "$PYTHON" -m dicc compare "$B/$grid.yaml" "${only[@]}" --setting "$setting" --seed "$seed" \
@@ -106,6 +112,9 @@ EOF
   done
   nice -n 19 "$PYTHON" "$B/summarize.py" "$B/results/results.csv" > "$B/results/summary.md.tmp" 2> /dev/null \
     && mv "$B/results/summary.md.tmp" "$B/results/summary.md" || { rm -f "$B/results/summary.md.tmp"; say "summarize failed"; }
+  nice -n 19 "$PYTHON" "$B/summarize.py" "$B/crt_parents/results.csv" --add "$B/contrastive/results.csv" \
+    > "$B/issue25_summary.md.tmp" 2> /dev/null && mv "$B/issue25_summary.md.tmp" "$B/issue25_summary.md" \
+    || { rm -f "$B/issue25_summary.md.tmp"; say "summarize (issue 25's runs) failed"; }
   [ "$COMMIT" = 1 ] || return 0
   (
     flock 9
@@ -113,6 +122,7 @@ EOF
     for final in $B/crt_parents/*/*/seed*/final.json $B/contrastive/*/*/seed*/final.json $B/results/*/*/seed*/final.json; do
       [ -e "$final" ] && paths+=("$(dirname "$final")")
     done
+    [ -f "$B/issue25_summary.md" ] && paths+=("$B/issue25_summary.md")
     for out in $B/crt_parents $B/contrastive $B/results; do
       for f in "$out"/chosen.txt "$out"/*.csv "$out"/*.md "$out"/*.png "$out"/compare.json; do [ -e "$f" ] && paths+=("$f"); done
     done
