@@ -144,3 +144,128 @@ def test_two_ways_table_pairs_by_seed_and_names_its_columns(tmp_path, summarize)
     )
     # accuracy: 50, 52 vs 49, 50 -> +1, +2: mean +1.50 > both stds (1.41, 0.71) -> outside the spread
     assert lines[3] == "| if100 / dicc | 2 | accuracy | 51.00 ± 1.41 | 49.50 ± 0.71 | +1.50 ± 0.71 | no |"
+
+
+def _write_recalls(tmp_path, rows):
+    """A results.csv with the recall columns of fear and disgust (rows: setting, method, seed,
+    val MCA, accuracy, MCA, fear recall, disgust recall)."""
+    path = tmp_path / "results.csv"
+    keys = ["setting", "method", "seed", "val_mean_class_accuracy", "accuracy", "mean_class_accuracy"]
+    keys += ["macro_f1", "recall_disgust", "recall_fear", "run_dir"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        for s, m, k, val, acc, mca, fear, dis in rows:
+            w.writerow(dict(zip(keys, (s, m, k, val, acc, mca, 0.3, dis, fear, str(tmp_path / m / f"seed{k}")))))
+    return path
+
+
+def test_issue25_answers_pair_by_seed_with_fear_and_disgust(tmp_path, summarize, monkeypatch, capsys):
+    rows = [
+        ("if100", "ce", 0, 0.30, 0.40, 0.30, 0.10, 0.00),
+        ("if100", "ce", 1, 0.32, 0.42, 0.32, 0.12, 0.05),
+        ("if100", "balanced_softmax", 0, 0.40, 0.45, 0.40, 0.20, 0.30),
+        ("if100", "balanced_softmax", 1, 0.42, 0.47, 0.42, 0.22, 0.40),
+        ("if100", "bsm+crt", 0, 0.44, 0.48, 0.46, 0.30, 0.50),
+        ("if100", "bsm+crt", 1, 0.46, 0.50, 0.44, 0.26, 0.45),
+        ("if100", "dicc+bsm", 0, 0.48, 0.46, 0.41, 0.21, 0.35),
+        ("if100", "dicc+bsm", 1, 0.50, 0.49, 0.45, 0.25, 0.30),
+        ("if100", "dicc+con_x", 0, 0.43, 0.47, 0.43, 0.28, 0.40),
+        ("if100", "dicc+con_x+crt", 0, 0.47, 0.49, 0.48, 0.33, 0.55),  # seed 1 not run
+        ("if10", "ce", 0, 0.50, 0.55, 0.50, 0.20, 0.40),
+        ("if10", "balanced_softmax", 0, 0.55, 0.56, 0.54, 0.25, 0.50),
+    ]
+    monkeypatch.setattr("sys.argv", ["summarize.py", str(_write_recalls(tmp_path, rows))])
+    assert summarize.main() == 0
+    out = capsys.readouterr().out
+    if100, if10 = out.split("## if10\n")
+    # best DICC by validation: dicc+bsm (mean val 49 > dicc+con_x+crt's 47, though that one has
+    # the better test MCA); best non-DICC: bsm+crt (45 > balanced_softmax's 41)
+    assert "| best DICC entry (validation) | dicc+bsm | 0, 1 | none | 49.00 ± 1.41 |" in if100
+    assert "| best non-DICC entry (validation) | bsm+crt | 0, 1 | none | 45.00 ± 1.41 |" in if100
+    # the contrastive entry has seed 0 only: listed as missing seed 1; its numbers are seed 0's
+    assert "| contrastive DICC + cRT | dicc+con_x+crt | 0 | 1 | 47.00 | 48.00 | 49.00 | 33.00 | 55.00 |" in if100
+    # dicc+bsm - bsm+crt at seeds 0, 1: val +4, +4; MCA -5, +1 (mean -2, std sqrt(18) = 4.24);
+    # accuracy -2, -1; fear -9, -1 (std sqrt(32) = 5.66); disgust -15, -15
+    assert (
+        "| dicc+bsm − bsm+crt | 0, 1 | +4.00 ± 0.00 | -2.00 ± 4.24 | -1.50 ± 0.71 | -5.00 ± 5.66 | -15.00 ± 0.00 |"
+        in if100
+    )
+    # dicc+con_x+crt - bsm+crt: seed 0 only (47-44, 48-46, 49-48, 33-30, 55-50)
+    assert "| dicc+con_x+crt − bsm+crt | 0 | +3.00 | +2.00 | +1.00 | +3.00 | +5.00 |" in if100
+    assert "Entry to use on if100 (highest validation MCA of all entries): **dicc+bsm**." in if100
+    # a contrastive entry's base is balanced_softmax (its head's loss): accuracy 47 - 45
+    assert "| dicc+con_x − balanced_softmax | 1 | +2.00 |" in if100
+    # IF=10 has no DICC, contrastive or bsm+crt rows: named as not run, with every seed missing
+    assert "| best DICC entry (validation) | not run | none | 0, 1 | – | – | – | – | – |" in if10
+    assert "| bsm+crt | not run | none | 0, 1 | – | – | – | – | – |" in if10
+    assert "| contrastive DICC + cRT (not run) − bsm+crt (not run) | none |" in if10
+    assert "Entry to use on if10 (highest validation MCA of all entries): **balanced_softmax**." in if10
+
+
+def test_best_by_validation_ignores_missing_scores_and_keeps_the_first_on_ties(summarize):
+    nan = float("nan")
+    runs = {
+        ("s", "a"): {0: {"val_mean_class_accuracy": 0.5}},
+        ("s", "b"): {0: {"val_mean_class_accuracy": 0.5}, 1: {"val_mean_class_accuracy": nan}},
+        ("s", "c"): {0: {"val_mean_class_accuracy": nan}},
+    }
+    assert summarize.best_by_validation(runs, "s", ["c", "a", "b"]) == "a"
+    assert summarize.best_by_validation(runs, "s", ["c"]) is None
+    assert summarize.best_by_validation(runs, "s", []) is None
+
+
+def test_pilot_table_orders_by_validation_and_marks_the_choice(tmp_path, summarize):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    pilot = _write_recalls(
+        tmp_path / "p",
+        [
+            ("if100", "dicc+con_a", 0, 0.45, 0.50, 0.47, 0.10, 0.30),
+            ("if100", "dicc+con_a+crt", 0, 0.48, 0.49, 0.46, 0.20, 0.40),  # best val, lower test MCA
+            ("if100", "dicc+con_b", 0, 0.48, 0.52, 0.49, 0.15, 0.35),  # tie on val: the earlier one wins
+            ("if100", "dicc+con_b", 1, 0.60, 0.60, 0.60, 0.60, 0.60),  # another seed: not the pilot's
+        ],
+    )
+    grid = _write_recalls(tmp_path / "g", [("if100", "bsm+crt", 0, 0.52, 0.55, 0.51, 0.29, 0.46)])
+    lines = summarize.pilot(str(grid), str(pilot)).splitlines()
+    assert lines[2] == "| dicc+con_a+crt | 48.00 | 46.00 | 49.00 | 20.00 | 40.00 | **chosen** |"
+    assert lines[3] == "| dicc+con_b | 48.00 | 49.00 | 52.00 | 15.00 | 35.00 |  |"
+    assert lines[4].startswith("| dicc+con_a | 45.00 |")
+    assert lines[5] == "| bsm+crt | 52.00 | 51.00 | 55.00 | 29.00 | 46.00 | reference |"
+    assert len(lines) == 6
+
+
+def test_retrained_table_leaves_out_the_copied_second_stages(tmp_path, summarize, monkeypatch, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rec = [
+        _row(tmp_path, "balanced_softmax", 0, 0.50, 0.53, 0.48, 0.4),
+        _row(tmp_path, "bsm+crt", 0, 0.52, 0.55, 0.51, 0.4),
+    ]
+    new = [
+        _row(tmp_path, "balanced_softmax", 0, 0.51, 0.54, 0.50, 0.4),
+        _row(tmp_path, "bsm+crt", 0, 0.52, 0.55, 0.51, 0.4),
+    ]
+    argv = ["summarize.py", str(_write(tmp_path / "a", rec)), "--retrained", str(_write(tmp_path / "b", new))]
+    monkeypatch.setattr("sys.argv", argv)
+    assert summarize.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| recorded (grid.yaml) | retrained (crt_parents.yaml) |" in lines[0]
+    assert len(lines) == 5 and not any("bsm+crt" in line for line in lines)  # 3 metrics of one method
+    # test MCA 48 recorded, 50 retrained: -2.00; one seed has no spread, so it lies outside
+    assert (
+        lines[4] == "| if100 / balanced_softmax | 1 | mean class accuracy | 48.00 ± 0.00 | 50.00 ± 0.00 | -2.00 | no |"
+    )
+
+
+def test_add_merges_csvs_the_later_row_winning(tmp_path, summarize, monkeypatch, capsys):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    a = _write(
+        tmp_path / "a", [_row(tmp_path, "ce", 0, 0.30, 0.40, 0.30, 0.2), _row(tmp_path, "dicc", 0, 0.9, 0.9, 0.9, 0.9)]
+    )
+    b = _write(tmp_path / "b", [_row(tmp_path, "dicc", 0, 0.31, 0.42, 0.31, 0.21)])  # replaces a's dicc seed 0
+    monkeypatch.setattr("sys.argv", ["summarize.py", str(a), "--add", str(b)])
+    assert summarize.main() == 0
+    assert "| dicc − ce | 1 | +2.00 | +1.00 | +1.00 | +1.00 |" in capsys.readouterr().out
