@@ -178,3 +178,30 @@ def held_by_another_process(path: Path) -> Iterator[subprocess.Popen]:
     finally:
         proc.kill()
         proc.wait()
+
+
+# `dicc train` on the built-in data, as small as it goes (a long-tailed subset, width 4)
+TINY = [
+    "--set",
+    "data.longtail=[24,8,24,64,32,16,48]",
+    "--set",
+    "model.width=4",
+    "--set",
+    "train.batch_size=32",
+    "--no-progress",
+]
+
+
+def _cli(args, capsys):
+    """``dicc ARGS`` in-process: exit status, stdout, stderr's lines."""
+    from dicc.cli import main
+
+    code = main(args)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err.strip().splitlines()
+
+
+def _one_error_line(err, *fragments):
+    assert len(err) == 1, err
+    for f in fragments:
+        assert f in err[0], (f, err[0])

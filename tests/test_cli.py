@@ -26,24 +26,10 @@ from data_helpers import class_tree
 from dicc.cli import main
 from dicc.data.classes import EMOTIONS
 from dicc.strategies import available_strategies, option_help
+from helpers import _cli, TINY
 
 SMALL = ["--set", "model.width=4", "--set", "train.batch_size=32", "--no-progress"]
 DICC = ["--method", "dicc", "--set", "method.options.warmup_epochs=1", "--set", "method.options.n_init=1"]
-TINY = [
-    "--set",
-    "data.longtail=[24,8,24,64,32,16,48]",
-    "--set",
-    "model.width=4",
-    "--set",
-    "train.batch_size=32",
-    "--no-progress",
-]
-
-
-def _cli(args, capsys):
-    code = main(args)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip().splitlines()
 
 
 # -- dicc methods -v -------------------------------------------------------------------------------

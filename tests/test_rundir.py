@@ -17,17 +17,9 @@ import dicc.atomic as atomic
 import dicc.checkpoint as checkpoint
 from dicc.cli import main
 from dicc.rundir import RunDirectory
+from helpers import TINY
 
 HERE = Path(__file__).resolve().parent
-TINY = [
-    "--set",
-    "data.longtail=[24,8,24,64,32,16,48]",
-    "--set",
-    "model.width=4",
-    "--set",
-    "train.batch_size=32",
-    "--no-progress",
-]
 
 
 def _epoch_lines(run: Path) -> list[dict]:

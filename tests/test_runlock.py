@@ -13,17 +13,8 @@ import pytest
 
 from dicc.cli import main
 from dicc.runlock import LOCK_NAME, RunDirectoryBusy, claim
-from helpers import held_by_another_process
+from helpers import held_by_another_process, TINY
 
-TINY = [
-    "--set",
-    "data.longtail=[24,8,24,64,32,16,48]",
-    "--set",
-    "model.width=4",
-    "--set",
-    "train.batch_size=32",
-    "--no-progress",
-]
 
 # `dicc train` whose second validation never ends: it holds its run directory, epoch 1 written
 SLOW = """

@@ -9,30 +9,8 @@ import pytest
 import torch
 
 import dicc.engine as engine
-from dicc.cli import main
 from dicc.engine import fit
-
-TINY = [
-    "--set",
-    "data.longtail=[24,8,24,64,32,16,48]",
-    "--set",
-    "model.width=4",
-    "--set",
-    "train.batch_size=32",
-    "--no-progress",
-]
-
-
-def _cli(args, capsys):
-    code = main(args)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip().splitlines()
-
-
-def _one_error_line(err, *fragments):
-    assert len(err) == 1, err
-    for f in fragments:
-        assert f in err[0], (f, err[0])
+from helpers import _cli, _one_error_line, TINY
 
 
 def test_resume_takes_the_runs_config_and_refuses_other_settings(tmp_path, capsys):

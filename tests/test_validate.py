@@ -6,29 +6,7 @@ import pytest
 import torch
 
 import dicc.training_run as training_run
-from dicc.cli import main
-
-TINY = [
-    "--set",
-    "data.longtail=[24,8,24,64,32,16,48]",
-    "--set",
-    "model.width=4",
-    "--set",
-    "train.batch_size=32",
-    "--no-progress",
-]
-
-
-def _cli(args, capsys):
-    code = main(args)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err.strip().splitlines()
-
-
-def _one_error_line(err, *fragments):
-    assert len(err) == 1, err
-    for f in fragments:
-        assert f in err[0], (f, err[0])
+from helpers import _cli, _one_error_line, TINY
 
 
 @pytest.mark.parametrize(
