@@ -205,3 +205,24 @@ def _one_error_line(err, *fragments):
     assert len(err) == 1, err
     for f in fragments:
         assert f in err[0], (f, err[0])
+
+
+def interrupt_after_epoch_1(cfg, monkeypatch) -> None:
+    """``fit(cfg)`` stopped by a KeyboardInterrupt at the second epoch's validation (epoch 1's
+    checkpoint written), as Ctrl-C would; ``fit(cfg, resume=True)`` then continues it."""
+    import pytest
+
+    import dicc.engine as engine
+
+    real, calls = engine.evaluate, {"n": 0}
+
+    def interrupt_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", interrupt_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit(cfg, log=lambda *a: None)
+    monkeypatch.setattr(engine, "evaluate", real)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from dicc.contrastive import ProjectionHead, subclass_supcon
 
+from helpers import interrupt_after_epoch_1
+
 
 def _by_hand(z, sub, cls, t, tb, w):
     z = z.tolist()
@@ -141,7 +143,6 @@ def test_embedding_loss_uses_pseudo_labels_and_with_kmax1_is_scaled_supcon():
 
 
 def test_training_sees_two_views_and_resumes_exactly(tiny_config, monkeypatch):
-    import dicc.engine as engine
     from dicc.engine import fit
     from dicc.strategies.dicc import DICC
 
@@ -172,19 +173,8 @@ def test_training_sees_two_views_and_resumes_exactly(tiny_config, monkeypatch):
     assert ckpt["model"]["head.weight"].shape[0] == 7
     monkeypatch.setattr(DICC, "embedding_loss", real_loss)
 
-    real, calls = engine.evaluate, {"n": 0}
-
-    def interrupt_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "evaluate", interrupt_second_epoch)
     cfg = tiny_config(*opts, out="cut")
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, log=lambda *a: None)
-    monkeypatch.setattr(engine, "evaluate", real)
+    interrupt_after_epoch_1(cfg, monkeypatch)
     resumed = fit(cfg, resume=True, log=lambda *a: None)
     b = torch.load(resumed.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
     for k in ckpt["model"]:

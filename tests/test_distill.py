@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-import dicc.engine as engine
 from dicc.checkpoint import load_checkpoint, model_from_checkpoint
 from dicc.config import load_config
 from dicc.data.build import build_run_data
@@ -16,7 +15,7 @@ from dicc.inference import predict_parent_logits
 from dicc.strategies import create_strategy
 from dicc.validate import check_config
 
-from helpers import COUNTS, make_checkpoint
+from helpers import COUNTS, make_checkpoint, interrupt_after_epoch_1
 
 
 def test_distillation_loss_matches_a_hand_computation():
@@ -120,19 +119,8 @@ def test_training_with_a_teacher_uses_its_targets_and_resumes_exactly(tiny_confi
     assert not torch.allclose(a["head.weight"], p["head.weight"])  # the teacher changed training
 
     # interrupted after epoch 1 and resumed: the cached targets are read, the result is the same
-    real, calls = engine.evaluate, {"n": 0}
-
-    def interrupt_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "evaluate", interrupt_second_epoch)
     cfg = tiny_config(*kd, out="cut")
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, log=lambda *a: None)
-    monkeypatch.setattr(engine, "evaluate", real)
+    interrupt_after_epoch_1(cfg, monkeypatch)
     import dicc.distill as distill
 
     monkeypatch.setattr(distill, "teacher_log_probs", lambda *a, **k: pytest.fail("the cache was not used"))
@@ -184,19 +172,8 @@ def test_training_with_teachers_on_augmented_batches_resumes_exactly(tiny_config
     a = torch.load(full.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
     c = torch.load(cached.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
     assert not torch.allclose(a["head.weight"], c["head.weight"])  # other targets, other training
-    real, calls = engine.evaluate, {"n": 0}
-
-    def interrupt_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "evaluate", interrupt_second_epoch)
     cfg = tiny_config(*kd, out="cut")
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, log=lambda *a: None)
-    monkeypatch.setattr(engine, "evaluate", real)
+    interrupt_after_epoch_1(cfg, monkeypatch)
     resumed = fit(cfg, resume=True, log=lambda *a: None)
     b = torch.load(resumed.run_dir / "checkpoints/last.pt", weights_only=True)["model"]
     for k in a:
