@@ -6,6 +6,8 @@
 #   3. the chosen variant (highest validation MCA of the pilot's 8 entries) at seeds 1, 2 (+ cRT)
 #   4. balanced_softmax seeds 1, 2 + cRT; 5. dicc+bsm seeds 0-2 + cRT
 #   6. IF=10: the chosen variant, balanced_softmax, dicc+bsm, seeds 0-2 (+ cRT)
+#   7. the top two IF=100 entries (bsm+crt, the chosen variant and its +crt) at 20 epochs,
+#      seeds 0-2 (long20.yaml; records and report in long20/, long20/summary.md)
 # After every step: the finished derived runs of crt_parents/ (bsm+crt, dicc+bsm+crt) and every
 # finished run of the chosen variant are copied (records only, no weights) into results/, the
 # reports of the three grids and results/summary.md are rewritten and, with COMMIT=1 (default),
@@ -105,7 +107,7 @@ for src_root, lab in todo:
         print(f"landed {src} -> {dst}", flush=True)
 EOF
   local g  # not `grid`: land runs inside compare(), whose local `grid` it would overwrite
-  for g in crt_parents contrastive grid; do
+  for g in crt_parents contrastive long20 grid; do
     [ -d "$B/$g" ] || [ "$g" = grid ] || continue
     nice -n 19 "$PYTHON" -m dicc compare "$B/$g.yaml" --report-only --set "data.path=$DATA" > /dev/null 2>&1 \
       || say "report of $g.yaml failed"
@@ -115,15 +117,24 @@ EOF
   nice -n 19 "$PYTHON" "$B/summarize.py" "$B/crt_parents/results.csv" --add "$B/contrastive/results.csv" \
     > "$B/issue25_summary.md.tmp" 2> /dev/null && mv "$B/issue25_summary.md.tmp" "$B/issue25_summary.md" \
     || { rm -f "$B/issue25_summary.md.tmp"; say "summarize (issue 25's runs) failed"; }
+  if [ -f "$B/long20/results.csv" ]; then
+    { nice -n 19 "$PYTHON" "$B/summarize.py" "$B/long20/results.csv" \
+      && echo "## 10 epochs against 20, paired by seed (issue 25's runs)" && echo \
+      && nice -n 19 "$PYTHON" "$B/summarize.py" "$B/crt_parents/results.csv" --add "$B/contrastive/results.csv" \
+        --longer "$B/long20/results.csv"; } > "$B/long20/summary.md.tmp" 2> /dev/null \
+      && mv "$B/long20/summary.md.tmp" "$B/long20/summary.md" \
+      || { rm -f "$B/long20/summary.md.tmp"; say "summarize (long20) failed"; }
+  fi
   [ "$COMMIT" = 1 ] || return 0
   (
     flock 9
     paths=()
-    for final in $B/crt_parents/*/*/seed*/final.json $B/contrastive/*/*/seed*/final.json $B/results/*/*/seed*/final.json; do
+    for final in $B/crt_parents/*/*/seed*/final.json $B/contrastive/*/*/seed*/final.json $B/long20/*/*/seed*/final.json \
+      $B/results/*/*/seed*/final.json; do
       [ -e "$final" ] && paths+=("$(dirname "$final")")
     done
     [ -f "$B/issue25_summary.md" ] && paths+=("$B/issue25_summary.md")
-    for out in $B/crt_parents $B/contrastive $B/results; do
+    for out in $B/crt_parents $B/contrastive $B/long20 $B/results; do
       for f in "$out"/chosen.txt "$out"/*.csv "$out"/*.md "$out"/*.png "$out"/compare.json; do [ -e "$f" ] && paths+=("$f"); done
     done
     git add -- "${paths[@]}" 2> /dev/null
@@ -150,4 +161,6 @@ compare crt_parents dicc+bsm if100 0 1 2
 [ -n "$pick" ] && compare contrastive "$pick" if10 0 1 2
 compare crt_parents balanced_softmax if10 0 1 2
 compare crt_parents dicc+bsm if10 0 1 2
+compare long20 balanced_softmax if100 0 1 2
+[ -n "$pick" ] && compare long20 "$pick" if100 0 1 2
 say "all done"

@@ -11,6 +11,9 @@
         --retrained benchmarks/fer2013_lt/crt_parents/results.csv  # cRT's parents, recorded vs retrained
     python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/crt_parents/results.csv \
         --add benchmarks/fer2013_lt/contrastive/results.csv        # issue 25's runs of one machine only
+    python benchmarks/fer2013_lt/summarize.py benchmarks/fer2013_lt/crt_parents/results.csv \
+        --add benchmarks/fer2013_lt/contrastive/results.csv \
+        --longer benchmarks/fer2013_lt/long20/results.csv          # the same entries at 10 and 20 epochs
 
 Per setting: (1) each DICC entry minus CE in test accuracy, mean class accuracy and macro-F1,
 paired by seed (same seed = same long-tailed subset, validation split and initialisation),
@@ -275,6 +278,9 @@ def main() -> int:
         "--retrained", metavar="CSV", help="the grid's runs against their retrained copies (crt_parents/results.csv)"
     )
     ap.add_argument("--pilot", metavar="CSV", help="the contrastive pilot's table (contrastive/results.csv)")
+    ap.add_argument(
+        "--longer", metavar="CSV", help="the same entries at a longer schedule (long20/results.csv), paired by seed"
+    )
     args = ap.parse_args()
     if args.pilot:
         print(pilot(args.csv, args.pilot))
@@ -286,6 +292,10 @@ def main() -> int:
         names = ("recorded (grid.yaml)", "retrained (crt_parents.yaml)")
         metrics = ("val_mean_class_accuracy", "accuracy", "mean_class_accuracy")
         print(parity(args.csv, args.retrained, names, metrics, keep=lambda k: not k[1].endswith("+crt")))
+        return 0
+    if args.longer:
+        names = ("10 epochs", "20 epochs")
+        print(parity([args.csv, *args.add], args.longer, names, ANSWER_KEYS))
         return 0
     if args.clean:
         names = ("feature_source train (grid)", "feature_source clean")
