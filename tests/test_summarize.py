@@ -269,3 +269,21 @@ def test_add_merges_csvs_the_later_row_winning(tmp_path, summarize, monkeypatch,
     monkeypatch.setattr("sys.argv", ["summarize.py", str(a), "--add", str(b)])
     assert summarize.main() == 0
     assert "| dicc − ce | 1 | +2.00 | +1.00 | +1.00 | +1.00 |" in capsys.readouterr().out
+
+
+def test_longer_pairs_each_entry_with_itself_at_the_longer_schedule(tmp_path, summarize, monkeypatch, capsys):
+    for d in ("a", "b", "c"):
+        (tmp_path / d).mkdir()
+    short = _write(tmp_path / "a", [_row(tmp_path, "bsm+crt", k, 0.50 + k / 100, 0.5, 0.48, 0.4) for k in (0, 1)])
+    added = _write(tmp_path / "b", [_row(tmp_path, "dicc+con", 0, 0.40, 0.5, 0.45, 0.4)])  # from the --add CSV
+    long = _write(
+        tmp_path / "c",
+        [_row(tmp_path, "bsm+crt", 0, 0.53, 0.5, 0.50, 0.4), _row(tmp_path, "dicc+con", 0, 0.44, 0.5, 0.46, 0.4)],
+    )
+    monkeypatch.setattr("sys.argv", ["summarize.py", str(short), "--add", str(added), "--longer", str(long)])
+    assert summarize.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| 20 epochs | 10 epochs | paired difference |" in lines[0]  # 20 minus 10
+    # bsm+crt: only seed 0 has both schedules (val MCA 50 -> 53: +3.00); seed 1 has no 20-epoch run
+    assert "| if100 / bsm+crt | 1 | val mean class accuracy | 53.00 ± 0.00 | 50.00 ± 0.00 | +3.00 | no |" in lines
+    assert "| if100 / dicc+con | 1 | mean class accuracy | 46.00 ± 0.00 | 45.00 ± 0.00 | +1.00 | no |" in lines

@@ -119,7 +119,7 @@ EOF
     || { rm -f "$B/issue25_summary.md.tmp"; say "summarize (issue 25's runs) failed"; }
   if [ -f "$B/long20/results.csv" ]; then
     { nice -n 19 "$PYTHON" "$B/summarize.py" "$B/long20/results.csv" \
-      && echo "## 10 epochs against 20, paired by seed (issue 25's runs)" && echo \
+      && echo "## 20 epochs against 10, paired by seed (issue 25's runs)" && echo \
       && nice -n 19 "$PYTHON" "$B/summarize.py" "$B/crt_parents/results.csv" --add "$B/contrastive/results.csv" \
         --longer "$B/long20/results.csv"; } > "$B/long20/summary.md.tmp" 2> /dev/null \
       && mv "$B/long20/summary.md.tmp" "$B/long20/summary.md" \

@@ -294,8 +294,8 @@ def main() -> int:
         print(parity(args.csv, args.retrained, names, metrics, keep=lambda k: not k[1].endswith("+crt")))
         return 0
     if args.longer:
-        names = ("10 epochs", "20 epochs")
-        print(parity([args.csv, *args.add], args.longer, names, ANSWER_KEYS))
+        names = ("20 epochs", "10 epochs")  # the paired difference: what the longer schedule adds
+        print(parity(args.longer, [args.csv, *args.add], names, ANSWER_KEYS))
         return 0
     if args.clean:
         names = ("feature_source train (grid)", "feature_source clean")
