@@ -109,6 +109,23 @@ def multiply_adds(model, channels: int, size: int) -> int:
     return total
 
 
+def time_runners(runners: dict, faces: np.ndarray, rounds: int) -> dict[str, list[float]]:
+    """Faces per second of each ``runners[name](face)`` over ``faces``, one face per call, after a
+    warm-up of 20 faces; ``rounds`` rounds, the order reversed every other round (so that no
+    runner always goes first)."""
+    rates: dict[str, list[float]] = {k: [] for k in runners}
+    for run in runners.values():
+        for f in faces[:20]:
+            run(f)
+    for r in range(rounds):
+        for name, run in list(runners.items()) if r % 2 == 0 else list(runners.items())[::-1]:
+            t = time.perf_counter()
+            for f in faces:
+                run(f)
+            rates[name].append(len(faces) / (time.perf_counter() - t))
+    return rates
+
+
 def parse_entry(text: str) -> tuple[str, str, str | None]:
     """``LABEL=MODEL`` or ``LABEL=MODEL@TTA`` (MODEL: a .pt, .onnx, run directory or default)."""
     label, sep, rest = text.partition("=")
@@ -176,16 +193,7 @@ def main() -> None:
         meta[label] = {"model": path, "tta": rec.tta}
         print(f"{label}: {path}, tta {rec.tta}", flush=True)
     n = min(args.speed_faces, len(faces))
-    rates: dict[str, list[float]] = {k: [] for k in runners}
-    for name, run in runners.items():  # warm-up
-        for f in faces[:20]:
-            run(f)
-    for r in range(args.rounds):
-        for name, run in list(runners.items()) if r % 2 == 0 else list(runners.items())[::-1]:
-            t = time.perf_counter()
-            for f in faces[:n]:
-                run(f)
-            rates[name].append(n / (time.perf_counter() - t))
+    rates = time_runners(runners, faces[:n], args.rounds)
     fer_rate = float(np.median(rates["fer (tflite)"]))
     for name in results:
         results[name]["faces_per_s"] = float(np.median(rates[name]))
