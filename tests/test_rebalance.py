@@ -146,6 +146,8 @@ def test_crt_retrains_a_new_head_on_the_frozen_backbone(parent, tmp_path, which,
     n_out = outputs or before["model_spec"]["num_outputs"]
     assert after["model"]["head.weight"].shape[0] == n_out == after["model_spec"]["num_outputs"]
     assert after["strategy"]["name"] == ("ce" if space == "parent" else "dicc")
+    # the record names the parent's method, not the CE head's (a dicc parent said "ce+crt")
+    assert final["method"] == json.loads((out / "final.json").read_text())["method"] == f"{which}+crt"
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3]
     _same_as_evaluate(out, final)

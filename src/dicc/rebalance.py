@@ -480,7 +480,7 @@ def _write_stage(p: Parent, rd, record: dict) -> dict:
         checkpoint="best.pt",
         epoch=ckpt.get("epoch"),
         best_val_mean_class_accuracy=vm["mean_class_accuracy"],
-        method=f"{p.strategy.name}+{name}",
+        method=f"{cfg.method.name}+{name}",  # the parent's method (cRT in parent space trains a CE head)
         seed=cfg.train.seed,
         train_class_counts=ckpt["class_counts"],
         stage=record["stage"],
