@@ -88,7 +88,8 @@ def main() -> None:
     try:
         flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0]
         name = Path("/proc/cpuinfo").read_text().split("model name", 1)[1].split("\n", 1)[0].strip(": \t")
-        cpu = name + (" (AVX-512)" if "avx512f" in flags else " (no AVX-512)") + (" with AMX" if "amx_tile" in flags else "")
+        cpu = name + (" (AVX-512)" if "avx512f" in flags else " (no AVX-512)")
+        cpu += " with AMX" if "amx_tile" in flags else ""
     except (OSError, IndexError):
         pass
     lines = [
