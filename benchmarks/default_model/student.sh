@@ -4,7 +4,9 @@
 #   bash benchmarks/default_model/student.sh PATH/fer2013 [THREADS]
 #   TEACHERS='[benchmarks/default_model/teachers/prev_w24_basic.pt]' EPOCHS=20 bash ... (the teachers
 #   given: steps 1-2 skipped); STUDENT=DIR (default benchmarks/default_model/student), TARGETS=augmented
-#   (the teachers score every augmented batch), NO_PACKAGE=1 (stop after choosing tau)
+#   (the teachers score every augmented batch), NO_PACKAGE=1 (stop after choosing tau),
+#   WIDTH=32 INIT=null LR=0.05 (a student of another width, from scratch: INIT is the checkpoint it
+#   starts from, default the previous bundled model, which only fits width 24)
 # 1. the teacher: vgg_fer width 48, the strong augmentation, CE, 80 epochs (teacher_sittings.log
 #    lists each sitting's command)
 # 2. choose.py teachers: which set of {the width-48 teacher, the previous bundled model} the
@@ -41,13 +43,16 @@ fi
 
 STUDENT=${STUDENT:-$HERE/student}
 TARGETS=${TARGETS:-images}      # distill.targets: images (cached, 10 crops) or augmented (every batch)
+WIDTH=${WIDTH:-24}
+INIT=${INIT:-$PREV}             # model.pretrained ("null": from scratch)
+LR=${LR:-0.01}
 if [ -f $STUDENT/checkpoints/last.pt ] && [ ! -f $STUDENT/final.json ]; then
   dicc train --out $STUDENT --resume --no-progress --set train.threads="$THREADS"
 elif [ ! -f $STUDENT/final.json ]; then
   dicc train -c configs/fer2013-default-model.yaml --data "$DATA" --out $STUDENT --no-progress \
     --set train.threads="$THREADS" --set method.name=ce \
     --set augment.rotate=0 --set augment.scale=0 --set augment.erase=0 \
-    --set model.width=24 --set model.pretrained=$PREV --set optim.lr=0.01 --set train.epochs="$EPOCHS" \
+    --set model.width="$WIDTH" --set model.pretrained="$INIT" --set optim.lr="$LR" --set train.epochs="$EPOCHS" \
     --set "distill.teacher=$TEACHERS" --set distill.tta=crops --set distill.targets="$TARGETS" \
     --set distill.temperature=2 --set distill.weight=0.7
 fi
