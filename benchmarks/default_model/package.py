@@ -186,10 +186,12 @@ def onnx_lines(card: dict) -> str:
     if not o:
         return ""
     t, v = o[f"{o['graph']}_test"], o[f"{o['graph']}_val"]
+    drop = 100 * o["int8_val_accuracy_drop"]
+    effect = f"it costs {drop:.2f} points of" if drop > 0 else f"it changes by {-drop:+.2f} points the"
     how = (
         f"int8 (onnxruntime static quantisation, QDQ, per-channel weights, calibrated on "
-        f"{o['calibration_faces']} training faces; it costs {100 * o['int8_val_accuracy_drop']:.2f} points of "
-        f"validation accuracy against the fp32 graph, at most {100 * o['max_drop']:.1f} allowed)"
+        f"{o['calibration_faces']} training faces; {effect} "
+        f"validation accuracy of the fp32 graph, at most a {100 * o['max_drop']:.1f}-point loss allowed)"
         if o["graph"] == "int8"
         else f"fp32 (int8 cost {100 * o['int8_val_accuracy_drop']:.2f} points of validation accuracy, more "
         f"than the {100 * o['max_drop']:.1f} allowed)"
